@@ -1,0 +1,53 @@
+# medge: two commands on a fresh machine (python3, make and Node.js):
+#   make demo   broker + ingest + simulated devices + live monitor
+#   make test   the whole test suite (firmware also inside the MicroPython VM)
+# Each bootstraps .venv (and the pinned MicroPython VM from npm) on first use.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+STAMP  := $(VENV)/.medge-installed
+MPY_STAMP := tests/mpy/node_modules/.medge-installed
+DEMO_ARGS ?= --devices 5 --duration 30
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint bench eval venv mpy clean help
+
+help:
+	@echo "make demo | test | lint | bench | eval | clean"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { \
+	  echo "medge: could not create $(VENV); on Debian/Raspberry Pi OS: sudo apt install python3-venv"; exit 1; }
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev,serial]'
+	@touch $@
+
+venv: $(STAMP)
+
+$(MPY_STAMP): tests/mpy/package.json tests/mpy/package-lock.json
+	@command -v npm >/dev/null || { echo "medge: npm (Node.js) is needed for the MicroPython VM tests"; exit 1; }
+	npm ci --prefix tests/mpy --no-audit --no-fund --loglevel=error
+	@touch $@
+
+mpy: $(MPY_STAMP)
+
+demo: $(STAMP)
+	$(BIN)/medge demo $(DEMO_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+# pytest exits 5 when it collected no test: make treats that as a failure.
+test: $(STAMP) $(MPY_STAMP) lint
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: $(STAMP) $(MPY_STAMP)
+	@echo "no benchmarks yet (the fixed-point signal-chain issue adds them)"
+
+eval: $(STAMP)
+	@echo "no evaluations yet (the QRS and model issues add them)"
+
+clean:
+	rm -rf $(VENV) tests/mpy/node_modules .pytest_cache .ruff_cache var

@@ -1,0 +1,222 @@
+"""The device loop: samples in, vital signs out over MQTT.
+
+One :class:`Device` owns a sample source, a heart-rate detector, a sequence
+counter, an outbox and an MQTT link adapter.  :meth:`Device.step` is called
+repeatedly by the platform's main loop (``firmware/main.py`` on a board or a
+Pi, ``sim/fleet.py`` in the simulator); each call
+
+1. drains the samples the source has ready into a buffer made once at init
+   and runs the detector over them (no allocation per sample);
+2. closes every reporting window that is complete and queues a ``vitals``
+   message in the outbox;
+3. services the link: reconnects with capped exponential backoff, sends
+   queued messages (at most ``max_inflight`` unacknowledged), and removes
+   what the broker acknowledged.
+
+A sample source is any object with ``read_samples(buf, max_count) -> int``
+that writes up to ``max_count`` of the samples available now (raw ADC counts,
+ints) into ``buf[0:max_count]`` and returns how many it wrote (0 when none
+are ready): a HAL driver, a serial board, a WFDB replay, the simulator.
+
+The same code runs on CPython and MicroPython; the MicroPython VM test in
+tests/test_device_mpy.py checks that both publish the same bytes.
+"""
+
+from array import array
+
+from firmware import protocol
+from firmware.compat import const, ticks_add, ticks_diff
+from firmware.hr import HeartRateDetector
+from firmware.outbox import Outbox
+from firmware.state import SeqCounter
+from firmware.wire import encode
+
+FW_VERSION = "0.1.0"
+NO_MODEL = "none"
+
+_READ_BLOCK = const(64)  # samples read from the source per read_samples call
+
+
+class DeviceConfig:
+    """Everything a device is told at start-up; units in every name.
+
+    There is deliberately no default sample rate: a wrong one must fail
+    loudly rather than filter silently wrong.
+    """
+
+    def __init__(
+        self,
+        device_id,
+        sample_rate_hz,
+        patient_id="",
+        report_period_ms=1000,
+        hr_max_age_ms=3000,
+        outbox_capacity=512,
+        max_inflight=16,
+        backoff_min_ms=250,
+        backoff_max_ms=8000,
+        fw_version=FW_VERSION,
+        model_version=NO_MODEL,
+    ):
+        protocol.check_device_id(device_id)
+        if not isinstance(sample_rate_hz, int) or not 50 <= sample_rate_hz <= 2000:
+            raise ValueError(
+                "sample_rate_hz must be an int in 50..2000, got %r" % (sample_rate_hz,)
+            )
+        for name, value, low in (
+            ("report_period_ms", report_period_ms, 100),
+            ("hr_max_age_ms", hr_max_age_ms, 100),
+            ("outbox_capacity", outbox_capacity, 1),
+            ("max_inflight", max_inflight, 1),
+            ("backoff_min_ms", backoff_min_ms, 1),
+            ("backoff_max_ms", backoff_max_ms, 1),
+        ):
+            if not isinstance(value, int) or value < low:
+                raise ValueError("%s must be an int >= %d, got %r" % (name, low, value))
+        if backoff_max_ms < backoff_min_ms:
+            raise ValueError("backoff_max_ms must be >= backoff_min_ms")
+        if (report_period_ms * sample_rate_hz) % 1000:
+            raise ValueError("report_period_ms must span a whole number of samples")
+        if not isinstance(patient_id, str) or len(patient_id) > 64:
+            raise ValueError("patient_id must be a str of at most 64 characters")
+        self.device_id = device_id
+        self.sample_rate_hz = sample_rate_hz
+        self.patient_id = patient_id
+        self.report_period_ms = report_period_ms
+        self.hr_max_age_ms = hr_max_age_ms
+        self.outbox_capacity = outbox_capacity
+        self.max_inflight = max_inflight
+        self.backoff_min_ms = backoff_min_ms
+        self.backoff_max_ms = backoff_max_ms
+        self.fw_version = fw_version
+        self.model_version = model_version
+
+
+class Device:
+    def __init__(self, config, source, link, clock, state):
+        self.cfg = config
+        self.source = source
+        self.link = link
+        self.clock = clock
+        self.state = state
+        self.seq = SeqCounter(state)
+        boots = state.load("boots", 0) + 1
+        state.save("boots", boots)
+        self.boot_id = boots
+        self.detector = HeartRateDetector(config.sample_rate_hz)
+        self.outbox = Outbox(config.outbox_capacity)
+        # Unit conversions, once.
+        fs = config.sample_rate_hz
+        self._report_samples = (config.report_period_ms * fs) // 1000
+        self._hr_max_age_samples = (config.hr_max_age_ms * fs) // 1000
+        self._buf = array("h", bytes(2 * _READ_BLOCK))
+        self._window_fill = 0
+        self._window_beats0 = 0
+        self._backoff_ms = config.backoff_min_ms
+        self._next_attempt = clock.ticks_ms()
+        self._was_connected = False
+        self.connect_failures = 0
+        self.reports = 0
+        self._topic_status = protocol.topic(config.device_id, protocol.MSG_STATUS)
+        self._topic_vitals = protocol.topic(config.device_id, protocol.MSG_VITALS)
+
+    # -- sampling and reporting ---------------------------------------------
+    def step(self):
+        """Run one pass of the main loop; return the number of samples consumed."""
+        total = 0
+        buf = self._buf
+        while True:
+            room = self._report_samples - self._window_fill
+            n = self.source.read_samples(buf, room if room < _READ_BLOCK else _READ_BLOCK)
+            if not n:
+                break
+            self.detector.process(buf, n)
+            total += n
+            self._window_fill += n
+            if self._window_fill == self._report_samples:
+                self._report()
+        self.service()
+        return total
+
+    def _report(self):
+        det = self.detector
+        hr = det.heart_rate_bpm(self._hr_max_age_samples)
+        quality = protocol.QUALITY_GOOD if hr is not None else protocol.QUALITY_UNRELIABLE
+        msg = protocol.vitals(
+            self.cfg.device_id,
+            self.seq.next(),
+            self.clock.epoch_ms(),
+            self.cfg.report_period_ms,
+            hr,
+            det.beats - self._window_beats0,
+            quality,
+        )
+        self._window_beats0 = det.beats
+        self._window_fill = 0
+        self.reports += 1
+        self.outbox.push(self._topic_vitals, encode(msg), False)
+
+    # -- MQTT ---------------------------------------------------------------
+    def _birth(self):
+        info = {
+            "fw_version": self.cfg.fw_version,
+            "model_version": self.cfg.model_version,
+            "patient_id": self.cfg.patient_id,
+            "sample_rate_hz": self.cfg.sample_rate_hz,
+            "boot_id": self.boot_id,
+        }
+        msg = protocol.birth(self.cfg.device_id, self.seq.next(), self.clock.epoch_ms(), info)
+        self.outbox.push(self._topic_status, encode(msg), True)
+
+    def _will(self):
+        msg = protocol.offline(
+            self.cfg.device_id, self.clock.epoch_ms(), protocol.OFFLINE_LOST, boot_id=self.boot_id
+        )
+        return encode(msg)
+
+    def service(self):
+        """Reconnect when due, collect acknowledgements, send what is waiting."""
+        link = self.link
+        if not link.connected():
+            if self._was_connected:
+                self._was_connected = False
+                self.outbox.requeue_inflight()
+            now = self.clock.ticks_ms()
+            if ticks_diff(now, self._next_attempt) < 0:
+                return
+            try:
+                link.connect(self._topic_status, self._will())
+            except OSError:
+                self.connect_failures += 1
+                self._next_attempt = ticks_add(now, self._backoff_ms)
+                self._backoff_ms = min(2 * self._backoff_ms, self.cfg.backoff_max_ms)
+                return
+            self._backoff_ms = self.cfg.backoff_min_ms
+            self._was_connected = True
+            self._birth()
+        try:
+            for token in link.poll():
+                self.outbox.ack(token)
+            if link.connected():
+                self.outbox.send_some(link.publish, self.cfg.max_inflight)
+        except OSError:
+            pass  # picked up as "not connected" on the next call
+
+    def stop(self):
+        """Clean shutdown: announce offline, save the exact sequence number.
+
+        Call :meth:`service` afterwards until :meth:`drained` (bounded by the
+        caller), then ``link.disconnect()``.
+        """
+        msg = protocol.offline(
+            self.cfg.device_id,
+            self.clock.epoch_ms(),
+            protocol.OFFLINE_SHUTDOWN,
+            seq=self.seq.next(),
+            boot_id=self.boot_id,
+        )
+        self.outbox.push(self._topic_status, encode(msg), True)
+        self.seq.close()
+
+    def drained(self):
+        return len(self.outbox) == 0

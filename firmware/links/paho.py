@@ -1,0 +1,105 @@
+"""MQTT link on CPython through paho-mqtt 2.x (Raspberry Pi, simulator).
+
+Each connection is a fresh ``paho.mqtt.client.Client`` with its own network
+thread.  paho's automatic reconnect and its internal re-send queue are *not*
+used: the device's outbox already re-sends unacknowledged messages after a
+reconnect, and a second re-send layer would only multiply duplicates and
+confuse tokens.  Reconnect timing (capped exponential backoff) lives in the
+device loop so that it is the same on every platform.
+"""
+
+import logging
+import threading
+
+import paho.mqtt.client as mqtt
+
+log = logging.getLogger(__name__)
+
+
+class PahoLink:
+    def __init__(self, host, port, client_id, keepalive_s=30, connect_timeout_s=5.0):
+        self.host = host
+        self.port = port
+        self.client_id = client_id
+        self.keepalive_s = keepalive_s
+        self.connect_timeout_s = connect_timeout_s
+        self._client = None
+        self._connected = threading.Event()
+        self._acked = []
+        self._lock = threading.Lock()
+
+    # paho callbacks (run on paho's network thread) -------------------------
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if client is self._client and not reason_code.is_failure:
+            self._connected.set()
+        else:
+            log.warning("%s: connect refused: %s", self.client_id, reason_code)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        if client is self._client:
+            self._connected.clear()
+        # Stop paho's own reconnect loop: the device decides when to reconnect.
+        client.disconnect()
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties):
+        if client is self._client:
+            with self._lock:
+                self._acked.append(mid)
+
+    # link surface -----------------------------------------------------------
+    def connect(self, will_topic, will_payload):
+        self._close()
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            clean_session=True,
+            protocol=mqtt.MQTTv311,
+        )
+        client.will_set(will_topic, will_payload, qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        self._client = client
+        with self._lock:
+            self._acked = []
+        try:
+            client.connect(self.host, self.port, keepalive=self.keepalive_s)
+        except OSError:
+            self._client = None
+            raise
+        client.loop_start()
+        if not self._connected.wait(self.connect_timeout_s):
+            self._close()
+            raise OSError("no CONNACK from %s:%d" % (self.host, self.port))
+
+    def connected(self):
+        return self._connected.is_set()
+
+    def publish(self, topic, payload, retain):
+        client = self._client
+        if client is None or not self._connected.is_set():
+            raise OSError("not connected")
+        info = client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise OSError("publish failed: %s" % mqtt.error_string(info.rc))
+        return info.mid
+
+    def poll(self):
+        with self._lock:
+            acked = self._acked
+            self._acked = []
+        return acked
+
+    def disconnect(self):
+        client = self._client
+        if client is not None and self._connected.is_set():
+            client.disconnect()
+        self._close()
+
+    def _close(self):
+        client = self._client
+        self._client = None
+        self._connected.clear()
+        if client is not None:
+            client.disconnect()
+            client.loop_stop()

@@ -1,0 +1,94 @@
+"""Bounded store-and-forward queue of messages awaiting the broker's PUBACK.
+
+Every QoS 1 message the device publishes goes through the outbox.  A message
+leaves the outbox only when the broker has acknowledged it, so a broker outage
+or a dropped connection loses nothing while the outbox has room: after a
+reconnect every unacknowledged message is sent again (the host drops the
+duplicates by (device, seq)).
+
+Drop policy: the capacity is fixed at init.  When a new message arrives and
+the outbox is full, the *oldest* message is dropped and counted in
+``dropped``: the newest vital signs are worth more to a clinician than the
+oldest.  This copy lives in RAM; a flash-backed outbox (surviving a reboot)
+plugs in behind the same methods.
+"""
+
+_TOPIC = 0
+_PAYLOAD = 1
+_RETAIN = 2
+_TOKEN = 3  # link token while in flight, None while waiting to be sent
+_ACKED = 4
+
+
+class Outbox:
+    def __init__(self, capacity):
+        if not isinstance(capacity, int) or capacity < 1:
+            raise ValueError("outbox capacity must be a positive int, got %r" % (capacity,))
+        self.capacity = capacity
+        self._slots = [None] * capacity
+        self._head = 0
+        self._count = 0
+        self._inflight = 0
+        self.dropped = 0  # messages dropped by the full-outbox policy
+        self.sent = 0  # publish attempts (including re-sends)
+        self.acked = 0  # messages acknowledged by the broker
+
+    def __len__(self):
+        return self._count
+
+    @property
+    def inflight(self):
+        return self._inflight
+
+    def push(self, topic, payload, retain):
+        if self._count == self.capacity:
+            self._drop_head()
+            self.dropped += 1
+        idx = (self._head + self._count) % self.capacity
+        self._slots[idx] = [topic, payload, retain, None, False]
+        self._count += 1
+
+    def _drop_head(self):
+        entry = self._slots[self._head]
+        if entry[_TOKEN] is not None and not entry[_ACKED]:
+            self._inflight -= 1
+        self._slots[self._head] = None
+        self._head = (self._head + 1) % self.capacity
+        self._count -= 1
+
+    def send_some(self, publish, max_inflight):
+        """Hand waiting messages to ``publish(topic, payload, retain) -> token``.
+
+        Keeps at most ``max_inflight`` unacknowledged messages outstanding.
+        ``publish`` raising OSError stops the round; the error propagates.
+        """
+        i = 0
+        while i < self._count and self._inflight < max_inflight:
+            entry = self._slots[(self._head + i) % self.capacity]
+            if entry[_TOKEN] is None:
+                entry[_TOKEN] = publish(entry[_TOPIC], entry[_PAYLOAD], entry[_RETAIN])
+                self._inflight += 1
+                self.sent += 1
+            i += 1
+
+    def ack(self, token):
+        """The broker acknowledged ``token``; unknown tokens are ignored."""
+        for i in range(self._count):
+            entry = self._slots[(self._head + i) % self.capacity]
+            if entry[_TOKEN] == token and not entry[_ACKED]:
+                entry[_ACKED] = True
+                self._inflight -= 1
+                self.acked += 1
+                break
+        while self._count and self._slots[self._head][_ACKED]:
+            self._slots[self._head] = None
+            self._head = (self._head + 1) % self.capacity
+            self._count -= 1
+
+    def requeue_inflight(self):
+        """The connection dropped: every unacknowledged message goes out again."""
+        for i in range(self._count):
+            entry = self._slots[(self._head + i) % self.capacity]
+            if not entry[_ACKED]:
+                entry[_TOKEN] = None
+        self._inflight = 0

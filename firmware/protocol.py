@@ -1,0 +1,104 @@
+"""medge wire protocol v1 on the device side: topics and message builders.
+
+The topic tree, QoS/retain rules and one JSON Schema per message type are
+documented in docs/protocol.md; host/schemas/v1/ holds the schemas the host
+validates against.  Everything here is plain dicts of ints and strings,
+encoded by :mod:`firmware.wire` so CPython and MicroPython produce the same
+bytes.
+
+Topic tree (``{id}`` is the device id)::
+
+    medge/v1/dev/{id}/status   retained, QoS 1: birth (online) / offline / last will
+    medge/v1/dev/{id}/vitals   QoS 1: one message per reporting window
+    medge/v1/dev/{id}/cmd      host -> device commands (later issues)
+    medge/v1/dev/{id}/ack      device -> host command results (later issues)
+"""
+
+from firmware.compat import const
+
+PROTOCOL_VERSION = const(1)
+TOPIC_ROOT = "medge/v1"
+
+MSG_STATUS = "status"
+MSG_VITALS = "vitals"
+MSG_CMD = "cmd"
+MSG_ACK = "ack"
+
+STATE_ONLINE = "online"
+STATE_OFFLINE = "offline"
+
+# Why a device went offline (status message ``reason``).
+OFFLINE_SHUTDOWN = "shutdown"  # published by the device before a clean disconnect
+OFFLINE_LOST = "lost"  # the last will: the broker lost the connection
+
+QUALITY_GOOD = "good"  # enough clean beats for a reliable heart rate
+QUALITY_UNRELIABLE = "unreliable"  # too few beats in the window: hr_bpm is null
+
+DEVICE_ID_MAX_LEN = const(64)
+_ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def check_device_id(device_id):
+    """Raise ValueError unless ``device_id`` is a valid device id.
+
+    1-64 characters from ``a-z 0-9 - _``, starting with a letter or digit:
+    safe in an MQTT topic level (no ``+``, ``#`` or ``/``) and in file names.
+    """
+    if not isinstance(device_id, str) or not 1 <= len(device_id) <= DEVICE_ID_MAX_LEN:
+        raise ValueError("device id must be a str of 1-64 characters: %r" % (device_id,))
+    for ch in device_id:
+        if ch not in _ID_CHARS:
+            raise ValueError("device id %r: character %r not in [a-z0-9-_]" % (device_id, ch))
+    if device_id[0] in "-_":
+        raise ValueError("device id %r must start with a letter or digit" % (device_id,))
+    return device_id
+
+
+def topic(device_id, msg_type):
+    """``medge/v1/dev/{device_id}/{msg_type}``."""
+    return TOPIC_ROOT + "/dev/" + device_id + "/" + msg_type
+
+
+def _envelope(msg_type, device_id, seq, ts_ms):
+    msg = {"v": PROTOCOL_VERSION, "type": msg_type, "device_id": device_id, "ts_ms": ts_ms}
+    if seq is not None:
+        msg["seq"] = seq
+    return msg
+
+
+def birth(device_id, seq, ts_ms, info):
+    """Retained ``status`` message published right after every connect.
+
+    ``info`` carries the device description: ``fw_version``,
+    ``model_version``, ``patient_id``, ``sample_rate_hz``, ``boot_id``.
+    """
+    msg = _envelope(MSG_STATUS, device_id, seq, ts_ms)
+    msg["state"] = STATE_ONLINE
+    for key in info:
+        msg[key] = info[key]
+    return msg
+
+
+def offline(device_id, ts_ms, reason, seq=None, boot_id=None):
+    """Retained ``status`` offline message.
+
+    Without ``seq`` it is the last will, registered at connect time and
+    published by the broker when the connection is lost; with ``seq`` it is
+    the device's own announcement before a clean disconnect.
+    """
+    msg = _envelope(MSG_STATUS, device_id, seq, ts_ms)
+    msg["state"] = STATE_OFFLINE
+    msg["reason"] = reason
+    if boot_id is not None:
+        msg["boot_id"] = boot_id
+    return msg
+
+
+def vitals(device_id, seq, ts_ms, window_ms, hr_bpm, beats, quality):
+    """One reporting window's vital signs (``hr_bpm`` is None when unreliable)."""
+    msg = _envelope(MSG_VITALS, device_id, seq, ts_ms)
+    msg["window_ms"] = window_ms
+    msg["hr_bpm"] = hr_bpm
+    msg["beats"] = beats
+    msg["quality"] = quality
+    return msg

@@ -1,0 +1,224 @@
+"""``medge``: one command line for the whole system.
+
+Sub-commands: ``demo``, ``sim``, ``broker``, ``ingest``, ``monitor``,
+``fleet list``.  Later issues add ``advice``, ``ecg``, ``news2``, ``device``.
+Every sub-command that reads or writes the store takes ``--db`` (default:
+``$MEDGE_DB`` or ``var/medge.db`` under the current directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+DEFAULT_DB = "var/medge.db"
+
+
+def default_db() -> Path:
+    return Path(os.environ.get("MEDGE_DB", DEFAULT_DB))
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+# -- sub-commands -----------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    from host.demo import run_demo
+
+    return run_demo(
+        devices=args.devices,
+        duration_s=args.duration,
+        db_path=args.db,
+        speed=args.speed,
+        seed=args.seed,
+        broker_kind=args.broker,
+        sample_rate_hz=args.rate,
+    )
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from sim.fleet import Fleet, FleetParams
+
+    stop = _stop_on_signals()
+    fleet = Fleet(
+        FleetParams(
+            n_devices=args.devices, sample_rate_hz=args.rate, speed=args.speed, seed=args.seed
+        ),
+        args.host,
+        args.port,
+        state_dir=args.state_dir,
+    )
+    logging.getLogger(__name__).info("sim: %d devices -> %s:%d", args.devices, args.host, args.port)
+    fleet.run(args.duration, stop)
+    return 0 if fleet.shutdown() else 1
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from host.broker import run_broker_forever
+
+    return run_broker_forever(args.kind, args.host, args.port, args.data_dir)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from host.ingest import run_ingest_forever
+
+    return run_ingest_forever(args.db, args.host, args.port, _stop_on_signals())
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from host.monitor import run_monitor
+
+    try:
+        run_monitor(args.db, refresh_s=args.refresh)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
+def cmd_fleet_list(args: argparse.Namespace) -> int:
+    from host.store import Store
+
+    try:
+        with Store(args.db, readonly=True) as store:
+            rows = store.devices()
+    except FileNotFoundError as exc:
+        print(f"medge: {exc} (run `medge demo` or `medge ingest` first)", file=sys.stderr)
+        return 2
+    if args.json:
+        doc = [
+            {
+                "id": r.device_id,
+                "device_id": r.device_id,
+                "state": r.state,
+                "fw_version": r.fw_version,
+                "model_version": r.model_version,
+                "last_seen": _iso(r.last_seen_ms),
+                "last_seen_ms": r.last_seen_ms,
+                "patient_id": r.patient_id,
+                "hr_bpm": r.hr_bpm,
+                "messages": r.messages,
+            }
+            for r in rows
+        ]
+        print(json.dumps(doc, indent=2))
+        return 0
+    print(f"{'device':<16} {'state':<8} {'firmware':<10} {'model':<12} last seen (UTC)")
+    for r in rows:
+        print(
+            f"{r.device_id:<16} {r.state:<8} {r.fw_version or '-':<10} "
+            f"{r.model_version or '-':<12} {_iso(r.last_seen_ms)}"
+        )
+    return 0
+
+
+# -- parser -----------------------------------------------------------------
+def _add_db(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--db",
+        type=Path,
+        default=default_db(),
+        help="SQLite store (default: $MEDGE_DB or var/medge.db)",
+    )
+
+
+def _add_broker_addr(p: argparse.ArgumentParser, port_default: int = 1883) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="broker host (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=port_default, help="broker port (default 1883)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medge", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="broker + ingest + simulated devices + live monitor")
+    p.add_argument("--devices", type=_positive_int, default=3, help="number of devices (3)")
+    p.add_argument(
+        "--duration",
+        type=_positive_float,
+        default=None,
+        help="stop by itself after this many simulated seconds",
+    )
+    p.add_argument("--speed", type=_positive_float, default=1.0, help="time acceleration (1)")
+    p.add_argument("--seed", type=int, default=0, help="simulation seed (0)")
+    p.add_argument("--rate", type=int, choices=(250, 360), default=250, help="ECG rate, Hz")
+    p.add_argument("--broker", choices=("auto", "mosquitto", "embedded"), default="auto")
+    _add_db(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("sim", help="run simulated devices against a broker")
+    p.add_argument("--devices", type=_positive_int, default=3)
+    p.add_argument("--duration", type=_positive_float, default=None)
+    p.add_argument("--speed", type=_positive_float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rate", type=int, choices=(250, 360), default=250)
+    p.add_argument("--state-dir", type=Path, default=Path("var/devices"))
+    _add_broker_addr(p)
+    p.set_defaults(func=cmd_sim)
+
+    p = sub.add_parser("broker", help="run an MQTT broker (mosquitto if installed, else embedded)")
+    p.add_argument("--kind", choices=("auto", "mosquitto", "embedded"), default="auto")
+    _add_broker_addr(p)
+    p.add_argument("--data-dir", type=Path, default=Path("var/broker"))
+    p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser("ingest", help="store validated device messages")
+    _add_broker_addr(p)
+    _add_db(p)
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("monitor", help="live table of the fleet")
+    p.add_argument("--refresh", type=_positive_float, default=1.0, help="seconds (1)")
+    _add_db(p)
+    p.set_defaults(func=cmd_monitor)
+
+    p = sub.add_parser("fleet", help="device fleet")
+    fleet_sub = p.add_subparsers(dest="fleet_command", required=True, metavar="FLEET_COMMAND")
+    q = fleet_sub.add_parser("list", help="every known device")
+    q.add_argument("--json", action="store_true", help="JSON array")
+    _add_db(q)
+    q.set_defaults(func=cmd_fleet_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    if args.command in ("broker", "ingest", "sim"):
+        level = min(level, logging.INFO)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

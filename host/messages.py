@@ -1,0 +1,136 @@
+"""Validation of incoming device messages against the v1 JSON Schemas.
+
+Every MQTT message the ingest service receives goes through :func:`check`,
+which returns either an :class:`Accepted` message or a :class:`Rejected` one
+with a :class:`Reason` and a human-readable detail.  Nothing here raises on
+bad input: a rejection is a value to log and count, never a crash.
+
+The checks run cheapest first: size, topic shape, message type, JSON, schema,
+with the payload's type checked against the topic before the schema and its
+device id after.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import Enum
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from firmware import protocol
+
+#: Largest payload accepted, in bytes.  Device messages are a few hundred bytes.
+MAX_PAYLOAD_BYTES = 16 * 1024
+
+#: Message types a device sends (host -> device types are ignored by ingest).
+DEVICE_TYPES = (protocol.MSG_STATUS, protocol.MSG_VITALS, protocol.MSG_ACK)
+HOST_TYPES = (protocol.MSG_CMD,)
+ALL_TYPES = DEVICE_TYPES + HOST_TYPES
+
+_TOPIC_PREFIX = protocol.TOPIC_ROOT + "/dev/"
+
+
+class Reason(str, Enum):
+    """Why a message was rejected (the ``reason`` counted by ingest)."""
+
+    OVERSIZED = "oversized"
+    BAD_TOPIC = "bad_topic"
+    UNKNOWN_TYPE = "unknown_type"
+    NOT_JSON = "not_json"
+    SCHEMA = "schema"
+    DEVICE_MISMATCH = "device_mismatch"
+    TYPE_MISMATCH = "type_mismatch"
+
+
+@dataclass(frozen=True)
+class Accepted:
+    msg_type: str
+    device_id: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Rejected:
+    reason: Reason
+    detail: str
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """Valid traffic that is not for ingest (host -> device commands)."""
+
+    msg_type: str
+
+
+def schema_path(msg_type: str) -> str:
+    """Where the schema of ``msg_type`` lives in the installed package."""
+    return str(resources.files("host") / "schemas" / "v1" / f"{msg_type}.schema.json")
+
+
+@cache
+def validator(msg_type: str) -> Draft202012Validator:
+    with open(schema_path(msg_type), encoding="utf-8") as f:
+        schema = json.load(f)
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_topic(topic: str) -> tuple[str, str] | None:
+    """``medge/v1/dev/{id}/{type}`` -> (id, type), else None."""
+    if not topic.startswith(_TOPIC_PREFIX):
+        return None
+    parts = topic[len(_TOPIC_PREFIX) :].split("/")
+    if len(parts) != 2 or not parts[0] or not parts[1]:
+        return None
+    try:
+        protocol.check_device_id(parts[0])
+    except ValueError:
+        return None
+    return parts[0], parts[1]
+
+
+def check(topic: str, payload: bytes) -> Accepted | Rejected | Ignored:
+    """Validate one MQTT message; never raises on bad input."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        return Rejected(Reason.OVERSIZED, f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
+    parsed = parse_topic(topic)
+    if parsed is None:
+        return Rejected(
+            Reason.BAD_TOPIC, f"topic {topic[:200]!r} is not {_TOPIC_PREFIX}<id>/<type>"
+        )
+    device_id, msg_type = parsed
+    if msg_type not in ALL_TYPES:
+        return Rejected(
+            Reason.UNKNOWN_TYPE, f"message type {msg_type[:64]!r} is not one of {ALL_TYPES}"
+        )
+    if msg_type in HOST_TYPES:
+        return Ignored(msg_type)
+    try:
+        doc = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError) as exc:
+        return Rejected(Reason.NOT_JSON, str(exc)[:200])
+    if not isinstance(doc, dict):
+        return Rejected(Reason.NOT_JSON, f"top level is {type(doc).__name__}, not an object")
+    if doc.get("type") != msg_type:
+        return Rejected(
+            Reason.TYPE_MISMATCH,
+            f"topic type {msg_type!r} != payload type {doc.get('type')!r}"[:200],
+        )
+    error = next(iter(validator(msg_type).iter_errors(doc)), None)
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+        return Rejected(Reason.SCHEMA, f"{msg_type} at {where}: {error.message}"[:300])
+    if doc["device_id"] != device_id:
+        return Rejected(
+            Reason.DEVICE_MISMATCH,
+            f"topic device {device_id!r} != payload device_id {doc['device_id']!r}",
+        )
+    return Accepted(msg_type, device_id, doc)
