@@ -1,0 +1,339 @@
+"""Tests for host/broker.py and host/embedded_broker.py (real broker child processes).
+
+The mosquitto tests run whenever the binary is installed; if it is missing they are
+skipped, unless CI (or MEDGE_REQUIRE_MOSQUITTO) is set, in which case they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Optional
+
+import paho.mqtt.client as mqtt
+import pytest
+
+import host.broker as broker_mod
+from host.broker import Broker, BrokerKind, find_mosquitto, free_port, mosquitto_config
+
+pytestmark = pytest.mark.timeout(30)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WAIT_S = 10.0
+
+
+def _require(kind: str) -> None:
+    if kind == BrokerKind.MOSQUITTO and find_mosquitto() is None:
+        if os.environ.get("CI") or os.environ.get("MEDGE_REQUIRE_MOSQUITTO"):
+            pytest.fail("mosquitto is expected here (CI installs it) but was not found")
+        pytest.skip("mosquitto not installed")
+
+
+@pytest.fixture(params=[BrokerKind.MOSQUITTO.value, BrokerKind.EMBEDDED.value])
+def kind(request: pytest.FixtureRequest) -> str:
+    _require(request.param)
+    return str(request.param)
+
+
+@pytest.fixture
+def broker(kind: str, tmp_path: Path):
+    b = Broker(kind, data_dir=tmp_path / "broker")
+    try:
+        b.start()
+        yield b
+    finally:
+        b.stop()
+
+
+class Client:
+    """A paho 2.x client with blocking helpers; collects received messages."""
+
+    def __init__(self, broker: Broker, client_id: Optional[str] = None,
+                 clean_session: bool = True) -> None:
+        self.broker = broker
+        self.client_id = client_id or f"t-{uuid.uuid4().hex[:10]}"
+        self.messages: list[mqtt.MQTTMessage] = []
+        self.session_present: Optional[bool] = None
+        self._cond = threading.Condition()
+        self._connected = threading.Event()
+        self._disconnected = threading.Event()
+        self._subscribed = threading.Event()
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                        clean_session=clean_session)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_subscribe = lambda *_a: self._subscribed.set()
+        c.on_message = self._on_message
+        self.mqtt = c
+
+    def _on_connect(self, _c, _u, flags, reason_code, _p) -> None:
+        if not reason_code.is_failure:
+            self.session_present = bool(flags.session_present)
+            self._connected.set()
+
+    def _on_disconnect(self, *_a) -> None:
+        self._disconnected.set()
+
+    def _on_message(self, _c, _u, msg: mqtt.MQTTMessage) -> None:
+        with self._cond:
+            self.messages.append(msg)
+            self._cond.notify_all()
+
+    def connect(self) -> Client:
+        self.mqtt.connect(self.broker.host, self.broker.port, keepalive=30)
+        self.mqtt.loop_start()
+        assert self._connected.wait(WAIT_S), "no CONNACK"
+        return self
+
+    def subscribe(self, topic: str, qos: int = 1) -> None:
+        self._subscribed.clear()
+        self.mqtt.subscribe(topic, qos=qos)
+        assert self._subscribed.wait(WAIT_S), "no SUBACK"
+
+    def publish(self, topic: str, payload: str, qos: int = 1, retain: bool = False) -> None:
+        info = self.mqtt.publish(topic, payload, qos=qos, retain=retain)
+        info.wait_for_publish(WAIT_S)
+        assert info.is_published()
+
+    def wait_messages(self, n: int, timeout: float = WAIT_S) -> list[mqtt.MQTTMessage]:
+        with self._cond:
+            self._cond.wait_for(lambda: len(self.messages) >= n, timeout)
+            return list(self.messages)
+
+    def close(self) -> None:
+        if self._connected.is_set() and not self._disconnected.is_set():
+            self.mqtt.disconnect()
+            self._disconnected.wait(WAIT_S)
+        self.mqtt.loop_stop()
+
+
+@pytest.fixture
+def clients():
+    made: list[Client] = []
+
+    def make(broker: Broker, **kw) -> Client:
+        c = Client(broker, **kw)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
+
+
+def _refused(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return False
+    except OSError:
+        return True
+
+
+# --------------------------------------------------------------------- per kind
+
+
+def test_qos1_publish_reaches_subscriber(broker: Broker, clients) -> None:
+    assert broker.running and broker.url == f"mqtt://127.0.0.1:{broker.port}"
+    sub = clients(broker).connect()
+    sub.subscribe("medge/test/vitals", qos=1)
+    pub = clients(broker).connect()
+    pub.publish("medge/test/vitals", "hr=72", qos=1)
+    msgs = sub.wait_messages(1)
+    assert [(m.topic, m.payload, m.qos) for m in msgs] == [("medge/test/vitals", b"hr=72", 1)]
+
+
+def test_retained_message_reaches_late_subscriber(broker: Broker, clients) -> None:
+    pub = clients(broker).connect()
+    pub.publish("medge/test/status", "online", qos=1, retain=True)
+    late = clients(broker).connect()
+    late.subscribe("medge/test/#", qos=1)
+    msgs = late.wait_messages(1)
+    got = [(m.topic, m.payload, m.retain) for m in msgs]
+    assert got == [("medge/test/status", b"online", True)]
+
+
+def test_stop_closes_port_and_restart_reuses_it(broker: Broker, clients) -> None:
+    port = broker.port
+    broker.restart()
+    assert broker.running and broker.port == port
+    sub = clients(broker).connect()
+    sub.subscribe("medge/test/r")
+    pub = clients(broker).connect()
+    pub.publish("medge/test/r", "after-restart")
+    assert [m.payload for m in sub.wait_messages(1)] == [b"after-restart"]
+    sub.close()
+    pub.close()
+
+    broker.stop()
+    assert not broker.running
+    assert _refused(broker.host, port)
+    broker.stop()  # idempotent
+    broker.start()
+    assert broker.running and broker.port == port and not _refused(broker.host, port)
+
+
+def test_start_fails_with_log_tail_when_port_taken(kind: str, tmp_path: Path) -> None:
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        b = Broker(kind, port=port, data_dir=tmp_path)
+        try:
+            with pytest.raises(RuntimeError, match="broker") as err:
+                b.start(timeout_s=5)
+        finally:
+            b.stop()
+    assert "in use" in str(err.value).lower()  # the log tail explains why
+    assert not b.running
+
+
+# ------------------------------------------------------ persistent sessions (QoS 1)
+
+N_OFFLINE = 50
+
+
+def _offline_round(broker: Broker, clients, restart_broker: bool) -> Client:
+    """Persistent subscriber goes offline, N_OFFLINE QoS 1 messages are published,
+    optionally the broker restarts gracefully, then the subscriber reconnects."""
+    sub_id = f"persist-{uuid.uuid4().hex[:8]}"
+    sub = clients(broker, client_id=sub_id, clean_session=False).connect()
+    sub.subscribe("medge/test/q/#", qos=1)
+    sub.close()
+    time.sleep(0.2)  # let the broker finish processing the DISCONNECT
+
+    pub = clients(broker).connect()
+    for i in range(N_OFFLINE):
+        pub.publish(f"medge/test/q/{i % 3}", str(i), qos=1)
+    pub.close()
+
+    if restart_broker:
+        broker.restart()
+
+    # No new SUBSCRIBE: the session (with its subscription and queue) must be kept.
+    return clients(broker, client_id=sub_id, clean_session=False).connect()
+
+
+def test_mosquitto_persistent_session_survives_graceful_restart(tmp_path: Path, clients) -> None:
+    _require(BrokerKind.MOSQUITTO)
+    with Broker(BrokerKind.MOSQUITTO, data_dir=tmp_path) as broker:
+        again = _offline_round(broker, clients, restart_broker=True)
+        assert again.session_present is True
+        msgs = again.wait_messages(N_OFFLINE)
+        assert {int(m.payload) for m in msgs} == set(range(N_OFFLINE))
+        assert all(m.qos == 1 for m in msgs)
+        assert (tmp_path / "mosquitto.db").is_file()
+        again.close()
+
+
+def test_embedded_persistent_session_survives_client_reconnect(tmp_path: Path, clients) -> None:
+    with Broker(BrokerKind.EMBEDDED, data_dir=tmp_path) as broker:
+        again = _offline_round(broker, clients, restart_broker=False)
+        assert again.session_present is True
+        msgs = again.wait_messages(N_OFFLINE)
+        assert [int(m.payload) for m in msgs] == list(range(N_OFFLINE))  # all, in order
+        assert all(m.qos == 1 for m in msgs)
+        again.close()
+
+
+def test_embedded_is_in_memory_only(tmp_path: Path, clients) -> None:
+    """Documents the limitation: an amqtt restart loses sessions and queued messages."""
+    with Broker(BrokerKind.EMBEDDED, data_dir=tmp_path) as broker:
+        sub_id = f"persist-{uuid.uuid4().hex[:8]}"
+        sub = clients(broker, client_id=sub_id, clean_session=False).connect()
+        sub.subscribe("medge/test/m", qos=1)
+        sub.close()
+        clients(broker).connect().publish("medge/test/m", "lost", qos=1)
+        broker.restart()
+        again = clients(broker, client_id=sub_id, clean_session=False).connect()
+        assert again.session_present is False
+        assert again.wait_messages(1, timeout=0.5) == []
+        again.close()
+
+
+# ------------------------------------------------------------------ no broker run
+
+
+def test_mosquitto_config_content(tmp_path: Path) -> None:
+    text = mosquitto_config("127.0.0.1", 18830, tmp_path)
+    lines = text.splitlines()
+    assert "listener 18830 127.0.0.1" in lines
+    assert "allow_anonymous true" in lines
+    assert "persistence true" in lines
+    assert f"persistence_location {tmp_path.resolve()}{os.sep}" in lines
+    assert any(ln.startswith("autosave_interval ") and int(ln.split()[1]) <= 10 for ln in lines)
+    assert any(ln.startswith("max_queued_messages ") and int(ln.split()[1]) >= 10000
+               for ln in lines)
+    assert any(ln.startswith("max_inflight_messages ") for ln in lines)
+    assert f"log_dest file {tmp_path.resolve() / 'mosquitto.log'}" in lines
+    assert not any("0.0.0.0" in ln for ln in lines)
+    assert "development" in text.lower()  # the anonymous default is explained
+    no_persist = mosquitto_config("::1", 1, tmp_path, persistence=False).splitlines()
+    assert "persistence false" in no_persist and "listener 1 ::1" in no_persist
+    assert not any(ln.startswith("persistence_location") for ln in no_persist)
+
+
+def test_generated_config_file_is_used(tmp_path: Path) -> None:
+    _require(BrokerKind.MOSQUITTO)
+    with Broker(BrokerKind.MOSQUITTO, data_dir=tmp_path) as b:
+        assert b.config_path.read_text() == mosquitto_config(b.host, b.port, tmp_path)
+        assert "running" in (tmp_path / "mosquitto.log").read_text()
+
+
+def test_auto_kind_resolution(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(broker_mod, "find_mosquitto", lambda: "/opt/fake/mosquitto")
+    assert Broker("auto", data_dir=tmp_path).kind is BrokerKind.MOSQUITTO
+    assert Broker(data_dir=tmp_path).kind is BrokerKind.MOSQUITTO
+    assert Broker("embedded", data_dir=tmp_path).kind is BrokerKind.EMBEDDED
+
+    monkeypatch.setattr(broker_mod, "find_mosquitto", lambda: None)
+    assert Broker("auto", data_dir=tmp_path).kind is BrokerKind.EMBEDDED
+    with pytest.raises(RuntimeError, match="mosquitto"):
+        Broker(BrokerKind.MOSQUITTO, data_dir=tmp_path)
+    with pytest.raises(ValueError, match="kind"):
+        Broker("rabbitmq", data_dir=tmp_path)
+
+
+def test_port_resolution_and_loopback_default(tmp_path: Path) -> None:
+    b = Broker("embedded", data_dir=tmp_path)
+    assert b.host == "127.0.0.1" and b.port > 0 and not b.running
+    assert Broker("embedded", port=18999, data_dir=tmp_path).port == 18999
+    p = free_port()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", p))  # really free
+    b.stop()  # stop before start is a no-op
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_run_broker_forever_stops_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    code = (
+        "import logging, sys; logging.basicConfig(level=logging.INFO);"
+        "from host.broker import run_broker_forever;"
+        f"sys.exit(run_broker_forever('auto', '127.0.0.1', {port}, {str(tmp_path)!r}))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while _refused("127.0.0.1", port):
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            assert time.monotonic() < deadline, "broker did not come up"
+            time.sleep(0.05)
+        time.sleep(0.6)  # let run_broker_forever reach its wait loop (it logs first)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=WAIT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = out.decode()
+    assert proc.returncode == 0, text
+    assert "listening on mqtt://127.0.0.1:" in text and "development default" in text
+    assert _refused("127.0.0.1", port)
