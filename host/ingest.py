@@ -95,13 +95,18 @@ class Ingest:
             log.warning("ingest: broker refused connection: %s", reason_code)
             return
         client.subscribe(SUBSCRIPTION, qos=1)
-        self._connected.set()
         log.info(
             "ingest: connected to %s:%d (session present: %s)",
             self.host,
             self.port,
             flags.session_present,
         )
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        if any(rc.is_failure for rc in reason_codes):
+            log.error("ingest: subscription to %s refused: %s", SUBSCRIPTION, reason_codes)
+            return
+        self._connected.set()  # ready: connected *and* subscribed
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connected.clear()
@@ -128,6 +133,7 @@ class Ingest:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         client.reconnect_delay_set(min_delay=0.1, max_delay=2)
         client.max_inflight_messages_set(100)
         self._client = client
@@ -135,6 +141,7 @@ class Ingest:
         client.loop_start()
 
     def wait_connected(self, timeout_s: float) -> bool:
+        """Wait until ingest is connected and its subscription is acknowledged."""
         return self._connected.wait(timeout_s)
 
     def stop(self) -> None:
