@@ -1,0 +1,78 @@
+"""The ``medge`` command line, invoked as a user would, against temporary SQLite files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from firmware import protocol
+from host.store import Store
+
+MEDGE = str(Path(sys.executable).with_name("medge"))
+T0 = 1_764_000_000_000
+
+
+def medge(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "MEDGE_DB"}
+    return subprocess.run([MEDGE, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def test_fleet_list_json(tmp_path: Path) -> None:
+    db = tmp_path / "fleet.db"
+    with Store(db) as store:
+        for i, device_id in enumerate(("bed-1", "bed-2")):
+            store.add("status", device_id, protocol.birth(device_id, 0, T0, {
+                "fw_version": "1.2.3", "model_version": f"beat-int8-{i}",
+                "patient_id": f"p{i}", "sample_rate_hz": 360, "boot_id": 1}), T0 + i)
+        store.add("status", "bed-2",
+                  protocol.offline("bed-2", T0, protocol.OFFLINE_LOST, boot_id=1), T0 + 10)
+    result = medge("fleet", "list", "--json", "--db", str(db), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert [(d["id"], d["state"], d["fw_version"], d["model_version"]) for d in doc] == [
+        ("bed-1", "online", "1.2.3", "beat-int8-0"),
+        ("bed-2", "offline", "1.2.3", "beat-int8-1"),
+    ]
+    assert doc[1]["last_seen_ms"] == T0 + 10
+    assert doc[1]["last_seen"].startswith("2025-11-24T")
+
+    table = medge("fleet", "list", "--db", str(db), cwd=tmp_path)
+    assert table.returncode == 0
+    assert "bed-1" in table.stdout and "offline" in table.stdout
+
+
+def test_fleet_list_without_a_store_is_a_clear_error(tmp_path: Path) -> None:
+    result = medge("fleet", "list", "--json", "--db", str(tmp_path / "none.db"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "no medge store" in result.stderr
+
+
+def test_bad_arguments_exit_2_with_usage(tmp_path: Path) -> None:
+    result = medge("demo", "--devices", "0", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--devices" in result.stderr
+
+
+def test_demo_five_devices_twenty_seconds(tmp_path: Path) -> None:
+    """Contract 5 and the acceptance check of the end-to-end issue, as a user runs it."""
+    result = medge("demo", "--devices", "5", "--duration", "20", cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "demo: OK, nothing lost" in result.stdout
+    assert "monitor: 5 devices" in result.stdout  # plain monitor lines: stdout is a pipe
+
+    db = tmp_path / "var" / "medge.db"  # the default store, relative to the working dir
+    with Store(db, readonly=True) as store:
+        devices = [d.device_id for d in store.devices()]
+        assert len(devices) == 5
+        for device_id in devices:
+            seqs = store.seqs(device_id)
+            assert seqs == list(range(seqs[0], seqs[-1] + 1)), device_id
+            assert store.vitals_count(device_id) == 20
+
+    listed = medge("fleet", "list", "--json", cwd=tmp_path)
+    assert listed.returncode == 0
+    assert sorted(d["id"] for d in json.loads(listed.stdout)) == devices
