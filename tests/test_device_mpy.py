@@ -91,3 +91,109 @@ def test_device_loop_publishes_identical_bytes_on_micropython(micropython, tmp_p
     assert sorted({m["seq"] for m in messages}) == list(range(max(m["seq"] for m in messages) + 1))
     assert any(m["hr_bpm"] for m in vitals)
     assert lines[-1].startswith("beats ")
+
+
+BROKER_SCRIPT = """
+from firmware.device import Device, DeviceConfig
+from firmware.links.umqtt import UmqttLink
+from firmware.sources import ArraySource
+from firmware.state import MemoryState
+
+
+class FakeBroker:
+    # A scripted MQTT peer: CONNACK for CONNECT, PUBACK for each QoS 1 PUBLISH.
+    def __init__(self):
+        self.rx = bytearray()   # bytes the client wrote, not yet parsed
+        self.tx = bytearray()   # bytes queued for the client to read
+        self.packets = []       # every complete packet the client sent
+
+    def write(self, buf):
+        self.rx.extend(bytes(buf))
+        self._parse()
+        return len(buf)
+
+    def _parse(self):
+        while len(self.rx) >= 2:
+            n, mult, i = 0, 1, 1
+            while True:
+                if i >= len(self.rx):
+                    return
+                b = self.rx[i]
+                n += (b & 127) * mult
+                mult *= 128
+                i += 1
+                if not b & 128:
+                    break
+            if len(self.rx) < i + n:
+                return
+            pkt = bytes(self.rx[: i + n])
+            self.rx = self.rx[i + n :]
+            self.packets.append(pkt)
+            kind = pkt[0] & 0xF0
+            if kind == 0x10:
+                self.tx.extend(b"\\x20\\x02\\x00\\x00")
+            elif kind == 0x30 and (pkt[0] >> 1) & 3 == 1:
+                tlen = (pkt[i] << 8) | pkt[i + 1]
+                pid = pkt[i + 2 + tlen : i + 4 + tlen]
+                self.tx.extend(b"\\x40\\x02" + pid)
+            elif kind == 0xC0:
+                self.tx.extend(b"\\xd0\\x00")
+
+    def read(self, n):
+        if not self.tx:
+            return None
+        out = bytes(self.tx[:n])
+        self.tx = self.tx[n:]
+        return out
+
+    def setblocking(self, flag):
+        pass
+
+    def close(self):
+        pass
+
+
+class StepClock:
+    def __init__(self):
+        self.ms = 0
+    def epoch_ms(self):
+        return 1764000000000 + self.ms
+    def ticks_ms(self):
+        return self.ms
+
+
+peer = FakeBroker()
+clock = StepClock()
+samples = [0] * (250 * 5)
+link = UmqttLink("broker.invalid", 1883, "dev-mpy-2", sock_factory=lambda host, port: peer)
+dev = Device(DeviceConfig("dev-mpy-2", 250), ArraySource(samples), link, clock, MemoryState())
+dev.step()
+for _ in range(5):
+    clock.ms += 100
+    dev.service()
+dev.stop()
+dev.service()
+dev.service()
+link.disconnect()
+for pkt in peer.packets:
+    print("".join("%02x" % b for b in pkt))
+print("drained", dev.drained(), "reports", dev.reports)
+"""
+
+
+def test_umqtt_board_path_writes_identical_bytes_on_micropython(micropython) -> None:
+    """The MicroPython board path (UmqttLink over firmware/umqtt.py) in the real VM:
+    every MQTT packet it writes equals CPython's, byte for byte."""
+    vm_out = micropython(BROKER_SCRIPT)
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        exec(compile(BROKER_SCRIPT, "broker_script", "exec"), {"__name__": "__main__"})
+    assert vm_out == buf.getvalue()
+    lines = vm_out.splitlines()
+    assert lines[-1] == "drained True reports 5"
+    packets = [bytes.fromhex(line) for line in lines[:-1]]
+    assert packets[0][0] == 0x10 and b"medge/v1/dev/dev-mpy-2/status" in packets[0]  # will
+    publishes = [p for p in packets if p[0] & 0xF0 == 0x30]
+    assert len(publishes) == 7  # birth, 5 vitals, shutdown
+    assert all(p[0] & 0x06 == 0x02 for p in publishes)  # QoS 1
+    assert packets[-1] == b"\xe0\x00"  # DISCONNECT
