@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from firmware import protocol
 from firmware.wire import encode
@@ -109,3 +111,25 @@ def test_commands_are_ignored_not_rejected() -> None:
 def test_every_message_type_has_a_valid_schema_file(msg_type: str) -> None:
     # check_schema runs inside validator(); a broken schema file raises here.
     assert messages.validator(msg_type).schema["properties"]["type"]["const"] == msg_type
+
+
+json_like = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=10), c, max_size=5),
+    max_leaves=15,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80), st.binary(max_size=300))
+def test_check_never_raises_on_arbitrary_bytes(topic_: str, payload: bytes) -> None:
+    assert isinstance(messages.check(topic_, payload), (Accepted, Rejected, Ignored))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["vitals", "status", "ack"]), json_like)
+def test_check_never_raises_on_arbitrary_json(kind: str, doc: object) -> None:
+    if isinstance(doc, dict):
+        doc = {**vitals_doc(), **doc}
+    result = messages.check(topic(kind), json.dumps(doc).encode())
+    assert isinstance(result, (Accepted, Rejected))
