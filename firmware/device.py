@@ -9,7 +9,8 @@ Pi, ``sim/fleet.py`` in the simulator); each call
    and runs the detector over them (no allocation per sample);
 2. closes every reporting window that is complete and queues a ``vitals``
    message in the outbox;
-3. services the link: reconnects with capped exponential backoff, sends
+3. services the link: reconnects with capped exponential backoff (plus up
+   to 25 % jitter, seeded by the device id), sends
    queued messages (at most ``max_inflight`` unacknowledged), and removes
    what the broker acknowledged.
 
@@ -114,6 +115,13 @@ class Device:
         self._window_beats0 = 0
         self._backoff_ms = config.backoff_min_ms
         self._next_attempt = clock.ticks_ms()
+        # Jitter source for reconnects, seeded by the device id so that a fleet
+        # does not reconnect in lock-step after a broker restart (and a
+        # simulation stays reproducible).
+        seed = 0
+        for ch in config.device_id:
+            seed = (seed * 31 + ord(ch)) & 0x3FFFFFFF
+        self._rand = seed
         self._was_connected = False
         self.connect_failures = 0
         self.reports = 0
@@ -188,7 +196,9 @@ class Device:
                 link.connect(self._topic_status, self._will())
             except OSError:
                 self.connect_failures += 1
-                self._next_attempt = ticks_add(now, self._backoff_ms)
+                self._rand = (self._rand * 1103515245 + 12345) & 0x3FFFFFFF
+                jitter = self._rand % (self._backoff_ms // 4 + 1)  # up to +25 %
+                self._next_attempt = ticks_add(now, self._backoff_ms + jitter)
                 self._backoff_ms = min(2 * self._backoff_ms, self.cfg.backoff_max_ms)
                 return
             self._backoff_ms = self.cfg.backoff_min_ms
