@@ -15,9 +15,13 @@ host tool down with it:
 
 ``embedded``
     The pure-Python broker from amqtt, run as ``python -m host.embedded_broker``
-    (see that module). Everything is in memory: persistent sessions keep queued
-    QoS >= 1 messages across a *client* reconnect, but nothing survives a *broker*
-    restart.
+    (see that module). With ``persistence=True`` it gets ``--data-dir`` and keeps
+    the same state as mosquitto (persistent sessions with their subscriptions and
+    queued QoS >= 1 messages, retained messages) in
+    ``<data_dir>/embedded_broker.json``, written on a graceful shutdown and every
+    5 s if changed, and restored before it accepts connections. With
+    ``persistence=False`` everything is in memory: persistent sessions survive a
+    *client* reconnect, but nothing survives a *broker* restart.
 
 Both kinds allow anonymous clients. That is a development default for a broker that
 listens on loopback only; never expose it on a network without authentication and
@@ -250,7 +254,9 @@ class Broker:
     embedded), ``"mosquitto"`` or ``"embedded"``. ``port=0`` picks a free port at
     construction; the port and ``data_dir`` are kept across :meth:`restart`.
     ``data_dir=None`` uses a private temporary directory that lives as long as this
-    object. Not thread-safe: drive one Broker from one thread.
+    object. ``persistence`` (both kinds): keep persistent sessions, their queued
+    QoS >= 1 messages and retained messages in ``data_dir`` across a graceful
+    restart. Not thread-safe: drive one Broker from one thread.
     """
 
     def __init__(
@@ -348,7 +354,7 @@ class Broker:
             str(self.port),
             "--parent-pid",
             str(os.getpid()),
-        ]
+        ] + (["--data-dir", str(self.data_dir)] if self.persistence else [])
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
