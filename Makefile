@@ -12,10 +12,10 @@ MPY_STAMP := tests/mpy/node_modules/.medge-installed
 DEMO_ARGS ?= --devices 5 --duration 30
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench eval venv mpy clean help
+.PHONY: demo test lint bench eval eval-qrs tables venv mpy clean help
 
 help:
-	@echo "make demo | test | lint | bench | eval | clean"
+	@echo "make demo | test | lint | bench | eval | eval-qrs DATA=dir | tables | clean"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { \
@@ -38,13 +38,18 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(PY) -m host.filterdesign --check
+
+# Regenerate firmware/filter_tables.py from the filter designs (host/filterdesign.py).
+tables: $(STAMP)
+	$(PY) -m host.filterdesign --write
 
 # pytest exits 5 when it collected no test: make treats that as a failure.
 test: $(STAMP) $(MPY_STAMP) lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP) $(MPY_STAMP)
-	@echo "no benchmarks yet (the fixed-point signal-chain issue adds them)"
+	$(PY) -m models.bench
 
 eval: $(STAMP)
 	@echo "no evaluations yet (the QRS and model issues add them)"

@@ -1,0 +1,173 @@
+# GENERATED FILE - do not edit.  Regenerate with `python -m host.filterdesign --write`
+# (`make tables`) after changing the design parameters in host/filterdesign.py;
+# tests/test_filterdesign.py fails when this file and the generator disagree.
+"""Q15 filter tables of the device's ECG chain (CMSIS-DSP biquad layout).
+
+``table(fs_hz, name)`` returns ``(num_stages, coeffs, post_shift)``, the
+arguments of ``firmware.dsp.BiquadCascadeQ15`` (``coeffs``: per section
+``{b0, 0, b1, b2, a1, a2}`` in Q15 scaled down by ``2**post_shift``, ``a1``/``a2``
+negated relative to scipy).  Tables named in ``NOISE_SHAPED`` are meant for
+``firmware.dsp.BiquadCascadeEfQ15`` (same arguments, error feedback): their
+poles sit so close to z = 1 that plain truncation leaves a DC offset (dead
+band) of about a hundred LSB (figures in host/filterdesign.py).
+
+Design (host/filterdesign.py ``DESIGN``; the constants below repeat it):
+
+- ``baseline``: 2 identical first-order high-pass sections, -3 dB at
+  0.5 Hz in all (baseline-wander removal; first-order sections keep full
+  Q15 resolution on poles this close to z = 1);
+- ``notch50``/``notch60``: ``scipy.signal.iirnotch`` at the mains frequency,
+  Q = 30.0 (-3 dB width f0 / Q);
+- ``qrs_bandpass``: Butterworth band-pass 5.0-15.0 Hz, 4 poles
+  (the QRS detector's band, Pan-Tompkins);
+- ``monitor_lowpass``: Butterworth low-pass, order 2,
+  40.0 Hz (monitoring band, optional).
+
+Sections are paired nearest-zero and L-infinity scaled (the response from
+the input to every section output peaks at 0 dB); one post_shift per
+cascade, the smallest that fits every rounded coefficient in Q15.
+
+``group_delay_samples(fs_hz, name)``: group delay at ``GROUP_DELAY_REF_HZ``,
+in samples (float, 0.01 sample resolution), for aligning detections with
+the raw signal.
+"""
+
+SUPPORTED_RATES_HZ = (250, 360)
+SUPPORTED_MAINS_HZ = (50, 60)
+BASELINE_CORNER_HZ = 0.5
+BASELINE_ORDER = 2
+NOTCH_Q = 30.0
+QRS_BAND_LOW_HZ = 5.0
+QRS_BAND_HIGH_HZ = 15.0
+QRS_ORDER = 2
+MONITOR_LOWPASS_HZ = 40.0
+MONITOR_LOWPASS_ORDER = 2
+GROUP_DELAY_REF_HZ = 10.0
+
+FILTER_NAMES = ("baseline", "notch50", "notch60", "qrs_bandpass", "monitor_lowpass")
+NOISE_SHAPED = ("baseline", "qrs_bandpass", "monitor_lowpass")
+
+# (fs_hz, name): (num_stages, coeffs, post_shift)
+_TABLES = {
+    (250, "baseline"): (
+        2,
+        (
+            32636, 0, -32636, 0, 32504, 0,
+            32636, 0, -32636, 0, 32504, 0,
+        ),
+        0,
+    ),
+    (250, "notch50"): (
+        1,
+        (
+            32096, 0, -19836, 32096, 19836, -31423,
+        ),
+        0,
+    ),
+    (250, "notch60"): (
+        1,
+        (
+            31964, 0, -4014, 31964, 4014, -31161,
+        ),
+        0,
+    ),
+    (250, "qrs_bandpass"): (
+        2,
+        (
+            282, 0, 564, 282, 27547, -12778,
+            12721, 0, -25442, 12721, 30795, -14724,
+        ),
+        1,
+    ),
+    (250, "monitor_lowpass"): (
+        1,
+        (
+            4762, 0, 9524, 4762, 21988, -8268,
+        ),
+        0,
+    ),
+    (360, "baseline"): (
+        2,
+        (
+            32676, 0, -32676, 0, 32584, 0,
+            32676, 0, -32676, 0, 32584, 0,
+        ),
+        0,
+    ),
+    (360, "notch50"): (
+        1,
+        (
+            16149, 0, -20761, 16149, 20761, -15914,
+        ),
+        1,
+    ),
+    (360, "notch60"): (
+        1,
+        (
+            32206, 0, -32206, 32206, 32206, -31644,
+        ),
+        0,
+    ),
+    (360, "qrs_bandpass"): (
+        2,
+        (
+            140, 0, 280, 140, 29359, -13783,
+            12979, 0, -25958, 12979, 31447, -15217,
+        ),
+        1,
+    ),
+    (360, "monitor_lowpass"): (
+        1,
+        (
+            1318, 0, 2636, 1318, 17258, -6144,
+        ),
+        1,
+    ),
+}
+
+# (fs_hz, name): group delay in samples at GROUP_DELAY_REF_HZ
+_GROUP_DELAY = {
+    (250, "baseline"): 0.26,
+    (250, "notch50"): 0.03,
+    (250, "notch60"): 0.03,
+    (250, "qrs_bandpass"): 10.39,
+    (250, "monitor_lowpass"): 1.37,
+    (360, "baseline"): 0.37,
+    (360, "notch50"): 0.05,
+    (360, "notch60"): 0.04,
+    (360, "qrs_bandpass"): 15.0,
+    (360, "monitor_lowpass"): 2.06,
+}
+
+
+def check_rate_hz(fs_hz):
+    """``fs_hz`` as an int if it is a supported rate (250.0 is 250); else ValueError."""
+    try:
+        rate = int(fs_hz)
+    except (TypeError, ValueError, OverflowError):
+        rate = None
+    if rate is None or isinstance(fs_hz, bool) or rate != fs_hz or rate not in SUPPORTED_RATES_HZ:
+        raise ValueError(
+            "unsupported sample rate %r Hz; supported: %s"
+            % (fs_hz, ", ".join(str(r) for r in SUPPORTED_RATES_HZ))
+        )
+    return rate
+
+
+def check_name(name):
+    if name not in FILTER_NAMES:
+        raise ValueError("unknown filter %r; known: %s" % (name, ", ".join(FILTER_NAMES)))
+    return name
+
+
+def table(fs_hz, name):
+    """``(num_stages, coeffs, post_shift)`` of filter ``name`` at ``fs_hz``.
+
+    ValueError names an unsupported rate or an unknown filter.
+    """
+    return _TABLES[(check_rate_hz(fs_hz), check_name(name))]
+
+
+def group_delay_samples(fs_hz, name):
+    """Group delay of ``name`` at ``fs_hz`` and ``GROUP_DELAY_REF_HZ``, in samples."""
+    return _GROUP_DELAY[(check_rate_hz(fs_hz), check_name(name))]
