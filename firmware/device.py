@@ -6,9 +6,12 @@ repeatedly by the platform's main loop (``firmware/main.py`` on a board or a
 Pi, ``sim/fleet.py`` in the simulator); each call
 
 1. drains the samples the source has ready into a buffer made once at init
-   and runs the detector over them (no allocation per sample);
+   and runs the signal-quality check and the streaming QRS detector
+   (:mod:`firmware.quality`, :mod:`firmware.qrs`) over them (no allocation per
+   sample);
 2. closes every reporting window that is complete and queues a ``vitals``
-   message in the outbox;
+   message in the outbox: heart rate from the mean of the last RR intervals,
+   beats in the window, and the signal-quality flag;
 3. services the link: reconnects with capped exponential backoff (plus up
    to 25 % jitter, seeded by the device id), sends
    queued messages (at most ``max_inflight`` unacknowledged), and removes
@@ -27,8 +30,9 @@ from array import array
 
 from firmware import protocol
 from firmware.compat import const, ticks_add, ticks_diff
-from firmware.hr import HeartRateDetector
 from firmware.outbox import Outbox
+from firmware.qrs import QrsDetector
+from firmware.quality import QUALITY_GOOD, SignalQuality
 from firmware.state import SeqCounter
 from firmware.wire import encode
 
@@ -36,6 +40,16 @@ FW_VERSION = "0.1.0"
 NO_MODEL = "none"
 
 _READ_BLOCK = const(64)  # samples read from the source per read_samples call
+_RR_HISTORY = const(8)  # RR intervals averaged for the heart rate
+
+#: The ECG front end every device and the simulator share: signed 16-bit ADC
+#: counts at 200 counts/mV (5 uV per count, as MIT-BIH), which is the scaling
+#: ``firmware.qrs`` expects.
+ECG_COUNTS_PER_MV = const(200)
+ECG_ADC_MIN_COUNT = const(-32768)
+ECG_ADC_MAX_COUNT = const(32767)
+_HR_MIN_BPM = const(20)
+_HR_MAX_BPM = const(300)
 
 
 class DeviceConfig:
@@ -104,13 +118,22 @@ class Device:
         boots = state.load("boots", 0) + 1
         state.save("boots", boots)
         self.boot_id = boots
-        self.detector = HeartRateDetector(config.sample_rate_hz)
+        fs = config.sample_rate_hz
+        self.detector = QrsDetector(fs)
+        self.quality = SignalQuality(fs, ECG_ADC_MIN_COUNT, ECG_ADC_MAX_COUNT, ECG_COUNTS_PER_MV)
         self.outbox = Outbox(config.outbox_capacity)
         # Unit conversions, once.
-        fs = config.sample_rate_hz
         self._report_samples = (config.report_period_ms * fs) // 1000
         self._hr_max_age_samples = (config.hr_max_age_ms * fs) // 1000
+        self._rr_min = (fs * 60) // _HR_MAX_BPM
+        self._rr_max = (fs * 60) // _HR_MIN_BPM
         self._buf = array("h", bytes(2 * _READ_BLOCK))
+        self._rr = [0] * _RR_HISTORY
+        self._rr_count = 0
+        self._rr_pos = 0
+        self._last_beat = -1
+        self.samples = 0  # samples consumed since boot
+        self.beats = 0  # beats detected since boot
         self._window_fill = 0
         self._window_beats0 = 0
         self._backoff_ms = config.backoff_min_ms
@@ -138,7 +161,10 @@ class Device:
             n = self.source.read_samples(buf, room if room < _READ_BLOCK else _READ_BLOCK)
             if not n:
                 break
-            self.detector.process(buf, n)
+            self.quality.process(buf, n)
+            for beat in self.detector.process(buf if n == _READ_BLOCK else buf[:n]):
+                self._beat(beat)
+            self.samples += n
             total += n
             self._window_fill += n
             if self._window_fill == self._report_samples:
@@ -146,9 +172,41 @@ class Device:
         self.service()
         return total
 
+    def _beat(self, at):
+        """Record one detected R peak (sample index since boot)."""
+        if self._last_beat >= 0:
+            rr = at - self._last_beat
+            if self._rr_min <= rr <= self._rr_max:
+                self._rr[self._rr_pos] = rr
+                self._rr_pos = (self._rr_pos + 1) % _RR_HISTORY
+                if self._rr_count < _RR_HISTORY:
+                    self._rr_count += 1
+            else:
+                self._rr_count = 0  # a pause or a gap: start the average afresh
+        self._last_beat = at
+        self.beats += 1
+
+    def heart_rate_bpm(self):
+        """Mean heart rate over the recent RR intervals, an int bpm, or None.
+
+        None (not reliable) with fewer than 2 RR intervals, when the last
+        beat is older than ``hr_max_age_ms``, or when the signal is not good.
+        """
+        if (
+            self._rr_count < 2
+            or self.samples - self._last_beat > self._hr_max_age_samples
+            or self.quality.flag != QUALITY_GOOD
+        ):
+            return None
+        total = 0
+        for i in range(self._rr_count):
+            total += self._rr[i]
+        # bpm = 60 * fs / mean_rr = 60 * fs * count / total, rounded half up.
+        num = 60 * self.cfg.sample_rate_hz * self._rr_count
+        return (2 * num + total) // (2 * total)
+
     def _report(self):
-        det = self.detector
-        hr = det.heart_rate_bpm(self._hr_max_age_samples)
+        hr = self.heart_rate_bpm()
         quality = protocol.QUALITY_GOOD if hr is not None else protocol.QUALITY_UNRELIABLE
         msg = protocol.vitals(
             self.cfg.device_id,
@@ -156,10 +214,11 @@ class Device:
             self.clock.epoch_ms(),
             self.cfg.report_period_ms,
             hr,
-            det.beats - self._window_beats0,
+            self.beats - self._window_beats0,
             quality,
+            self.quality.flag,
         )
-        self._window_beats0 = det.beats
+        self._window_beats0 = self.beats
         self._window_fill = 0
         self.reports += 1
         self.outbox.push(self._topic_vitals, encode(msg), False)

@@ -94,11 +94,17 @@ def offline(device_id, ts_ms, reason, seq=None, boot_id=None):
     return msg
 
 
-def vitals(device_id, seq, ts_ms, window_ms, hr_bpm, beats, quality):
-    """One reporting window's vital signs (``hr_bpm`` is None when unreliable)."""
+def vitals(device_id, seq, ts_ms, window_ms, hr_bpm, beats, quality, signal=None):
+    """One reporting window's vital signs (``hr_bpm`` is None when unreliable).
+
+    ``signal`` is the ECG signal-quality flag (``firmware.quality``): good,
+    noisy, lead_off or saturated.
+    """
     msg = _envelope(MSG_VITALS, device_id, seq, ts_ms)
     msg["window_ms"] = window_ms
     msg["hr_bpm"] = hr_bpm
     msg["beats"] = beats
     msg["quality"] = quality
+    if signal is not None:
+        msg["signal"] = signal
     return msg

@@ -141,6 +141,12 @@ def cmd_fleet_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ecg_analyze(args: argparse.Namespace) -> int:
+    from host.ecg import run_analyze
+
+    return run_analyze(args.record, args.channel)
+
+
 # -- parser -----------------------------------------------------------------
 def _add_db(p: argparse.ArgumentParser) -> None:
     p.add_argument(
@@ -208,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true", help="JSON array")
     _add_db(q)
     q.set_defaults(func=cmd_fleet_list)
+
+    p = sub.add_parser("ecg", help="ECG records through the device's code")
+    ecg_sub = p.add_subparsers(dest="ecg_command", required=True, metavar="ECG_COMMAND")
+    q = ecg_sub.add_parser("analyze", help="beats of a WFDB record as CSV: sample,label")
+    q.add_argument("record", help="WFDB record path without extension, e.g. data/mitdb/101")
+    q.add_argument("--channel", type=int, default=0, help="signal number, from 0 (0)")
+    q.set_defaults(func=cmd_ecg_analyze)
     return parser
 
 

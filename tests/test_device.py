@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from firmware.device import Device, DeviceConfig
-from firmware.hr import HeartRateDetector
 from firmware.links.memory import MemoryLink
 from firmware.outbox import Outbox
 from firmware.sources import ArraySource
@@ -40,26 +39,23 @@ def synthetic_counts(seconds: float, hr_bpm: float, seed: int = 1) -> list[int]:
 
 
 @pytest.mark.parametrize("hr_bpm", [45, 72, 130])
-def test_detector_heart_rate_on_synthetic_ecg(hr_bpm: float) -> None:
-    samples = synthetic_counts(30, hr_bpm)
-    det = HeartRateDetector(FS)
-    det.process(samples, len(samples))
-    assert det.heart_rate_bpm(max_age_samples=3 * FS) == pytest.approx(hr_bpm, abs=4)
-    expected_beats = 30 * hr_bpm / 60 - 2 * hr_bpm / 60  # minus the 2 s learning phase
-    assert abs(det.beats - expected_beats) <= 2
+def test_device_heart_rate_on_synthetic_ecg(hr_bpm: float) -> None:
+    link = MemoryLink()
+    dev = run_device(link, synthetic_counts(30, hr_bpm))
+    vitals = [json.loads(p) for _, p, _ in link.published if b'"vitals"' in p]
+    rates = [v["hr_bpm"] for v in vitals[5:]]
+    assert all(r is not None and abs(r - hr_bpm) <= 3 for r in rates), rates
+    assert all(v["signal"] == "good" for v in vitals[5:])
+    assert abs(dev.beats - 30 * hr_bpm / 60) <= 3
 
 
-def test_detector_rejects_bad_sample_rates() -> None:
-    for bad in (None, 0, 360.0, 10, "250"):
-        with pytest.raises(ValueError):
-            HeartRateDetector(bad)
-
-
-def test_flat_line_gives_no_beats_and_no_rate() -> None:
-    det = HeartRateDetector(FS)
-    flat = [100] * (FS * 10)
-    assert det.process(flat, len(flat)) == 0
-    assert det.heart_rate_bpm(3 * FS) is None
+def test_flat_line_reports_lead_off_and_no_rate() -> None:
+    link = MemoryLink()
+    run_device(link, [100] * (FS * 10))
+    vitals = [json.loads(p) for _, p, _ in link.published if b'"vitals"' in p]
+    assert [v["beats"] for v in vitals] == [0] * 10
+    assert all(v["hr_bpm"] is None and v["quality"] == "unreliable" for v in vitals)
+    assert vitals[-1]["signal"] == "lead_off"
 
 
 def test_outbox_drops_oldest_when_full_and_counts() -> None:

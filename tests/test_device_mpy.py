@@ -59,7 +59,7 @@ for _ in range(50):
 print("will", link.will[0], link.will[1].decode())
 for topic, payload, retain in link.published:
     print(topic, 1 if retain else 0, payload.decode())
-print("beats", dev.detector.beats, "reports", dev.reports, "failures", dev.connect_failures)
+print("beats", dev.beats, "reports", dev.reports, "failures", dev.connect_failures)
 """
 
 

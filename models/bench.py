@@ -1,0 +1,245 @@
+"""``make bench``: throughput of the device's ECG chain, CPython and MicroPython.
+
+Runs exactly the device code on 5 minutes of simulator ECG at 360 Hz (raw ADC
+counts, 200 counts/mV, fixed seed, so it runs on a fresh clone), fed in blocks
+of one second as the device loop does:
+
+- ``EcgFilterChain + QrsDetector``: the filter chain and the beat detector
+  side by side on each raw block (the detector takes raw counts, contract 2;
+  the chain's output feeds the beat classifier);
+- ``QrsDetector`` alone;
+- ``EcgFilterChain`` alone;
+- ``SignalQuality`` alone.
+
+For each it reports samples per second and the multiple of real time
+(samples/s / 360), best of 3 runs, one core: in this CPython, and inside the
+real MicroPython VM (WebAssembly port run by Node.js, tests/mpyvm.py), timed
+inside the VM with ``time.ticks_ms``.  The VM's start-up (Node + WebAssembly
+load + copying firmware/ in) is measured separately, by wall clock around an
+empty script.
+
+    .venv/bin/python -m models.bench [--duration-s 300] [--skip-micropython] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import platform
+import sys
+import time
+from array import array
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+FS_HZ = 360
+MAINS_HZ = 50
+HEART_RATE_BPM = 75.0
+SEED = 20240
+REPEATS = 3
+ADC_MIN = -32768
+ADC_MAX = 32767
+COUNTS_PER_MV = 200
+
+STAGES = ("chain+qrs", "qrs", "chain", "quality")
+STAGE_NAMES = {
+    "chain+qrs": "EcgFilterChain + QrsDetector",
+    "qrs": "QrsDetector",
+    "chain": "EcgFilterChain",
+    "quality": "SignalQuality",
+}
+
+# The same code runs in both interpreters: it only uses what MicroPython has.
+# ``make(stage)`` returns a function that consumes one block.
+STAGE_CODE = f"""
+def make(stage, fs, mains_hz):
+    if stage == "quality":
+        from firmware.quality import SignalQuality
+        q = SignalQuality(fs, {ADC_MIN}, {ADC_MAX}, {COUNTS_PER_MV})
+        return q.process
+    if stage == "qrs":
+        from firmware.qrs import QrsDetector
+        return QrsDetector(fs).process
+    from firmware.ecgfilter import EcgFilterChain
+    chain = EcgFilterChain(fs, mains_hz)
+    if stage == "chain":
+        return chain.process
+    from firmware.qrs import QrsDetector
+    det = QrsDetector(fs)
+    def both(block):
+        chain.process(block)
+        return det.process(block)
+    return both
+"""
+
+MPY_SCRIPT = STAGE_CODE + """
+import time
+from array import array
+with open("/data/ecg.bin", "rb") as f:
+    raw = f.read()
+data = array("h", raw)
+del raw
+fs = %(fs)d
+blocks = [data[i:i + fs] for i in range(0, len(data), fs)]
+for stage in %(stages)r:
+    best = -1
+    err = None
+    for _ in range(%(repeats)d):
+        try:
+            step = make(stage, fs, %(mains)d)
+        except Exception as exc:
+            err = "%%s: %%s" %% (type(exc).__name__, exc)
+            break
+        t0 = time.ticks_ms()
+        for b in blocks:
+            step(b)
+        ms = time.ticks_diff(time.ticks_ms(), t0)
+        if best < 0 or ms < best:
+            best = ms
+    if err is None:
+        print("RESULT %%s %%d %%d" %% (stage, len(data), best))
+    else:
+        print("ERROR %%s %%s" %% (stage, err))
+"""
+
+
+def ecg_counts(duration_s: float) -> np.ndarray:
+    from sim.ecgsyn import EcgsynParams, ecgsyn
+    from sim.sources import mv_to_counts
+
+    params = EcgsynParams(sample_rate_hz=FS_HZ, heart_rate_mean_bpm=HEART_RATE_BPM)
+    return mv_to_counts(ecgsyn(duration_s, params, np.random.default_rng(SEED)).signal_mv)
+
+
+def _make_stage() -> Callable[[str, int, int], Callable[[Any], Any]]:
+    namespace: dict[str, Any] = {}
+    exec(compile(STAGE_CODE, "<bench stages>", "exec"), namespace)
+    return namespace["make"]
+
+
+def bench_cpython(counts: np.ndarray) -> dict[str, dict[str, Any]]:
+    make = _make_stage()
+    data = array("h", counts.tobytes())
+    blocks = [data[i : i + FS_HZ] for i in range(0, len(data), FS_HZ)]
+    results: dict[str, dict[str, Any]] = {}
+    for stage in STAGES:
+        best = None
+        try:
+            for _ in range(REPEATS):
+                step = make(stage, FS_HZ, MAINS_HZ)
+                t0 = time.perf_counter()
+                for b in blocks:
+                    step(b)
+                dt = time.perf_counter() - t0
+                best = dt if best is None else min(best, dt)
+        except (ImportError, AttributeError) as exc:
+            results[stage] = {"error": f"{type(exc).__name__}: {exc}"}
+            continue
+        results[stage] = _figures(len(data), best or 1e-9)
+    return results
+
+
+def _figures(samples: int, seconds: float) -> dict[str, Any]:
+    seconds = max(seconds, 1e-6)
+    rate = samples / seconds
+    return {"samples": samples, "seconds": seconds, "samples_per_s": rate,
+            "x_real_time": rate / FS_HZ}
+
+
+def _load_mpyvm() -> Any:
+    spec = importlib.util.spec_from_file_location("mpyvm", REPO / "tests" / "mpyvm.py")
+    if spec is None or spec.loader is None:
+        raise RuntimeError("tests/mpyvm.py not found")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["mpyvm"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def bench_micropython(counts: np.ndarray) -> tuple[dict[str, dict[str, Any]], float]:
+    mpyvm = _load_mpyvm()
+    startup = None
+    for _ in range(REPEATS):
+        t0 = time.perf_counter()
+        mpyvm.run_micropython("pass")
+        dt = time.perf_counter() - t0
+        startup = dt if startup is None else min(startup, dt)
+    script = MPY_SCRIPT % {"fs": FS_HZ, "stages": STAGES, "repeats": REPEATS,
+                           "mains": MAINS_HZ}
+    blob = counts.astype("<i2").tobytes()
+    out = mpyvm.run_micropython(script, extra_files={"/data/ecg.bin": blob}, timeout_s=1800)
+    results: dict[str, dict[str, Any]] = {}
+    for line in out.splitlines():
+        parts = line.split(" ", 2)
+        if parts[0] == "RESULT":
+            stage, samples, ms = line.split()[1:]
+            results[stage] = _figures(int(samples), int(ms) / 1000)
+        elif parts[0] == "ERROR":
+            results[parts[1]] = {"error": parts[2]}
+    return results, startup or 0.0
+
+
+def _cell(r: dict[str, Any] | None) -> str:
+    if r is None:
+        return f"{'-':>12} {'-':>9}"
+    if "error" in r:
+        return f"{'n/a':>12} {'':>9}"
+    return f"{r['samples_per_s']:>12,.0f} {r['x_real_time']:>8.1f}x"
+
+
+def print_table(duration_s: float, n: int, cpy: dict, mpy: dict | None,
+                startup_s: float | None, mpy_error: str | None) -> None:
+    print(f"medge bench: {duration_s:g} s of simulator ECG at {FS_HZ} Hz ({n} samples), "
+          f"blocks of {FS_HZ} samples, best of {REPEATS}, one core")
+    cpy_label = f"CPython {platform.python_version()}"
+    mpy_label = "MicroPython VM (wasm)"
+    print(f"{'stage':<30} {cpy_label:>22} {mpy_label:>22}")
+    print(f"{'':<30} {'samples/s':>12} {'x real':>9} {'samples/s':>12} {'x real':>9}")
+    for stage in STAGES:
+        m = None if mpy is None else mpy.get(stage)
+        print(f"{STAGE_NAMES[stage]:<30} {_cell(cpy.get(stage))} {_cell(m)}")
+    for stage in STAGES:
+        for where, res in (("CPython", cpy), ("MicroPython", mpy or {})):
+            if "error" in res.get(stage, {}):
+                print(f"  {STAGE_NAMES[stage]} on {where}: {res[stage]['error']}")
+    if startup_s is not None:
+        print(f"MicroPython VM start-up (Node + wasm + firmware/ copy, wall clock, "
+              f"best of {REPEATS}): {startup_s:.2f} s, not included above")
+    if mpy_error:
+        print(f"MicroPython VM: not run ({mpy_error})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration-s", type=float, default=300.0,
+                        help="seconds of ECG (300)")
+    parser.add_argument("--skip-micropython", action="store_true")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(REPO))
+    counts = ecg_counts(args.duration_s)
+    cpy = bench_cpython(counts)
+    mpy = None
+    startup = None
+    mpy_error = None
+    if not args.skip_micropython:
+        try:
+            mpy, startup = bench_micropython(counts)
+        except Exception as exc:  # VM missing or failing: still report CPython
+            mpy_error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+    if args.json:
+        print(json.dumps({"fs_hz": FS_HZ, "duration_s": args.duration_s,
+                          "samples": len(counts), "repeats": REPEATS, "cpython": cpy,
+                          "micropython": mpy, "micropython_startup_s": startup,
+                          "micropython_error": mpy_error}, indent=2))
+    else:
+        print_table(args.duration_s, len(counts), cpy, mpy, startup, mpy_error)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
