@@ -51,8 +51,19 @@ test: $(STAMP) $(MPY_STAMP) lint
 bench: $(STAMP) $(MPY_STAMP)
 	$(PY) -m models.bench
 
-eval: $(STAMP)
-	@echo "no evaluations yet (the QRS and model issues add them)"
+# Slow evaluations on the PhysioNet data beside the repo (not in a clone).
+DATA ?= ../shared/data/mitdb
+EVAL_STAMP := $(VENV)/.medge-eval-installed
+
+$(EVAL_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,serial,eval]'
+	@touch $@
+
+# QRS detection: medge vs wfdb xqrs vs neurokit2, DS1 + noise stress, 360 and 250 Hz.
+eval-qrs: $(EVAL_STAMP)
+	$(PY) -m models.eval_qrs $(DATA) --fs 360 250
+
+eval: eval-qrs
 
 clean:
 	rm -rf $(VENV) tests/mpy/node_modules .pytest_cache .ruff_cache var
