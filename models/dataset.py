@@ -1,0 +1,214 @@
+"""Beat datasets for the classifier, made by the device's own code.
+
+Every beat's model input comes from :class:`firmware.beatpipe.BeatPipeline`
+(filter chain, QRS detector and beat features: the code the device runs), fed
+a record's samples exactly as ``medge ecg analyze`` feeds them (device counts,
+200 counts/mV around the record's baseline, ``host.ecg.to_device_signal``).
+Detected beats are labelled with the reference annotation they pair with
+(EC57/bxb pairing within 150 ms, ``models.eval_qrs.match_beats``), mapped to
+the AAMI EC57 classes; a detection with no reference beat gets label -1 (it
+is a detection error, not a class) and is left out of training and of the
+class figures.
+
+Variants (augmentation): ``clean`` (360 Hz as recorded), ``r250`` (resampled
+to 250 Hz, the other device rate), and ``noise<k>``: the record's ECG times a
+random gain (0.5-2) plus a random stretch of real noise from the MIT-BIH Noise
+Stress Test Database (``ma`` muscle artefact, ``em`` electrode motion, ``bw``
+baseline wander) at a random SNR of 6-18 dB, where SNR = 10 log10(var(ECG) /
+var(noise)) over the record (the ECG minus its median).  Variants are cached
+as ``.npz`` files under ``var/beats/`` (never committed).
+
+Validation must stay patient-wise: the folds in ``models.train`` split by
+record, and every variant of a record goes where the record goes.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from firmware.beats import BEAT_CHANNELS, BEAT_WINDOW_POINTS, RR_FEATURES
+
+log = logging.getLogger(__name__)
+
+SOURCE_FS_HZ = 360
+MAINS_HZ = 60  # MIT-BIH was recorded in Boston
+MATCH_WINDOW_MS = 150
+CLASSES = ("N", "S", "V", "F", "Q")
+AAMI = {
+    "N": 0, "L": 0, "R": 0, "e": 0, "j": 0,
+    "A": 1, "a": 1, "J": 1, "S": 1,
+    "V": 2, "E": 2,
+    "F": 3,
+    "/": 4, "f": 4, "Q": 4,
+}
+DS1_RECORDS = (
+    "101", "106", "108", "109", "112", "114", "115", "116", "118", "119", "122",
+    "124", "201", "203", "205", "207", "208", "209", "215", "220", "223", "230",
+)
+NOISE_KINDS = ("ma", "em", "bw")
+BEAT_LEN = BEAT_WINDOW_POINTS * BEAT_CHANNELS
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    fs_hz: int = SOURCE_FS_HZ
+    noise: str | None = None
+    snr_db: float = 0.0
+    gain: float = 1.0
+    offset_s: float = 0.0
+
+    @classmethod
+    def make(cls, name: str, record: str) -> Variant:
+        """The variant ``name`` for ``record``: noise draws are seeded by both."""
+        if name == "clean":
+            return cls(name)
+        if name == "r250":
+            return cls(name, fs_hz=250)
+        if name.startswith("noise"):
+            seed = int(record) * 1000 + int(name[5:] or 0)
+            rng = np.random.default_rng(seed)
+            return cls(name, noise=str(rng.choice(NOISE_KINDS)),
+                       snr_db=float(rng.uniform(6, 18)), gain=float(rng.uniform(0.5, 2.0)),
+                       offset_s=float(rng.uniform(0, 1500)))
+        raise ValueError(f"unknown variant {name!r} (clean, r250, noise<k>)")
+
+
+@dataclass
+class Beats:
+    """One record's beats: R sample (at the variant's rate), inputs, labels."""
+
+    record: str
+    variant: str
+    r: np.ndarray  # int64 [n]
+    beat: np.ndarray  # int8 [n, 180]
+    rr: np.ndarray  # int8 [n, 8]
+    label: np.ndarray  # int8 [n], -1: no reference beat
+    missed: np.ndarray  # int64 [5]: reference beats per class that no detection paired
+
+    def save(self, path: Path) -> None:
+        np.savez_compressed(path, r=self.r, beat=self.beat, rr=self.rr, label=self.label,
+                            missed=self.missed)
+
+    @classmethod
+    def load(cls, path: Path, record: str, variant: str) -> Beats:
+        z = np.load(path)
+        return cls(record, variant, z["r"], z["beat"], z["rr"], z["label"], z["missed"])
+
+
+def run_pipeline(counts: np.ndarray, fs_hz: int, mains_hz: int = MAINS_HZ,
+                 block: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The device's beat pipeline over int ``counts``: (R indices, beat, rr)."""
+    from firmware.beatpipe import BeatPipeline
+
+    pipe = BeatPipeline(fs_hz, mains_hz, 0)
+    feats = pipe.features
+    data = np.clip(np.asarray(counts), -32768, 32767).astype(np.int64).tolist()
+    block = block or fs_hz
+    rs: list[int] = []
+    beats = bytearray()
+    rrs = bytearray()
+
+    def drain(n: int) -> None:
+        for _ in range(n):
+            rs.append(pipe.next_beat())
+            beats.extend(bytes(feats.beat))
+            rrs.extend(bytes(feats.rr))
+
+    for i in range(0, len(data), block):
+        drain(pipe.process(data[i:i + block]))
+    drain(pipe.flush())
+    n = len(rs)
+    return (np.asarray(rs, dtype=np.int64),
+            np.frombuffer(bytes(beats), dtype=np.int8).reshape(n, BEAT_LEN).copy(),
+            np.frombuffer(bytes(rrs), dtype=np.int8).reshape(n, RR_FEATURES).copy())
+
+
+def mlii_channel(path: str) -> int:
+    """The MLII channel of a record (channel 0 if none is named so)."""
+    import wfdb
+
+    names = wfdb.rdheader(path).sig_name or []
+    return names.index("MLII") if "MLII" in names else 0
+
+
+def _noise(kind: str, nstdb: Path, n: int, offset: int) -> np.ndarray:
+    import wfdb
+
+    if kind == "em":
+        x = np.load(nstdb / "em_derived_0dB_mV_360hz.npy")[:, 0].astype(np.float64)
+    else:
+        x = wfdb.rdrecord(str(nstdb / kind), channels=[0]).p_signal[:, 0]
+    x = x - np.mean(x)
+    reps = -(-(offset + n) // len(x))
+    return np.tile(x, reps)[offset:offset + n]
+
+
+def record_beats(data_dir: str, record: str, variant: Variant,
+                 nstdb: str | None = None) -> Beats:
+    """Run one record (MLII) in one variant through the device pipeline and label it."""
+    import wfdb
+    from scipy.signal import resample_poly
+
+    from host.ecg import DEVICE_COUNTS_PER_MV
+    from models.eval_qrs import match_beats
+
+    path = str(Path(data_dir) / record)
+    ch = mlii_channel(path)
+    rec = wfdb.rdrecord(path, channels=[ch], physical=False)
+    mv = (rec.d_signal[:, 0].astype(np.float64) - rec.baseline[0]) / rec.adc_gain[0]
+    ann = wfdb.rdann(path, "atr")
+    keep = np.array([s in AAMI for s in ann.symbol], dtype=bool)
+    ref = np.asarray(ann.sample, dtype=np.int64)[keep]
+    ref_cls = np.array([AAMI[s] for s in np.asarray(ann.symbol)[keep]], dtype=np.int8)
+    if variant.noise:
+        if not nstdb:
+            raise ValueError("noise variants need the nstdb folder")
+        noise = _noise(variant.noise, Path(nstdb), len(mv), int(variant.offset_s * 360))
+        sig = mv - np.median(mv)
+        scale = np.sqrt(np.var(sig) / (np.var(noise) * 10 ** (variant.snr_db / 10)))
+        mv = variant.gain * (mv + scale * noise)
+    fs = variant.fs_hz
+    if fs != SOURCE_FS_HZ:
+        g = int(np.gcd(fs, SOURCE_FS_HZ))
+        mv = resample_poly(mv, fs // g, SOURCE_FS_HZ // g)
+        ref = np.rint(ref * (fs / SOURCE_FS_HZ)).astype(np.int64)
+    counts = np.rint(mv * DEVICE_COUNTS_PER_MV)
+    r, beat, rr = run_pipeline(counts, fs)
+    window = (MATCH_WINDOW_MS * fs + 500) // 1000
+    ref_ok, test_ok = match_beats(ref, r, window)
+    label = np.full(len(r), -1, dtype=np.int8)
+    label[test_ok] = ref_cls[ref_ok]
+    missed = np.bincount(ref_cls[~ref_ok], minlength=len(CLASSES)).astype(np.int64)
+    return Beats(record, variant.name, r, beat, rr, label, missed)
+
+
+def _job(args: tuple[str, str, str, str | None, str]) -> str:
+    data_dir, record, vname, nstdb, out = args
+    b = record_beats(data_dir, record, Variant.make(vname, record), nstdb)
+    b.save(Path(out))
+    return out
+
+
+def build(data_dir: str, records: list[str], variants: list[str], cache: Path,
+          nstdb: str | None, jobs: int = 2) -> dict[tuple[str, str], Beats]:
+    """Beats of every (record, variant), from the cache or made now (in parallel)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    todo = []
+    for rec in records:
+        for v in variants:
+            out = cache / f"{rec}_{v}.npz"
+            if not out.exists():
+                todo.append((data_dir, rec, v, nstdb, str(out)))
+    if todo:
+        log.info("extracting %d record variants with %d workers", len(todo), jobs)
+        with ProcessPoolExecutor(jobs) as ex:
+            for out in ex.map(_job, todo):
+                log.info("  %s", out)
+    return {(rec, v): Beats.load(cache / f"{rec}_{v}.npz", rec, v)
+            for rec in records for v in variants}
