@@ -99,7 +99,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.signal import lfilter
 
-__all__ = ["EcgStream", "EcgsynParams", "SyntheticEcg", "ecgsyn"]
+__all__ = ["EcgStream", "EcgsynParams", "SyntheticEcg", "Tachogram", "ecgsyn"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -285,16 +285,25 @@ class _Tachogram:
         self._buf = np.concatenate([self._buf[drop:], piece])
         self._buf_start += drop
 
-    def rr_at(self, t_s: float) -> float:
-        """RR value (s) at time ``t_s``; calls must not go back by more than one hop."""
+    def unit_at(self, t_s: float) -> float:
+        """The normalised series (zero mean, unit variance) at ``t_s``; calls must not
+        go back by more than one hop.  ``sim.rhythm`` scales it by a time-varying
+        heart rate."""
         u = t_s * _RR_GRID_HZ
         i = math.floor(u)
         while i + 1 >= self._buf_start + self._buf.size:
             self._extend()
         k = i - self._buf_start
         y0 = float(self._buf[k])
-        y = y0 + (u - i) * (float(self._buf[k + 1]) - y0)
-        return self._rr_mean_s + self._rr_std_s * y
+        return y0 + (u - i) * (float(self._buf[k + 1]) - y0)
+
+    def rr_at(self, t_s: float) -> float:
+        """RR value (s) at time ``t_s``; calls must not go back by more than one hop."""
+        return self._rr_mean_s + self._rr_std_s * self.unit_at(t_s)
+
+
+#: Public name for other simulator modules (``sim.rhythm`` drives it with its own rate).
+Tachogram = _Tachogram
 
 
 # ------------------------------------------------------------------------- dynamics
