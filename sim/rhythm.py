@@ -17,7 +17,8 @@ the physiology of each rhythm:
   baseline, and independent RR intervals drawn from a log-normal distribution
   with the patient's coefficient of variation (0.16-0.26), at least 0.3 s;
 * premature ventricular beats (V): wide QRS without P, T opposite to the QRS,
-  coupling 45-65 % of the RR; the sinus node goes on firing, the firing that
+  a fixed coupling interval per patient (0.40-0.55 s, +-15 ms; at most 75 % of
+  the RR); the sinus node goes on firing, the firing that
   falls in the ventricles' refractory period is blocked, so the pause is fully
   compensatory (coupling + pause = 2 RR).  Couplets, and bigeminy episodes of
   8-30 cycles; a late-coupled PVC that meets the sinus beat is a fusion beat (F);
@@ -260,6 +261,7 @@ class RhythmSettings:
     pvc_bigeminy_percent: float = 5.0  # of PVC events that start a bigeminy episode
     pvc_fusion_percent: float = 3.0  # of PVC events that fuse with the sinus beat
     pvc_morphologies: Sequence[str] = ("pvc_up",)
+    pvc_coupling_s: tuple[float, float] = (0.40, 0.55)  # the patient's is drawn from this
     vt_runs_per_hour: float = 0.0
     vt_rate_bpm: tuple[float, float] = (140.0, 190.0)
     vt_beats: tuple[int, int] = (3, 12)
@@ -277,6 +279,7 @@ class RhythmGenerator:
         self.fs = int(fs_hz)
         seeds = rng.integers(0, 2**63 - 1, size=2)
         self._rng = np.random.default_rng(int(seeds[0]))
+        self._pvc_coupling_s = float(self._rng.uniform(*settings.pvc_coupling_s))
         hf = min(0.45, max(0.15, float(settings.resp_rate_hz)))
         tacho_params = EcgsynParams(sample_rate_hz=self.fs, heart_rate_mean_bpm=60.0,
                                     heart_rate_std_bpm=1.0, hf_hz=hf,
@@ -432,12 +435,18 @@ class RhythmGenerator:
     def _pvc_event(self, t_last: float, base_rr: float, kind: str, couplet: bool
                    ) -> tuple[float, str, str, float]:
         rhythm = "AFIB" if kind == "af" else self._sinus_label(t_last)
-        t1 = t_last + max(0.3, float(self._rng.uniform(0.45, 0.65)) * base_rr)
+        t1 = t_last + self._coupling(base_rr)
         self._queue.append((t1, self._pvc_morph(), rhythm, 60.0 / base_rr))
         if couplet:
-            t2 = t1 + max(0.3, float(self._rng.uniform(0.45, 0.6)) * base_rr)
+            t2 = t1 + self._coupling(base_rr)
             self._queue.append((t2, self._pvc_morph(), rhythm, 60.0 / base_rr))
         return self._queue.pop(0)
+
+    def _coupling(self, base_rr: float) -> float:
+        """PVC coupling interval: the patient's fixed coupling (+-15 ms), at most 75 %
+        of the RR, at least 0.3 s."""
+        c = self._pvc_coupling_s + 0.015 * float(self._rng.standard_normal())
+        return max(0.3, min(c, 0.75 * base_rr))
 
     def _pause(self, t_last: float, duration_s: float) -> tuple[float, str, str, float]:
         t = t_last + duration_s
@@ -469,7 +478,7 @@ class RhythmGenerator:
         while True:
             t, morph, rhythm, rate = self._next_raw()
             t = max(t, 0.1)
-            sample = int(math.floor(t * self.fs + 0.5))
+            sample = math.floor(t * self.fs + 0.5)
             if sample > self._sample_last + 0.25 * self.fs or self._sample_last < 0:
                 break
             # Too close to the previous beat (a rounding or schedule corner): skip it.
@@ -554,7 +563,9 @@ class EcgRenderer:
         g, pre = self.template(morph, rate_bpm)
         a = sample - pre - self._acc_start
         if a < 0:
-            raise ValueError(f"beat at {sample} starts before the rendered position")
+            if self._acc_start > 0 or sample < 0:
+                raise ValueError(f"beat at {sample} starts before the rendered position")
+            g, a = g[-a:], 0  # a beat at the very start of the record: its P wave is cut
         end = a + g.size
         if end > self._acc.size:
             grown = np.zeros(max(end, 2 * self._acc.size))
