@@ -1,0 +1,246 @@
+"""Sample sources built on the sensor drivers (``firmware/drivers``).
+
+Each source has the ``read_samples(buf, max_count) -> int`` surface the
+device loop (:mod:`firmware.device`) reads from, so the loop runs on an ECG
+front end exactly as on :class:`firmware.sources.ArraySource`:
+
+- :class:`Ads1292EcgSource`: one channel of an ADS1292(R) AFE.
+- :class:`Ads1115EcgSource`: an ADS1115 behind an analog ECG front end
+  (e.g. an AD8232, gain 100, output referred to its REFOUT on the other
+  input of a differential pair).
+- :class:`Max30102PpgSource`: the red or IR channel of a MAX30102.
+
+The ECG sources deliver the device's raw counts: ``ECG_COUNTS_PER_MV``
+(200) counts per millivolt at the electrodes, int16, saturated.  The code ->
+count conversion is a :class:`RatioScaler` worked out once at init.
+
+Pacing: a front end without a FIFO (ADS1292, ADS1115) overwrites a result
+nobody read before the next conversion.  With ``use_irq=True`` the source
+registers a handler on the data-ready pin (``Pin.irq``, falling edge) that
+moves every new result into a ring buffer made at init; ``read_samples``
+drains the ring.  Without it, ``read_samples`` polls the ready pin and reads
+at most the one result that is there (call it at least at the data rate).
+``dropped`` counts results lost because the ring was full.
+"""
+
+from array import array
+
+from firmware.compat import const
+from firmware.device import ECG_ADC_MAX_COUNT, ECG_ADC_MIN_COUNT, ECG_COUNTS_PER_MV
+
+_RING = const(256)
+_LIMIT = const(32767)  # numerator and denominator bound (15 bits)
+
+
+def _gcd(a, b):
+    while b:
+        a, b = b, a % b
+    return a
+
+
+class RatioScaler:
+    """``y = round(x * num / den)`` for ``|x| < 2**24`` with small ints only.
+
+    Scaling and overflow: ``num/den`` is reduced and, if either term exceeds
+    15 bits, replaced at init by the closest continued-fraction convergent
+    with both terms <= 32767 (relative error < 1 / den**2, far below one
+    output count for 24-bit inputs).  ``|x|`` is split into a high part
+    (``x >> 12``, < 2**12) and a low part (< 2**12); every product and
+    remainder stays below 2**29, so nothing leaves MicroPython's 31-bit
+    small ints and nothing is allocated per sample.  Rounds half away from
+    zero; does not saturate (the caller does).  ``num / den`` must be < 32.
+    """
+
+    def __init__(self, num, den):
+        if num <= 0 or den <= 0:
+            raise ValueError("RatioScaler: num and den must be positive")
+        g = _gcd(num, den)
+        num //= g
+        den //= g
+        if num > _LIMIT or den > _LIMIT:
+            num, den = self._convergent(num, den)
+        if num >= 32 * den:
+            raise ValueError("RatioScaler: num / den must be below 32")
+        self.num = num
+        self.den = den
+
+    @staticmethod
+    def _convergent(num, den):
+        p0, q0, p1, q1 = 0, 1, 1, 0
+        a, b = num, den
+        while b:
+            k = a // b
+            p2, q2 = k * p1 + p0, k * q1 + q0
+            if p2 > _LIMIT or q2 > _LIMIT:
+                break
+            p0, q0, p1, q1 = p1, q1, p2, q2
+            a, b = b, a - k * b
+        if p1 == 0:
+            raise ValueError("RatioScaler: ratio too small for 15-bit terms")
+        return p1, q1
+
+    def apply(self, x):
+        neg = x < 0
+        if neg:
+            x = -x
+        num = self.num
+        den = self.den
+        p = (x >> 12) * num
+        q1 = p // den
+        t = ((p - q1 * den) << 12) + (x & 0xFFF) * num
+        y = (q1 << 12) + (2 * t + den) // (2 * den)
+        return -y if neg else y
+
+
+def _saturate(v):
+    if v > ECG_ADC_MAX_COUNT:
+        return ECG_ADC_MAX_COUNT
+    if v < ECG_ADC_MIN_COUNT:
+        return ECG_ADC_MIN_COUNT
+    return v
+
+
+class _RingSource:
+    """A ring buffer of device counts filled by a data-ready handler."""
+
+    def __init__(self, ready_pin, use_irq):
+        self._ready = ready_pin
+        self._ring = array("h", bytes(2 * _RING))
+        self._head = 0
+        self._count = 0
+        self.dropped = 0
+        self.samples = 0
+        if use_irq:
+            if ready_pin is None:
+                raise ValueError("use_irq needs the data-ready pin")
+            ready_pin.irq(self._on_ready, trigger=ready_pin.IRQ_FALLING)
+
+    def _push(self, v):
+        if self._count == _RING:
+            self.dropped += 1
+            return
+        self._ring[(self._head + self._count) % _RING] = v
+        self._count += 1
+
+    def _on_ready(self, pin):
+        v = self._sample()
+        if v is not None:
+            self._push(v)
+
+    def _poll(self):
+        return
+
+    def read_samples(self, buf, max_count):
+        self._poll()
+        n = self._count if self._count < max_count else max_count
+        ring = self._ring
+        head = self._head
+        for i in range(n):
+            buf[i] = ring[head]
+            head += 1
+            if head == _RING:
+                head = 0
+        self._head = head
+        self._count -= n
+        self.samples += n
+        return n
+
+
+class Ads1292EcgSource(_RingSource):
+    """ECG counts from channel ``channel`` (1 or 2) of a started ADS1292 driver."""
+
+    def __init__(self, afe, channel=2, use_irq=False):
+        if channel not in (1, 2):
+            raise ValueError("channel must be 1 or 2")
+        self.afe = afe
+        self._channel = channel
+        gain = afe.gain[channel - 1]
+        # counts = code * (vref_uv / gain / 2**23) uV * (counts_per_mv / 1000 uV)
+        self.scaler = RatioScaler(afe.vref_uv * ECG_COUNTS_PER_MV, gain * 8388608 * 1000)
+        self.lead_off = 0
+        self._use_irq = use_irq
+        _RingSource.__init__(self, afe.drdy, use_irq)
+
+    def _sample(self):
+        afe = self.afe
+        if not afe.read_frame():
+            return None
+        self.lead_off = afe.lead_off
+        code = afe.ch2 if self._channel == 2 else afe.ch1
+        return _saturate(self.scaler.apply(code))
+
+    def _poll(self):
+        if not self._use_irq:
+            v = self._sample()
+            if v is not None:
+                self._push(v)
+
+
+class Ads1115EcgSource(_RingSource):
+    """ECG counts from an ADS1115 in continuous mode behind an analog front end
+    of voltage gain ``frontend_gain`` (an int, e.g. 100 for an AD8232).
+
+    With ``use_irq`` the ADS1115's ALERT/RDY pin (``ready_pin``, driver made
+    with ``ready_pin=True``) triggers each read; otherwise ``clock`` (with
+    ``ticks_ms``) paces the reads at the data rate."""
+
+    def __init__(self, adc, frontend_gain, ready_pin=None, use_irq=False, clock=None):
+        if not isinstance(frontend_gain, int) or frontend_gain < 1:
+            raise ValueError("frontend_gain must be an int >= 1")
+        if not adc.continuous:
+            raise ValueError("the ADS1115 must be in continuous mode")
+        if not use_irq and clock is None:
+            raise ValueError("without use_irq a clock paces the reads")
+        self.adc = adc
+        self.scaler = RatioScaler(adc.full_scale_uv * ECG_COUNTS_PER_MV,
+                                  32768 * frontend_gain * 1000)
+        self._use_irq = use_irq
+        self._clock = clock
+        self._fs = adc.data_rate_sps
+        self._t0 = clock.ticks_ms() if clock is not None else 0
+        self._due_done = 0
+        _RingSource.__init__(self, ready_pin, use_irq)
+
+    def _sample(self):
+        return _saturate(self.scaler.apply(self.adc.read_conversion()))
+
+    def _poll(self):
+        if self._use_irq:
+            return
+        from firmware.compat import ticks_diff
+
+        due = ticks_diff(self._clock.ticks_ms(), self._t0) * self._fs // 1000
+        if due > self._due_done:
+            # Only the latest conversion is there: one read per poll, the rest are lost.
+            self.dropped += due - self._due_done - 1
+            self._due_done = due
+            self._push(self._sample())
+
+
+class Max30102PpgSource:
+    """Red or IR counts of a MAX30102 (``led`` "red" or "ir"), right-shifted by
+    ``shift_bits`` so they fit the caller's buffer (2 for an ``array('h')``)."""
+
+    def __init__(self, ox, led="ir", shift_bits=0):
+        if led not in ("red", "ir"):
+            raise ValueError("led must be 'red' or 'ir'")
+        if led == "ir" and ox.leds < 2:
+            raise ValueError("the MAX30102 is in heart-rate mode: no IR channel")
+        self.ox = ox
+        self._ir = led == "ir"
+        self._shift = shift_bits
+        self._red = array("l", [0] * 32)
+        self._irb = array("l", [0] * 32)
+
+    @property
+    def overflows(self):
+        return self.ox.overflows
+
+    def read_samples(self, buf, max_count):
+        n = self.ox.read_fifo(self._red, self._irb if self.ox.leds == 2 else None,
+                              max_count if max_count < 32 else 32)
+        src = self._irb if self._ir else self._red
+        s = self._shift
+        for i in range(n):
+            buf[i] = src[i] >> s
+        return n
