@@ -40,7 +40,9 @@ class BeatPipeline:
         self.features = BeatFeatures(fs_hz)
         self.fs_hz = self.chain.fs_hz
         self._buf = array("h", bytes(2 * _BLOCK))
-        self._ready = 0
+        #: The R peaks the detector decided on during the last ``process`` call
+        #: (for the heart rate, which needs no post-RR wait).
+        self.new_peaks = []
 
     def process(self, samples, count=None):
         """Consume raw samples ``samples[0:count]`` (all if None); return how
@@ -48,6 +50,7 @@ class BeatPipeline:
         n = len(samples) if count is None else count
         buf = self._buf
         feats = self.features
+        self.new_peaks = []
         i = 0
         while i < n:
             m = n - i
@@ -60,12 +63,15 @@ class BeatPipeline:
             feats.push(buf, m)
             for r in peaks:
                 feats.add_peak(r)
+            if peaks:
+                self.new_peaks.extend(peaks)
             i += m
         return self._count_ready()
 
     def flush(self):
         """End of the stream: the detector's last beats, then every pending beat."""
-        for r in self.detector.flush():
+        self.new_peaks = self.detector.flush()
+        for r in self.new_peaks:
             self.features.add_peak(r)
         self.features.flush()
         return self._count_ready()

@@ -13,12 +13,19 @@ metadata):
           the beat minus the patient's running average beat.  Both are
           expressed relative to the patient's own QRS amplitude: 32 = the
           largest magnitude of the running average beat.
-``rr``    ``RR_FEATURES`` = 8 RR-interval features, each relative to the
-          patient's own rhythm (ratios as ``64 * r - 64``, so 0 = "as usual"):
-          0 pre-RR / local mean RR, 1 post-RR / local mean, 2 pre-RR / long-term
-          mean, 3 post-RR / long-term mean, 4 local mean / long-term mean,
-          5 pre-RR / post-RR, 6 (pre-RR - previous pre-RR) / local mean,
-          7 pre-RR in 8-ms units, minus 100 (0 = 800 ms).
+``rr``    ``RR_FEATURES`` = 12 context features: 8 RR-interval features, each
+          relative to the patient's own rhythm (ratios as ``64 * r - 64``, so
+          0 = "as usual"): 0 pre-RR / local mean RR, 1 post-RR / local mean,
+          2 pre-RR / long-term mean, 3 post-RR / long-term mean, 4 local mean /
+          long-term mean, 5 pre-RR / post-RR, 6 (pre-RR - previous pre-RR) /
+          local mean, 7 pre-RR in 8-ms units, minus 100 (0 = 800 ms); and 4
+          summaries of the beat's shape against the patient's average beat:
+          8 and 9 the sum of ``|beat - average|`` over the QRS (-50..+100 ms)
+          and over the ST-T segment (+100..+500 ms), each as 32ths of the
+          average beat's sum of ``|average|`` over the QRS, 10 the beat's
+          largest magnitude / the average's (``64 * r - 64``), 11 QRS width:
+          the bins from -100 to +150 ms whose magnitude exceeds a quarter of
+          the beat's largest, times 4.
 
 The model sees inputs as floats ``q / 32``; the exported int8 model has input
 scale 1/32 and zero point 0 on both inputs, so ``q`` *is* the int8 input.
@@ -54,8 +61,8 @@ BEAT_WINDOW_AFTER_MS = const(500)
 BEAT_WINDOW_POINTS = const(90)
 #: Channels per point: the beat, and the beat minus the patient's average beat.
 BEAT_CHANNELS = const(2)
-#: RR features (see the module docstring for their order).
-RR_FEATURES = const(8)
+#: Context features: 8 RR features + 4 shape summaries (module docstring).
+RR_FEATURES = const(12)
 #: The int8 value of the average beat's largest magnitude.
 BEAT_AMPLITUDE_Q = const(32)
 #: Input quantization of both model inputs: float = int8 / 32 (zero point 0).
@@ -67,6 +74,10 @@ _LONG_SHIFT = const(5)  # long-term mean RR weight 1/32
 _TEMPLATE_SHIFT = const(3)  # running average beat weight 1/8
 _MIN_AMP = const(16)  # Q15 LSB: floor of the amplitude normaliser (5 uV)
 _RING_SECONDS = const(8)  # ring of filtered samples: detector latency + window
+_QRS_FROM = const(24)  # bins of the QRS (-50..+100 ms) and ST-T (+100..+500 ms)
+_QRS_TO = const(42)
+_WIDE_FROM = const(18)  # bins searched for the QRS width (-100..+150 ms)
+_WIDE_TO = const(48)
 
 
 def _sat8(v):
@@ -205,6 +216,7 @@ class BeatFeatures:
             pre = post = self.fs_hz
         self._window(r)
         self._rr_features(pre, post)
+        self._shape_features()
         self._learn(pre)
         self._prev_r = r
         self._prev_pre = pre
@@ -276,6 +288,40 @@ class BeatFeatures:
         rr[5] = _ratio_q(pre, post)
         rr[6] = _sat8((64 * (pre - prev)) // local)
         rr[7] = _sat8((pre * 125) // self.fs_hz - 100)  # (ms / 8) - 100
+
+    def _shape_features(self):
+        bins = self._bins
+        tmpl = self._template
+        d_qrs = 0
+        d_st = 0
+        t_qrs = 0
+        for k in range(_QRS_FROM, _QRS_TO):
+            d = bins[k] - tmpl[k]
+            d_qrs += d if d > 0 else -d
+            t = tmpl[k]
+            t_qrs += t if t > 0 else -t
+        for k in range(_QRS_TO, BEAT_WINDOW_POINTS):
+            d = bins[k] - tmpl[k]
+            d_st += d if d > 0 else -d
+        if t_qrs < _MIN_AMP:
+            t_qrs = _MIN_AMP
+        peak = _MIN_AMP
+        for k in range(BEAT_WINDOW_POINTS):
+            v = bins[k]
+            if v < 0:
+                v = -v
+            if v > peak:
+                peak = v
+        wide = 0
+        for k in range(_WIDE_FROM, _WIDE_TO):
+            v = bins[k]
+            if 4 * (v if v > 0 else -v) > peak:
+                wide += 1
+        rr = self.rr
+        rr[8] = _sat8((32 * d_qrs) // t_qrs)
+        rr[9] = _sat8((32 * d_st) // t_qrs)
+        rr[10] = _ratio_q(peak, self._t_amp)
+        rr[11] = _sat8(4 * wide)
 
     def _learn(self, pre):
         """Update the patient's averages with this beat (after its features)."""

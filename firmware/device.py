@@ -30,6 +30,8 @@ from array import array
 
 from firmware import protocol
 from firmware.compat import const, ticks_add, ticks_diff
+from firmware.beatpipe import BeatPipeline
+from firmware.infer import AAMI_LABELS
 from firmware.outbox import Outbox
 from firmware.qrs import QrsDetector
 from firmware.quality import QUALITY_GOOD, SignalQuality
@@ -72,6 +74,7 @@ class DeviceConfig:
         backoff_max_ms=8000,
         fw_version=FW_VERSION,
         model_version=NO_MODEL,
+        mains_hz=None,
     ):
         protocol.check_device_id(device_id)
         if not isinstance(sample_rate_hz, int) or not 50 <= sample_rate_hz <= 2000:
@@ -94,6 +97,9 @@ class DeviceConfig:
             raise ValueError("report_period_ms must span a whole number of samples")
         if not isinstance(patient_id, str) or len(patient_id) > 64:
             raise ValueError("patient_id must be a str of at most 64 characters")
+        if mains_hz is not None and mains_hz not in (50, 60):
+            raise ValueError("mains_hz must be 50 or 60, got %r" % (mains_hz,))
+        self.mains_hz = mains_hz
         self.device_id = device_id
         self.sample_rate_hz = sample_rate_hz
         self.patient_id = patient_id
@@ -108,7 +114,12 @@ class DeviceConfig:
 
 
 class Device:
-    def __init__(self, config, source, link, clock, state):
+    """The device loop (module docstring).  ``model`` is an optional
+    :class:`firmware.infer.ModelSlot`: with one, every beat goes through the
+    beat pipeline (filter chain, features) and the slot's classifier, and each
+    ``vitals`` message counts the window's beats per AAMI class."""
+
+    def __init__(self, config, source, link, clock, state, model=None):
         self.cfg = config
         self.source = source
         self.link = link
@@ -119,7 +130,17 @@ class Device:
         state.save("boots", boots)
         self.boot_id = boots
         fs = config.sample_rate_hz
-        self.detector = QrsDetector(fs)
+        self.model = model
+        if model is not None:
+            if config.mains_hz is None:
+                raise ValueError("mains_hz is required with a beat model (the filter chain)")
+            self.pipeline = BeatPipeline(fs, config.mains_hz, 0)
+            self.detector = self.pipeline.detector
+        else:
+            self.pipeline = None
+            self.detector = QrsDetector(fs)
+        self._classes = [0] * len(AAMI_LABELS)
+        self.classified = 0
         self.quality = SignalQuality(fs, ECG_ADC_MIN_COUNT, ECG_ADC_MAX_COUNT, ECG_COUNTS_PER_MV)
         self.outbox = Outbox(config.outbox_capacity)
         # Unit conversions, once.
@@ -162,8 +183,11 @@ class Device:
             if not n:
                 break
             self.quality.process(buf, n)
-            for beat in self.detector.process(buf if n == _READ_BLOCK else buf[:n]):
-                self._beat(beat)
+            if self.pipeline is None:
+                for beat in self.detector.process(buf if n == _READ_BLOCK else buf[:n]):
+                    self._beat(beat)
+            else:
+                self._classify(self.pipeline.process(buf, n))
             self.samples += n
             total += n
             self._window_fill += n
@@ -171,6 +195,18 @@ class Device:
                 self._report()
         self.service()
         return total
+
+    def _classify(self, ready):
+        pipe = self.pipeline
+        for beat in pipe.new_peaks:
+            self._beat(beat)
+        clf = self.model.classifier
+        feats = pipe.features
+        for _ in range(ready):
+            pipe.next_beat()
+            if clf is not None:
+                self._classes[clf.classify(feats.beat, feats.rr)] += 1
+                self.classified += 1
 
     def _beat(self, at):
         """Record one detected R peak (sample index since boot)."""
@@ -217,17 +253,29 @@ class Device:
             self.beats - self._window_beats0,
             quality,
             self.quality.flag,
+            self._class_counts(),
         )
         self._window_beats0 = self.beats
         self._window_fill = 0
         self.reports += 1
         self.outbox.push(self._topic_vitals, encode(msg), False)
 
+    def _class_counts(self):
+        """The window's beats per class (and reset), or None without a model."""
+        if self.model is None or self.model.classifier is None:
+            return None
+        out = {}
+        for i in range(len(AAMI_LABELS)):
+            out[AAMI_LABELS[i]] = self._classes[i]
+            self._classes[i] = 0
+        return out
+
     # -- MQTT ---------------------------------------------------------------
     def _birth(self):
+        version = self.model.version if self.model is not None else None
         info = {
             "fw_version": self.cfg.fw_version,
-            "model_version": self.cfg.model_version,
+            "model_version": version or self.cfg.model_version,
             "patient_id": self.cfg.patient_id,
             "sample_rate_hz": self.cfg.sample_rate_hz,
             "boot_id": self.boot_id,

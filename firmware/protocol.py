@@ -94,11 +94,13 @@ def offline(device_id, ts_ms, reason, seq=None, boot_id=None):
     return msg
 
 
-def vitals(device_id, seq, ts_ms, window_ms, hr_bpm, beats, quality, signal=None):
+def vitals(device_id, seq, ts_ms, window_ms, hr_bpm, beats, quality, signal=None,
+           classes=None):
     """One reporting window's vital signs (``hr_bpm`` is None when unreliable).
 
     ``signal`` is the ECG signal-quality flag (``firmware.quality``): good,
-    noisy, lead_off or saturated.
+    noisy, lead_off or saturated.  ``classes`` (with a beat model) maps each
+    AAMI class N S V F Q to the beats the model put in it during the window.
     """
     msg = _envelope(MSG_VITALS, device_id, seq, ts_ms)
     msg["window_ms"] = window_ms
@@ -107,4 +109,6 @@ def vitals(device_id, seq, ts_ms, window_ms, hr_bpm, beats, quality, signal=None
     msg["quality"] = quality
     if signal is not None:
         msg["signal"] = signal
+    if classes is not None:
+        msg["classes"] = classes
     return msg

@@ -144,7 +144,7 @@ def cmd_fleet_list(args: argparse.Namespace) -> int:
 def cmd_ecg_analyze(args: argparse.Namespace) -> int:
     from host.ecg import run_analyze
 
-    return run_analyze(args.record, args.channel)
+    return run_analyze(args.record, args.channel, model=args.model, runtime=args.runtime)
 
 
 # -- parser -----------------------------------------------------------------
@@ -220,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     q = ecg_sub.add_parser("analyze", help="beats of a WFDB record as CSV: sample,label")
     q.add_argument("record", help="WFDB record path without extension, e.g. data/mitdb/101")
     q.add_argument("--channel", type=int, default=0, help="signal number, from 0 (0)")
+    q.add_argument("--model", default=None,
+                   help="beat model path without extension (default: the shipped models/beatnet)")
+    q.add_argument("--runtime", default="auto", choices=["auto", "litert", "litert-ref", "python"],
+                   help="int8 runtime (auto: LiteRT if installed, else the pure-Python engine)")
     q.set_defaults(func=cmd_ecg_analyze)
     return parser
 

@@ -1,17 +1,23 @@
-"""``medge ecg analyze``: a WFDB record through exactly the device's beat detector.
+"""``medge ecg analyze``: a WFDB record through exactly the device's beat code.
 
 The record's digital samples (``wfdb.rdrecord(physical=False)``) of one
 channel are turned into the raw counts the device's ECG front end delivers
 (``DEVICE_COUNTS_PER_MV`` counts per mV around zero, signed 16 bit), then fed
-to :class:`firmware.qrs.QrsDetector` in blocks of one second, as the device
-loop does.  A record whose rate the device supports
+in blocks of one second, as the device loop does, to
+:class:`firmware.beatpipe.BeatPipeline` (filter chain, QRS detector, beat
+features) and each beat to :class:`firmware.infer.BeatClassifier` with the
+shipped int8 model (``models/beatnet.tflite`` and its ``.json``; ``--model``
+picks another), on LiteRT when it is installed, else on the pure-Python int8
+engine: the two give the same classes bit for bit.  A record whose rate the device supports
 (``firmware.filter_tables.SUPPORTED_RATES_HZ``) runs at its own rate; any
 other is resampled (polyphase, :func:`scipy.signal.resample_poly`) to the
 nearest supported rate and the detected sample numbers are mapped back to the
 record's numbering (``round(i * fs_record / fs_device)``).
 
-Output: CSV on stdout, header ``sample,label``, one row per beat.  Until the
-beat classifier lands every beat is labelled ``N``.
+Output: CSV on stdout, header ``sample,label``, one row per beat, ``label``
+one of the AAMI classes N S V F Q.  Without a usable model (files missing or
+refused by the device's checks) every beat is labelled ``N`` and a warning
+says why.
 """
 
 from __future__ import annotations
@@ -35,8 +41,12 @@ DEVICE_ADC_MIN = -32768
 DEVICE_ADC_MAX = 32767
 #: The detector is fed this much signal per call, as the device loop does.
 BLOCK_MS = 1000
-#: Label of every beat until the beat classifier lands.
+#: Label of every beat when no model can be used.
 DEFAULT_LABEL = "N"
+#: Mains frequency for the notch (MIT-BIH was recorded in the USA).
+DEFAULT_MAINS_HZ = 60
+#: The shipped model, without extension (``.tflite`` + ``.json``).
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "beatnet"
 
 
 class RecordError(Exception):
@@ -164,22 +174,69 @@ def detect_beats(counts: np.ndarray, fs_hz: int) -> list[int]:
     return sorted(set(int(p) for p in peaks))
 
 
-def analyze_record(record: str, channel: int = 0) -> list[tuple[int, str]]:
+def load_classifier(model: str | Path | None = None, runtime: str = "auto"):
+    """The beat classifier for ``model`` (path without extension; None: the
+    shipped one), or None with a warning when it cannot be used."""
+    from firmware.infer import ModelSlot
+
+    base = Path(model) if model else DEFAULT_MODEL
+    slot = ModelSlot(runtime)
+    if not slot.install_files(str(base.with_suffix(".tflite")), str(base.with_suffix(".json"))):
+        log.warning("no beat classifier (%s): every beat is labelled %s",
+                    slot.last_error, DEFAULT_LABEL)
+        return None
+    return slot.classifier
+
+
+def classify_beats(counts: np.ndarray, fs_hz: int, classifier,
+                   mains_hz: int = DEFAULT_MAINS_HZ) -> list[tuple[int, str]]:
+    """The device's beat pipeline (and classifier) over ``counts``: (sample, label)."""
+    from firmware.beatpipe import BeatPipeline
+    from firmware.infer import AAMI_LABELS
+
+    pipe = BeatPipeline(fs_hz, mains_hz, 0)
+    feats = pipe.features
+    block = max(1, fs_hz * BLOCK_MS // 1000)
+    data = counts.tolist()
+    out: list[tuple[int, str]] = []
+
+    def drain(n: int) -> None:
+        for _ in range(n):
+            r = pipe.next_beat()
+            label = (AAMI_LABELS[classifier.classify(feats.beat, feats.rr)]
+                     if classifier is not None else DEFAULT_LABEL)
+            out.append((int(r), label))
+
+    for start in range(0, len(data), block):
+        drain(pipe.process(data[start : start + block]))
+    drain(pipe.flush())
+    return out
+
+
+def analyze_record(record: str, channel: int = 0, model: str | Path | None = None,
+                   runtime: str = "auto") -> list[tuple[int, str]]:
     """Beats of ``record`` as ``(sample, label)`` in the record's numbering."""
     digital, fs, gain, baseline = read_channel(record, channel)
     sig = to_device_signal(digital, fs, gain, baseline, supported_rates_hz())
     if sig.resampled:
         log.warning("record rate %g Hz is not a device rate: resampled to %d Hz",
                     fs, sig.device_fs_hz)
-    beats = sig.to_record_samples(detect_beats(sig.counts, sig.device_fs_hz))
-    return [(s, DEFAULT_LABEL) for s in beats]
+    beats = classify_beats(sig.counts, sig.device_fs_hz, load_classifier(model, runtime))
+    samples = sig.to_record_samples([s for s, _ in beats])
+    if len(samples) != len(beats):  # two beats rounded onto one record sample
+        keep: dict[int, str] = {}
+        for (s, label), rs in zip(beats, [sig.to_record_samples([s])[0] for s, _ in beats]):
+            keep.setdefault(rs, label)
+        return sorted(keep.items())
+    return list(zip(samples, [label for _, label in beats]))
 
 
-def run_analyze(record: str, channel: int, out: TextIO | None = None) -> int:
+def run_analyze(record: str, channel: int, out: TextIO | None = None,
+                model: str | None = None, runtime: str = "auto") -> int:
     """The ``medge ecg analyze`` command: 0 on success, 2 on a bad record or channel."""
     out = out or sys.stdout
     try:
-        beats = analyze_record(record, channel)
+        beats = analyze_record(record, channel, model, runtime)
     except RecordError as exc:
         print(f"medge: {exc}", file=sys.stderr)
         return 2

@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 
 VARIANTS = ["clean", "r250", "noise1", "noise2"]
 MODEL_NAME = "beatnet"
+ARCH = "base"
+CW_POWER = 0.5
 SEED = 20261124
 K = len(CLASSES)
 
@@ -70,6 +72,7 @@ def build_model(tf):
     features, joined into two dense layers.  Output: 5 logits (no softmax: the
     device takes the arg max)."""
     L = tf.keras.layers
+    arch = os.environ.get("MEDGE_ARCH", ARCH)
     beat = tf.keras.Input((BEAT_WINDOW_POINTS, BEAT_CHANNELS), name="beat")
     rr = tf.keras.Input((RR_FEATURES,), name="rr")
     x = L.Conv1D(8, 7, padding="same", activation="relu")(beat)
@@ -79,7 +82,10 @@ def build_model(tf):
     x = L.Conv1D(16, 5, padding="same", activation="relu")(x)
     x = L.MaxPooling1D(2)(x)
     x = L.Flatten()(x)
-    y = L.Dense(16, activation="relu")(rr)
+    if arch == "drop":
+        x = L.Dropout(0.5)(x)
+        x = L.Dense(16, activation="relu")(x)
+    y = L.Dense(32 if arch == "drop" else 16, activation="relu")(rr)
     z = L.Concatenate()([x, y])
     z = L.Dense(32, activation="relu")(z)
     z = L.Dropout(0.3)(z)
@@ -94,9 +100,10 @@ def to_float(beat: np.ndarray, rr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def class_weights(labels: np.ndarray) -> dict[int, float]:
+    power = float(os.environ.get("MEDGE_CW_POWER", CW_POWER))
     counts = np.bincount(labels, minlength=K).astype(np.float64)
     total = counts.sum()
-    return {c: float((total / (K * counts[c])) ** 0.5) if counts[c] else 0.0 for c in range(K)}
+    return {c: float((total / (K * counts[c])) ** power) if counts[c] else 0.0 for c in range(K)}
 
 
 def train_model(tf, beat, rr, labels, epochs: int, seed: int):
