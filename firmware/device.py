@@ -29,8 +29,8 @@ tests/test_device_mpy.py checks that both publish the same bytes.
 from array import array
 
 from firmware import protocol
-from firmware.compat import const, ticks_add, ticks_diff
 from firmware.beatpipe import BeatPipeline
+from firmware.compat import const, ticks_add, ticks_diff
 from firmware.infer import AAMI_LABELS
 from firmware.outbox import Outbox
 from firmware.qrs import QrsDetector

@@ -222,13 +222,13 @@ def analyze_record(record: str, channel: int = 0, model: str | Path | None = Non
         log.warning("record rate %g Hz is not a device rate: resampled to %d Hz",
                     fs, sig.device_fs_hz)
     beats = classify_beats(sig.counts, sig.device_fs_hz, load_classifier(model, runtime))
-    samples = sig.to_record_samples([s for s, _ in beats])
-    if len(samples) != len(beats):  # two beats rounded onto one record sample
-        keep: dict[int, str] = {}
-        for (s, label), rs in zip(beats, [sig.to_record_samples([s])[0] for s, _ in beats]):
+    # Device sample numbers -> the record's; two beats rounded onto one record
+    # sample keep the first label.
+    keep: dict[int, str] = {}
+    for s, label in beats:
+        for rs in sig.to_record_samples([s]):
             keep.setdefault(rs, label)
-        return sorted(keep.items())
-    return list(zip(samples, [label for _, label in beats]))
+    return sorted(keep.items())
 
 
 def run_analyze(record: str, channel: int, out: TextIO | None = None,
