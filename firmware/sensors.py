@@ -219,7 +219,7 @@ class Ads1115EcgSource(_RingSource):
 
 class Max30102PpgSource:
     """Red or IR counts of a MAX30102 (``led`` "red" or "ir"), right-shifted by
-    ``shift_bits`` so they fit the caller's buffer (2 for an ``array('h')``)."""
+    ``shift_bits`` so they fit the caller's buffer (3 for an ``array("h")``: 18 -> 15 bits)."""
 
     def __init__(self, ox, led="ir", shift_bits=0):
         if led not in ("red", "ir"):
