@@ -181,6 +181,8 @@ class VirtualPatient:
         self._gen_pos = 0
         self._buf: list[np.ndarray] = [np.empty(0, np.int16), np.empty(0, np.int32),
                                        np.empty(0, np.int32), np.empty(0, np.int16)]
+        self._pending: list[tuple[np.ndarray, ...]] = []  # generated blocks, not yet joined
+        self._pending_samples = 0
         self._pos = 0
         self._next_vitals_s = 0
 
@@ -232,8 +234,8 @@ class VirtualPatient:
         while self._next_vitals_s * fs < s + n:
             self._vitals_row(float(self._next_vitals_s))
             self._next_vitals_s += 1
-        for i, new in enumerate((ecg, red_c, ir_c, resp_c)):
-            self._buf[i] = np.concatenate((self._buf[i], new))
+        self._pending.append((ecg, red_c, ir_c, resp_c))
+        self._pending_samples += n
 
     def _vitals_row(self, t: float) -> None:
         sbp, dbp = self.systolic_mmhg(t), self.diastolic_mmhg(t)
@@ -262,8 +264,12 @@ class VirtualPatient:
         """The next ``n_samples`` of every channel."""
         if not isinstance(n_samples, int) or n_samples < 0:
             raise ValueError(f"n_samples must be a non-negative integer, got {n_samples!r}")
-        while self._buf[0].size < n_samples:
+        while self._buf[0].size + self._pending_samples < n_samples:
             self._generate_block()
+        if self._pending:
+            self._buf = [np.concatenate([b, *(blk[i] for blk in self._pending)])
+                         for i, b in enumerate(self._buf)]
+            self._pending, self._pending_samples = [], 0
         parts = [b[:n_samples] for b in self._buf]
         self._buf = [b[n_samples:] for b in self._buf]
         start = self._pos

@@ -403,7 +403,7 @@ class RhythmGenerator:
             if rng.random() < self.s.vt_runs_per_hour * per_beat:
                 lo, hi = self.s.vt_beats
                 rate = float(rng.uniform(*self.s.vt_rate_bpm))
-                self._schedule_pvcs(int(rng.integers(lo, hi + 1)), t_last + 0.5 * base_rr,
+                self._schedule_pvcs(int(rng.integers(lo, hi + 1)), t_last + self._coupling(base_rr),
                                     rate, "VT")
                 return self._queue.pop(0)
             if kind == "sinus" and rng.random() < self.s.pauses_per_hour * per_beat:
