@@ -1,0 +1,176 @@
+"""Replay a WFDB record as a sensor: directly, or behind an emulated front end.
+
+:class:`WfdbReplay` reads one channel of any WFDB record (MIT-BIH at 360 Hz,
+BIDMC at 125 Hz, ...) and turns it into the device's raw counts at the
+device rate, with exactly the conversion ``medge ecg analyze`` uses
+(:func:`host.ecg.read_channel` and :func:`host.ecg.to_device_signal`: counts
+at ``DEVICE_COUNTS_PER_MV`` around the record's baseline, polyphase
+resampling by :func:`scipy.signal.resample_poly` when the rates differ,
+rounded and saturated to int16).  It is a sample source itself
+(``read_samples(buf, max_count)``), paced by an injected clock like a live
+sensor, and it offers the same samples as a signal (``sim.parts``) in volts
+or counts to drive an emulated part.
+
+:func:`ads1292_front_end` and :func:`ads1115_front_end` wire a replay behind
+an emulated ADS1292R (SPI) or an ADS1115 behind an analog ECG amplifier
+(I2C), with the real firmware driver and source on top, so the full driver
+path replays the record: :class:`EmulatedFrontEnd` is the resulting sample
+source.  The ADS1292R converts at 125, 250, 500 ... SPS and the ADS1115 at
+8 ... 860 SPS, so a front-end replay runs at 250 Hz (or 125 / 475 / 500 ...);
+360 Hz is available for direct replay only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+
+from host.ecg import DEVICE_COUNTS_PER_MV, read_channel, to_device_signal
+from sim.bus import I2CBus, SimTime, SPIBus
+
+__all__ = ["EmulatedFrontEnd", "WfdbReplay", "ads1115_front_end", "ads1292_front_end"]
+
+
+class WfdbReplay:
+    """One channel of a WFDB record as raw device counts at ``sample_rate_hz``.
+
+    ``clock`` (a :class:`sim.clock.SimClock` or anything with ``ticks_ms``)
+    paces :meth:`read_samples`; without it every call returns as much as
+    fits.  ``loop=True`` starts over at the end (an endless source).
+    """
+
+    def __init__(self, record: str, sample_rate_hz: int, channel: int = 0,
+                 clock: Any = None, loop: bool = False) -> None:
+        if not isinstance(sample_rate_hz, int) or sample_rate_hz <= 0:
+            raise ValueError("sample_rate_hz must be a positive int (no default on purpose)")
+        digital, fs, gain, baseline = read_channel(record, channel)
+        sig = to_device_signal(digital, fs, gain, baseline, (sample_rate_hz,))
+        self.record = record
+        self.channel = channel
+        self.record_fs_hz = fs
+        self.sample_rate_hz = sample_rate_hz
+        self.counts = sig.counts  # int16 at sample_rate_hz
+        self._device_signal = sig
+        self.loop = loop
+        self._time = SimTime(clock) if clock is not None else None
+        self._t0_us = self._time.now_us() if self._time is not None else 0
+        self.position = 0  # samples handed out so far (keeps counting when looping)
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.counts) / self.sample_rate_hz
+
+    def to_record_samples(self, indices: list[int]) -> list[int]:
+        """Sample numbers at the device rate -> the record's own numbering."""
+        return self._device_signal.to_record_samples(indices)
+
+    def exhausted(self) -> bool:
+        return not self.loop and self.position >= len(self.counts)
+
+    def read_samples(self, buf: Any, max_count: int) -> int:
+        n = max_count
+        if self._time is not None:
+            due = (self._time.now_us() - self._t0_us) * self.sample_rate_hz // 1_000_000
+            n = min(n, due - self.position)
+        if not self.loop:
+            n = min(n, len(self.counts) - self.position)
+        if n <= 0:
+            return 0
+        total = len(self.counts)
+        for i in range(n):
+            buf[i] = int(self.counts[(self.position + i) % total])
+        self.position += n
+        return n
+
+    # -- as a signal for an emulated part -----------------------------------
+    def millivolts(self) -> np.ndarray:
+        return self.counts.astype(np.float64) / DEVICE_COUNTS_PER_MV
+
+    def volts_signal(self, gain: float = 1.0, offset_v: float = 0.0) -> Iterator[float]:
+        """Iterator signal: one value per conversion, ``offset + gain * V_electrodes``."""
+        volts = self.millivolts() * 1e-3 * gain + offset_v
+        values = volts.tolist()
+        if not self.loop:
+            return iter(values)
+
+        def endless() -> Iterator[float]:
+            while True:
+                yield from values
+
+        return endless()
+
+    def counts_signal(self) -> Iterator[int]:
+        """Iterator of raw counts (for the serial board)."""
+        values = self.counts.astype(int).tolist()
+        if not self.loop:
+            return iter(values)
+
+        def endless() -> Iterator[int]:
+            while True:
+                yield from values
+
+        return endless()
+
+
+@dataclass
+class EmulatedFrontEnd:
+    """An emulated part plus the firmware driver and source on top of it.
+
+    ``read_samples`` first lets the part catch up with the clock (on a board
+    the data-ready interrupt would have fired for every conversion), then
+    drains the firmware source."""
+
+    bus: Any
+    part: Any
+    driver: Any
+    source: Any
+
+    def read_samples(self, buf: Any, max_count: int) -> int:
+        self.part.update()
+        return self.source.read_samples(buf, max_count)
+
+
+def ads1292_front_end(replay: WfdbReplay, clock: Any, gain: int = 6,
+                      channel: int = 2) -> EmulatedFrontEnd:
+    """The replay on an ADS1292R channel (``channel`` 1 or 2), read by the
+    firmware driver with its DRDY interrupt into :class:`firmware.sensors.Ads1292EcgSource`."""
+    from firmware.drivers.ads1292 import ADS1292 as Driver
+    from firmware.sensors import Ads1292EcgSource
+    from sim.parts.ads1292 import ADS1292
+
+    signals = {"ch1": 0.0, "ch2": 0.0}
+    signals[f"ch{channel}"] = replay.volts_signal()
+    part = ADS1292(clock, **signals)
+    spi = SPIBus()
+    cs = spi.attach(part)
+    driver = Driver(spi, cs, part.drdy, data_rate_sps=replay.sample_rate_hz,
+                    gain=(gain, gain), sleep=lambda ms: None)
+    source = Ads1292EcgSource(driver, channel=channel, use_irq=True)
+    driver.start()
+    return EmulatedFrontEnd(spi, part, driver, source)
+
+
+def ads1115_front_end(replay: WfdbReplay, clock: Any, frontend_gain: int = 100,
+                      reference_v: float = 1.65, full_scale_mv: int = 2048,
+                      address: int = 0x48) -> EmulatedFrontEnd:
+    """The replay through an ECG amplifier of gain ``frontend_gain`` (output
+    around ``reference_v`` on AIN0, the reference on AIN1) into an ADS1115 in
+    continuous mode, read on its ALERT/RDY conversion-ready pulses."""
+    from firmware.drivers.ads1115 import ADS1115 as Driver
+    from firmware.drivers.ads1115 import MUX_AIN0_AIN1
+    from firmware.sensors import Ads1115EcgSource
+    from sim.parts.ads1115 import ADS1115
+
+    bus = I2CBus()
+    part = bus.attach(address, ADS1115(clock, inputs=(
+        replay.volts_signal(gain=frontend_gain, offset_v=reference_v), reference_v, 0.0, 0.0)))
+    driver = Driver(bus, address, data_rate_sps=replay.sample_rate_hz,
+                    full_scale_mv=full_scale_mv, mux=MUX_AIN0_AIN1, continuous=True,
+                    ready_pin=True)
+    source = Ads1115EcgSource(driver, frontend_gain, ready_pin=part.alert, use_irq=True)
+    return EmulatedFrontEnd(bus, part, driver, source)
