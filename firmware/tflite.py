@@ -111,6 +111,8 @@ _OP_QUANTIZE = 114
 # Fused activation functions.
 _ACT_NAMES = ("NONE", "RELU", "RELU_N1_TO_1", "RELU6", "TANH", "SIGN_BIT")
 
+#: Largest tensor accepted (elements); a corrupt shape fails cleanly instead of exhausting RAM.
+_MAX_TENSOR_ELEMENTS = 1 << 22
 _INT32_MIN = -2147483648
 _INT32_MAX = 2147483647
 # True where floats are IEEE doubles (CPython, most MicroPython ports with
@@ -668,6 +670,8 @@ class _Conv2D(_ConvBase):
                                         "depth %d)" % (op.where(), fc, c))
         if out.shape[3] != oc:
             op.fail("output depth %d != filter count %d" % (out.shape[3], oc))
+        if kh < 1 or kw < 1 or c < 1:
+            op.fail("empty filter %r" % (filt.shape,))
         act = op.opt(3, "<b", 1, 0)
         sh, sw, dh, dw, ph, pw, oh, ow = _spatial(op, inp, out, kh, kw, 0, (1, 2), (4, 5))
         self._quant(op, inp, filt, bias, out, oc, act)
@@ -736,6 +740,8 @@ class _DepthwiseConv2D(_ConvBase):
         if one != 1 or oc != c * dm or out.shape[3] != oc:
             op.fail("filter shape %r does not fit input depth %d x depth multiplier %d" % (
                 filt.shape, c, dm))
+        if kh < 1 or kw < 1 or c < 1:
+            op.fail("empty filter %r" % (filt.shape,))
         act = op.opt(4, "<b", 1, 0)
         sh, sw, dh, dw, ph, pw, oh, ow = _spatial(op, inp, out, kh, kw, 0, (1, 2), (5, 6))
         self._quant(op, inp, filt, bias, out, oc, act)
@@ -883,12 +889,10 @@ class _Pool(_Kernel):
                 for ox in range(ow):
                     x0 = ox * sw - pw
                     pix = []
-                    for ky in range(kh):
-                        for kx in range(kw):
-                            y = y0 + ky
-                            x = x0 + kx
-                            if 0 <= y < h and 0 <= x < w:
-                                pix.append(((b * h + y) * w + x) * c)
+                    # Only the taps inside the input (the reference clips the window).
+                    for y in range(max(y0, 0), min(y0 + kh, h)):
+                        for x in range(max(x0, 0), min(x0 + kw, w)):
+                            pix.append(((b * h + y) * w + x) * c)
                     if not pix:
                         op.fail("a pooling window lies entirely in the padding")
                     self.pos.append(pix)
@@ -1198,8 +1202,8 @@ class _Softmax(_Kernel):
         out = op.act(op.tensor(0, "output"), "output 0")
         if out.zp() != -128 or out.scales[0] != 0x3B800000:  # 1 / 256
             op.fail("int8 output must have scale 1/256 and zero point -128")
-        if inp.size != out.size or not inp.shape:
-            op.fail("input and output shapes differ")
+        if inp.size != out.size or not inp.shape or inp.shape[-1] < 1:
+            op.fail("input and output shapes differ or are empty")
         beta_bits = op.opt(0, "<I", 4, 0)
         # PreprocessSoftmaxScaling(beta, input_scale, 5): min(beta * s * 2**26, 2**31 - 1)
         # as a double, then QuantizeMultiplierGreaterThanOne.
@@ -1368,6 +1372,9 @@ class Model:
             if not zps and scales:
                 zps = (0,) * len(scales)
         tensor = _Tensor(k, name, shape, ttype, data, scales, zps, qdim)
+        if tensor.size > _MAX_TENSOR_ELEMENTS:
+            raise UnsupportedModelError("%s %r has %d elements (shape %r); the limit is %d" % (
+                what, name, tensor.size, shape, _MAX_TENSOR_ELEMENTS))
         if data is not None:
             sizes = {_FLOAT32: 4, _INT32: 4, _INT8: 1}
             es = sizes.get(ttype)
