@@ -242,7 +242,7 @@ def test_invoke_checks_its_arguments() -> None:
     with pytest.raises(ValueError, match=r"input 1 \('rr'\) must hold ints"):
         model.invoke([[0] * 90, [0.5] * 8])
     fmodel = Model((DATA / "float_io.tflite").read_bytes())
-    with pytest.raises(ValueError, match="input 1 .* is not finite"):
+    with pytest.raises(ValueError, match=r"input 1 .* is not finite"):
         fmodel.invoke([[0.0] * 16, [0.0, float("nan"), 0.0]])
     # The model still works after rejected calls.
     assert len(model.invoke([[1] * 90, [2] * 8])[0]) == 5
@@ -276,3 +276,25 @@ def _size(info: TensorInfo) -> int:
     for d in info.shape:
         n *= d
     return n
+
+
+def test_single_precision_port_paths_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where floats are single precision, QUANTIZE takes the exact integer path
+    (``_f32_div_round``); it must give what LiteRT gives, half-way values included."""
+    import firmware.tflite as engine
+
+    monkeypatch.setattr(engine, "_F64", False)
+    buf = (DATA / "float_io.tflite").read_bytes()
+    model = Model(buf)
+    it = reference(buf)
+    in_details = it.get_input_details()
+    scales = [quantize_scale(it, d["index"]) for d in in_details]
+    rng = np.random.default_rng(11)
+    for k in range(400):
+        inputs = [float_input(rng, tuple(d["shape"]), k, s) for d, s in zip(in_details, scales)]
+        for d, a in zip(in_details, inputs):
+            it.set_tensor(d["index"], a)
+        it.invoke()
+        got = model.invoke([a.ravel().tolist() for a in inputs])
+        for d, g in zip(it.get_output_details(), got):
+            assert np.array_equal(it.get_tensor(d["index"]).ravel(), np.frombuffer(g, np.float32))
