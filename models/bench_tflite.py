@@ -1,0 +1,143 @@
+"""Per-invoke latency of the pure-Python int8 engine (firmware/tflite.py) and of LiteRT.
+
+For one ``.tflite`` file: milliseconds per invoke of
+
+- ``engine_ms``: :class:`firmware.tflite.Model` in this CPython;
+- ``litert_ms``: LiteRT with its default (optimized) kernels, one thread;
+- ``litert_ref_ms``: LiteRT with ``OpResolverType.BUILTIN_REF``, the reference
+  kernels the engine is bit-exact with;
+
+each the median over several timed batches of random int8 inputs (one thread,
+inputs generated before timing), plus the model's ``macs``, ``arena_bytes`` and
+``weights_bytes`` as the engine counts them and ``bit_exact`` (the engine's
+outputs equal BUILTIN_REF's on every timed input).
+
+    .venv/bin/python -m models.bench_tflite FILE.tflite [--invokes N] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from firmware.tflite import Model
+
+
+def _random_inputs(model: Model, count: int, seed: int) -> list[list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    cases = []
+    for _ in range(count):
+        case = []
+        for info in model.inputs:
+            if info.dtype == "int8":
+                case.append(rng.integers(-128, 128, size=info.shape, dtype=np.int8))
+            else:
+                case.append(rng.normal(0.0, 1.0, size=info.shape).astype(np.float32))
+        cases.append(case)
+    return cases
+
+
+def _median_ms(run: Callable[[], None], count: int, batches: int = 5) -> float:
+    """Median over ``batches`` of (batch time / count), in milliseconds."""
+    run()  # warm-up
+    times = []
+    for _ in range(batches):
+        t0 = time.perf_counter()
+        for _ in range(count):
+            run()
+        times.append((time.perf_counter() - t0) / count * 1000.0)
+    return statistics.median(times)
+
+
+def _litert(buf: bytes, reference: bool) -> Any:
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    kwargs: dict[str, Any] = {"model_content": buf, "num_threads": 1}
+    if reference:
+        kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_REF
+    it = Interpreter(**kwargs)
+    it.allocate_tensors()
+    return it
+
+
+def bench(model_path: str | Path, invokes: int = 200) -> dict[str, Any]:
+    """Latency (ms per invoke) of the engine, LiteRT and LiteRT BUILTIN_REF on one model,
+    plus its macs / arena_bytes / weights_bytes; see the module docstring."""
+    path = Path(model_path)
+    buf = path.read_bytes()
+    t0 = time.perf_counter()
+    model = Model(buf)
+    build_ms = (time.perf_counter() - t0) * 1000.0
+    cases = _random_inputs(model, invokes, seed=len(buf))
+    flat = [[a.ravel().tolist() for a in case] for case in cases]
+
+    state = {"k": 0}
+
+    def engine_run() -> None:
+        model.invoke(flat[state["k"] % invokes])
+        state["k"] += 1
+
+    result: dict[str, Any] = {
+        "model": path.name,
+        "engine_ms": _median_ms(engine_run, invokes),
+        "engine_build_ms": build_ms,
+        "macs": model.macs,
+        "arena_bytes": model.arena_bytes,
+        "weights_bytes": model.weights_bytes,
+        "file_bytes": len(buf),
+    }
+    for key, reference in (("litert_ms", False), ("litert_ref_ms", True)):
+        it = _litert(buf, reference)
+        ins = it.get_input_details()
+
+        def lite_run(it: Any = it, ins: Any = ins) -> None:
+            case = cases[state["k"] % invokes]
+            for d, a in zip(ins, case):
+                it.set_tensor(d["index"], a)
+            it.invoke()
+            state["k"] += 1
+
+        result[key] = _median_ms(lite_run, invokes)
+
+    ref = _litert(buf, True)
+    exact = True
+    for case, inputs in zip(cases, flat):
+        for d, a in zip(ref.get_input_details(), case):
+            ref.set_tensor(d["index"], a)
+        ref.invoke()
+        for d, got in zip(ref.get_output_details(), model.invoke(inputs)):
+            want = ref.get_tensor(d["index"]).ravel()
+            exact = exact and bool(np.array_equal(want, np.frombuffer(got, dtype=want.dtype)))
+    result["bit_exact"] = exact
+    result["invokes"] = invokes
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="a .tflite file")
+    parser.add_argument("--invokes", type=int, default=200, help="invokes per timed batch")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args(argv)
+    res = bench(args.model, args.invokes)
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return 0
+    print(f"{res['model']}: {res['macs']} MACs, arena {res['arena_bytes']} B, "
+          f"weights {res['weights_bytes']} B, file {res['file_bytes']} B")
+    print(f"  pure-Python engine (CPython) {res['engine_ms']:8.3f} ms/invoke"
+          f"   (build {res['engine_build_ms']:.1f} ms)")
+    print(f"  LiteRT optimized kernels     {res['litert_ms']:8.3f} ms/invoke")
+    print(f"  LiteRT BUILTIN_REF           {res['litert_ref_ms']:8.3f} ms/invoke")
+    print(f"  engine == BUILTIN_REF on all {res['invokes']} inputs: {res['bit_exact']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
