@@ -252,3 +252,125 @@ def test_drivers_run_identically_in_micropython_without_allocating(micropython) 
     assert lines["ecg"].endswith("] 0 6")  # lead-off of the last frame; 6 frames
     s_num, s_den, *_ = lines["scaler"].split(" ", 2)
     assert int(s_num) <= 32767 and int(s_den) <= 32767  # 15125/1572864 approximated
+
+
+SERIAL_SCRIPT = r"""
+import gc
+from array import array
+from firmware.drivers.ads1115 import ADS1115, MUX_AIN0_AIN1
+from firmware.drivers.serial_ecg import SerialEcgParser, SerialEcgSource, encode_frame
+from firmware.sensors import Ads1115EcgSource
+
+try:
+    from micropython import const  # noqa: F401
+    VM = True
+except ImportError:
+    VM = False
+
+wire = bytearray(b"\x00\xa5\x13")
+for seq in range(12):
+    if seq in (4, 5):
+        continue  # lost on the way
+    frame = encode_frame(seq, [seq * 100 + i - 600 for i in range(10)])
+    if seq == 7:
+        frame[9] ^= 0x40  # corrupted sample byte
+    wire += frame
+    wire += b"\xa5\x5a\x09" if seq == 2 else b""
+
+
+class Uart:
+    def __init__(self, data):
+        self.data = data
+        self.pos = 0
+
+    def any(self):
+        left = len(self.data) - self.pos
+        return 7 if left > 7 else left
+
+    def readinto(self, buf, n):
+        for i in range(n):
+            buf[i] = self.data[self.pos + i]
+        self.pos += n
+        return n
+
+
+src = SerialEcgSource(Uart(wire))
+buf = array("h", [0] * 200)
+n = src.read_samples(buf, 200)
+p = src.parser
+print("serial", n, list(buf[:n]))
+print("counts", p.frames, p.crc_errors, p.bad_lengths, p.dropped_frames, p.garbage_bytes)
+
+one = encode_frame(1, list(range(20)))
+parser = SerialEcgParser()
+
+
+def feed_one(b):
+    parser.feed(one)
+    parser.read_samples(b, 64)
+
+
+def measure(fn, arg):
+    gc.collect()
+    gc.disable()
+    before = gc.mem_alloc() if VM else 0
+    for _ in range(200):
+        fn(arg)
+    used = gc.mem_alloc() - before if VM else 0
+    gc.enable()
+    return used
+
+
+print("serialalloc", measure(feed_one, buf))
+
+
+class Regs16:
+    def __init__(self):
+        self.regs = [0x0000, 0x8583, 0x8000, 0x7FFF]
+
+    def readfrom_mem_into(self, addr, reg, buf, addrsize=8):
+        v = self.regs[reg]
+        buf[0] = v >> 8
+        buf[1] = v & 0xFF
+
+    def writeto_mem(self, addr, reg, buf, addrsize=8):
+        self.regs[reg] = (buf[0] << 8) | buf[1]
+
+
+class Pin:
+    IRQ_FALLING = 4
+
+    def irq(self, handler=None, trigger=4):
+        self.handler = handler
+
+
+bus = Regs16()
+adc = ADS1115(bus, data_rate_sps=250, mux=MUX_AIN0_AIN1, continuous=True, ready_pin=True)
+print("ads1115", hex(bus.regs[1]), hex(bus.regs[2]), hex(bus.regs[3]))
+rdy = Pin()
+ecg = Ads1115EcgSource(adc, 100, ready_pin=rdy, use_irq=True)
+for code in (0, 8, -8, 1604, -32768, 32767, 5):
+    bus.regs[0] = code & 0xFFFF
+    rdy.handler(rdy)
+n = ecg.read_samples(buf, 64)
+print("adcecg", list(buf[:n]))
+"""
+
+
+def test_serial_parser_and_ads1115_in_micropython(micropython) -> None:
+    vm_out = micropython(SERIAL_SCRIPT)
+    out = io.StringIO()
+    with redirect_stdout(out):
+        exec(compile(SERIAL_SCRIPT, "serial_script", "exec"), {"__name__": "__main__"})
+    assert vm_out == out.getvalue()
+    lines = dict(line.split(" ", 1) for line in vm_out.splitlines())
+    good = [s for s in range(12) if s not in (4, 5, 7)]
+    want = [s * 100 + i - 600 for s in good for i in range(10)]
+    assert lines["serial"] == f"{len(want)} {want}"
+    # 9 good frames; 1 CRC error; gaps: 3 -> 6 (4, 5) and 6 -> 8 (7, corrupted)
+    frames, crc, bad_len, dropped, garbage = map(int, lines["counts"].split())
+    assert (frames, crc, dropped) == (9, 1, 3) and bad_len == 0 and garbage > 3
+    assert lines["serialalloc"] == "0"
+    assert lines["ads1115"] == "0x4a0 0x0 0x8000"  # AIN0-AIN1, 2.048 V, continuous, 250 SPS
+    # 2.048 V / 32768 = 62.5 uV per code; /100 front end; 5 uV per count: code / 8
+    assert lines["adcecg"] == "[0, 1, -1, 201, -4096, 4096, 1]"
