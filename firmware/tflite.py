@@ -35,12 +35,15 @@ are identical on ports whose floats are single precision.  Accumulators are
 exact Python ints (inputs offset by the input zero point, int8 x int8
 products summed with the int32 bias); the reference keeps them in int32, so
 results agree as long as the reference does not overflow (|acc| < 2**31:
-fewer than about 66 000 taps per output).  Requantization is gemmlowp's
-``SaturatingRoundingDoublingHighMul`` (64-bit product, round half away from
-zero, keep the high 32 bits) followed by ``RoundingDivideByPOT`` (round half
-away from zero): the double-rounding ``MultiplyByQuantizedMultiplier`` that
-TFLite uses unless built with ``TFLITE_SINGLE_ROUNDING`` (LiteRT's
-BUILTIN_REF kernels are, verified by the tests).  Then the output zero point
+fewer than about 66 000 taps per output).  Requantization follows what
+LiteRT's BUILTIN_REF kernels do, found by comparing against them bit for bit
+(tests/test_tflite_engine.py): CONV_2D, DEPTHWISE_CONV_2D, ADD and the int8
+QUANTIZE use gemmlowp's double rounding (``SaturatingRoundingDoublingHighMul``:
+64-bit product, round half away from zero, keep the high 32 bits; then
+``RoundingDivideByPOT``: round half away from zero), while FULLY_CONNECTED
+rounds once, as TFLite's ``TFLITE_SINGLE_ROUNDING`` variant does
+(``(acc * m + 2**(t - 1)) >> t`` with ``t = 31 - shift``); the two differ
+when the first rounding lands exactly on a half.  Then the output zero point
 is added and the result saturated to the fused activation's range inside
 int8.  ADD rescales both inputs to a common Q(20) scale first (left shift 20,
 three multipliers), as the reference does.  QUANTIZE divides in float32 and
@@ -49,9 +52,13 @@ rounds half away from zero, saturating to int8; DEQUANTIZE computes
 
 Limits: one subgraph; static shapes (dynamic dimensions take the size stored
 in the file, normally 1); tensors up to 4-D for the spatial operators; no
-int16, uint8 or int4 tensors; no variables, no custom operators.  On
-MicroPython every output element's 32 x 31-bit product is a long int (one
-small heap allocation per output value, none per multiply-accumulate).
+int16, uint8 or int4 tensors; no variables, no custom operators; at most
+2**22 elements per tensor.  Float values (QUANTIZE inputs, DEQUANTIZE
+outputs) are exact on ports with IEEE single or double floats, not on ports
+whose floats drop mantissa bits (MICROPY_OBJ_REPR_C); int8 paths are exact
+everywhere.  On MicroPython every output element's 32 x 31-bit product is a
+long int (one small heap allocation per output value, none per
+multiply-accumulate).
 """
 
 import struct
