@@ -133,3 +133,18 @@ def test_replay_feeds_the_serial_board() -> None:
                     break
         src.port.close()
     assert got == rep.counts.tolist()
+
+
+def test_bidmc_125_hz_record_replays_at_250_hz_with_the_monitor_heart_rate() -> None:
+    record = str(Path(__file__).parent / "data" / "bidmc" / "bidmc01")
+    clock = SimClock(start_epoch_ms=0)
+    rep = WfdbReplay(record, 250, channel=1)  # lead II
+    assert rep.record_fs_hz == 125 and len(rep) == 15000
+    fe = ads1292_front_end(rep, clock)
+    got = drain(fe, 15000, clock=clock, step_ms=100)
+    assert got == rep.counts.tolist()
+    det = QrsDetector(250)
+    peaks = sorted(det.process(got) + det.flush())
+    hr_bpm = 60 * 250 / np.median(np.diff(peaks))
+    numerics = wfdb.rdrecord(record + "n", channels=[0]).p_signal[:, 0]  # the monitor's HR
+    assert abs(hr_bpm - float(np.mean(numerics))) < 3
