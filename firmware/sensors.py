@@ -152,6 +152,8 @@ class Ads1292EcgSource(_RingSource):
     def __init__(self, afe, channel=2, use_irq=False):
         if channel not in (1, 2):
             raise ValueError("channel must be 1 or 2")
+        if afe.drdy is None:
+            raise ValueError("the ADS1292 driver needs its DRDY pin to tell new frames")
         self.afe = afe
         self._channel = channel
         gain = afe.gain[channel - 1]

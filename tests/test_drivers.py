@@ -303,3 +303,64 @@ def test_device_loop_runs_on_the_afe_as_on_an_array_source(clock: SimClock) -> N
     assert dev.samples == 5000 and dev.reports == 20
     hr = dev.heart_rate_bpm()
     assert hr is not None and abs(hr - 72) <= 6
+
+
+def test_tmp117_limits_offset_and_alert_pin(clock: SimClock) -> None:
+    bus = I2CBus()
+    temp = [37.0]
+    part = bus.attach(0x48, EmuTMP117(clock, temperature=lambda t: temp[0]))
+    drv = TMP117(bus, averages=1, conversion_cycle_ms=125)
+    drv.set_limits_mc(36000, 38000)
+    assert part.regs[2] == 38000 * 16 // 125 and part.regs[3] == 36000 * 16 // 125
+    drv.set_offset_mc(-500)
+    assert part.regs[8] == (-64) & 0xFFFF
+    clock.advance(16)
+    assert drv.read_temperature_mc() == 36500
+    assert part.alert.value() == 1
+    temp[0] = 39.0
+    clock.advance(125)
+    part.update()
+    assert part.alert.value() == 0  # HIGH_Alert, active low
+    assert bus.readfrom_mem(0x48, 0x01, 2)[0] & 0x80  # reading clears it (alert mode)
+    assert part.alert.value() == 1
+    with pytest.raises(ValueError):
+        drv.set_limits_mc(38000, 36000)
+
+
+def test_ads1292_source_needs_drdy(clock: SimClock) -> None:
+    spi = SPIBus()
+    part = EmuADS1292(clock)
+    drv = ADS1292(spi, spi.attach(part), None, sleep=clock.advance)
+    with pytest.raises(ValueError, match="DRDY"):
+        Ads1292EcgSource(drv)
+
+
+@given(st.lists(st.tuples(st.integers(0, 400), st.integers(0, 40)), min_size=1, max_size=12),
+       st.booleans())
+def test_max30102_fifo_accounting_matches_the_emulated_part(steps, rollover: bool) -> None:
+    """Whatever the timing, the driver gets every sample the part kept, in order,
+    and ``overflows`` counts the samples the part lost (exactly, unless OVF_COUNTER
+    saturated at 31 between two reads)."""
+    clock = SimClock(start_epoch_ms=0)
+    bus = I2CBus()
+    n = [0]
+
+    def ramp(t: float) -> float:
+        n[0] += 1
+        return n[0] * 2048 / (1 << 18) / 10  # count = n at 10 mA, 2048 nA range
+
+    part = bus.attach(0x57, EmuMAX30102(clock, red=ramp))
+    drv = MAX30102(bus, mode=MODE_HR, sample_rate_sps=100, adc_range_na=2048,
+                   led_current_ma=(10.0, 0.0), rollover=rollover)
+    red = array("l", [0] * 32)
+    got: list[int] = []
+    for advance_ms, want in steps:
+        clock.advance(advance_ms)
+        k = drv.read_fifo(red, None, want)
+        got.extend(red[:k])
+    got_all = got + [red[i] for i in range(drv.read_fifo(red, None, 32))]
+    assert got_all == sorted(set(got_all))  # in order, no duplicates
+    assert len(got_all) + part.samples_lost == part.samples_made
+    assert drv.overflows <= part.samples_lost
+    if part.samples_lost <= 31:
+        assert drv.overflows == part.samples_lost

@@ -27,7 +27,6 @@ PART_ID = const(0x15)
 FIFO_DEPTH = const(32)
 
 _REG_INTR_STATUS_1 = const(0x00)
-_REG_INTR_STATUS_2 = const(0x01)
 _REG_INTR_ENABLE_1 = const(0x02)
 _REG_FIFO_WR_PTR = const(0x04)
 _REG_OVF_COUNTER = const(0x05)
@@ -46,7 +45,7 @@ _REG_PART_ID = const(0xFF)
 _MODE_RESET = const(0x40)
 _MODE_SHUTDOWN = const(0x80)
 _ROLLOVER = const(0x10)
-_A_FULL_EN = const(0x80)
+_A_FULL = const(0x80)  # A_FULL: the flag in INTR_STATUS_1 and its enable bit
 
 MODE_HR = const(0x02)
 MODE_SPO2 = const(0x03)
@@ -100,7 +99,7 @@ class MAX30102:
              | PULSE_WIDTHS_US.index(pulse_width_us)),
             (_REG_LED1_PA, red_code),
             (_REG_LED2_PA, ir_code),
-            (_REG_INTR_ENABLE_1, _A_FULL_EN),
+            (_REG_INTR_ENABLE_1, _A_FULL),
         )
         for reg, value in config:
             self._regs.write_u8(reg, value)
@@ -111,13 +110,18 @@ class MAX30102:
         self._mode = mode
         self._regs.write_u8(_REG_MODE_CONFIG, mode)
         self.overflows = 0
-        self._ptrs = bytearray(3)
+        self._ptrs = bytearray(7)  # INTR_STATUS_1 .. FIFO_RD_PTR
+        self._left = 0  # samples the last read_fifo left in the FIFO
+        self._ovf_seen = 0  # OVF_COUNTER already added to overflows (no pop since)
+        self.last_interrupts = 0
         frame = 3 * self.leds
         self._fifo = bytearray(FIFO_DEPTH * frame)
         mv = memoryview(self._fifo)
         self._views = [mv[: k * frame] for k in range(FIFO_DEPTH + 1)]
 
     def clear_fifo(self):
+        self._left = 0
+        self._ovf_seen = 0
         self._regs.write_u8(_REG_FIFO_WR_PTR, 0)
         self._regs.write_u8(_REG_OVF_COUNTER, 0)
         self._regs.write_u8(_REG_FIFO_RD_PTR, 0)
@@ -134,16 +138,24 @@ class MAX30102:
         return self._regs.read_u8(_REG_INTR_STATUS_1)
 
     def available(self):
-        """Samples waiting in the FIFO (WR_PTR - RD_PTR; 32 when they meet after an overflow).
+        """Samples waiting in the FIFO.
 
-        Reads FIFO_WR_PTR, OVF_COUNTER and FIFO_RD_PTR in one burst and adds
-        OVF_COUNTER to ``overflows``."""
+        One burst reads INTR_STATUS_1/2 (which clears them; kept in
+        ``last_interrupts``), the enables, FIFO_WR_PTR, OVF_COUNTER and
+        FIFO_RD_PTR, and adds OVF_COUNTER to ``overflows``.  The count is
+        ``WR_PTR - RD_PTR`` modulo 32, except that equal pointers mean a full
+        FIFO, not an empty one, when samples were lost (OVF_COUNTER > 0), when
+        the last read left samples behind (none can vanish without an
+        overflow), or when A_FULL fired since the previous call (the FIFO
+        filled from empty past the almost-full mark)."""
         p = self._ptrs
-        self._regs.read_into(_REG_FIFO_WR_PTR, p)
-        ovf = p[1] & 0x1F
-        self.overflows += ovf
-        n = (p[0] - p[2]) & (FIFO_DEPTH - 1)
-        if n == 0 and ovf:
+        self._regs.read_into(_REG_INTR_STATUS_1, p)
+        self.last_interrupts = p[0]
+        ovf = p[5] & 0x1F  # reset by the part when a sample is popped
+        self.overflows += ovf - self._ovf_seen
+        self._ovf_seen = ovf
+        n = (p[4] - p[6]) & (FIFO_DEPTH - 1)
+        if n == 0 and (ovf or self._left or p[0] & _A_FULL):
             n = FIFO_DEPTH
         return n
 
@@ -151,12 +163,15 @@ class MAX30102:
         """Move up to ``max_count`` samples into ``red[0:n]`` (and ``ir[0:n]`` in SpO2
         mode; ``ir`` may be None in HR mode); return ``n``.  Counts are 18-bit,
         left-justified: at 15..17 bit resolution the low bits are 0."""
-        n = self.available()
-        if n > max_count:
-            n = max_count
-        if n <= 0:
+        avail = self.available()
+        n = avail if avail < max_count else max_count
+        if n < 0:
+            n = 0
+        self._left = avail - n
+        if n == 0:
             return 0
         self._regs.read_into(_REG_FIFO_DATA, self._views[n])
+        self._ovf_seen = 0
         f = self._fifo
         step = 3 * self.leds
         j = 0

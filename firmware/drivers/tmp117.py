@@ -93,7 +93,8 @@ class TMP117:
 
     def set_offset_mc(self, offset_mc):
         """Calibration offset added by the part to every result."""
-        code = (offset_mc * 16 + (62 if offset_mc >= 0 else -62)) // 125
+        mag = (abs(offset_mc) * 16 + 62) // 125  # m degC -> 7.8125 m degC LSB, rounded
+        code = mag if offset_mc >= 0 else -mag
         if not -32768 <= code <= 32767:
             raise ValueError("TMP117: offset out of range")
         self._regs.write_u16(_REG_OFFSET, code)

@@ -8,7 +8,8 @@ except FIFO_DATA (reads of 0x07 keep the pointer there):
   clears it.  ``0x02`` / ``0x03`` INTR_ENABLE_1/2.  ``irq`` (a
   :class:`SimPin`, active low) is asserted while an enabled flag is set.
 - ``0x04`` FIFO_WR_PTR, ``0x05`` OVF_COUNTER (saturates at 0x1F),
-  ``0x06`` FIFO_RD_PTR, ``0x07`` FIFO_DATA: a 32-sample FIFO; each sample is
+  ``0x06`` FIFO_RD_PTR (OVF_COUNTER resets when a sample is popped),
+  ``0x07`` FIFO_DATA: a 32-sample FIFO; each sample is
   3 bytes per active LED (red first, then IR in SpO2 mode), 18 bits
   left-justified in 24 (bits 23:18 zero), so at a lower ADC resolution the
   low bits read 0.  RD_PTR advances once all bytes of a sample are read.
@@ -255,5 +256,6 @@ class MAX30102:
             self._byte = 0
             if self._count > 0:  # reading an empty FIFO does not move the pointer
                 self.regs[_REG_FIFO_RD_PTR] = (rd + 1) % FIFO_DEPTH
+                self.regs[_REG_OVF_COUNTER] = 0  # reset when a complete sample is popped
                 self._count -= 1
         return byte
