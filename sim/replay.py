@@ -15,9 +15,13 @@ or counts to drive an emulated part.
 an emulated ADS1292R (SPI) or an ADS1115 behind an analog ECG amplifier
 (I2C), with the real firmware driver and source on top, so the full driver
 path replays the record: :class:`EmulatedFrontEnd` is the resulting sample
-source.  The ADS1292R converts at 125, 250, 500 ... SPS and the ADS1115 at
-8 ... 860 SPS, so a front-end replay runs at 250 Hz (or 125 / 475 / 500 ...);
-360 Hz is available for direct replay only.
+source.  :func:`ppg_signal` turns a PPG channel (BIDMC ``PLETH``) into the
+MAX30102's photodiode signal and :func:`max30102_front_end` replays it
+through the emulated pulse oximeter and its driver.
+
+The ADS1292R converts at 125, 250, 500 ... SPS and the ADS1115 at 8 ... 860
+SPS, so an ECG front-end replay runs at 250 Hz (or 125 / 475 / 500 ...); 360 Hz
+is available for direct replay only.
 """
 
 from __future__ import annotations
@@ -30,7 +34,14 @@ import numpy as np
 from host.ecg import DEVICE_COUNTS_PER_MV, read_channel, to_device_signal
 from sim.bus import I2CBus, SimTime, SPIBus
 
-__all__ = ["EmulatedFrontEnd", "WfdbReplay", "ads1115_front_end", "ads1292_front_end"]
+__all__ = [
+    "EmulatedFrontEnd",
+    "WfdbReplay",
+    "ads1115_front_end",
+    "ads1292_front_end",
+    "max30102_front_end",
+    "ppg_signal",
+]
 
 
 class WfdbReplay:
@@ -173,4 +184,45 @@ def ads1115_front_end(replay: WfdbReplay, clock: Any, frontend_gain: int = 100,
                     full_scale_mv=full_scale_mv, mux=MUX_AIN0_AIN1, continuous=True,
                     ready_pin=True)
     source = Ads1115EcgSource(driver, frontend_gain, ready_pin=part.alert, use_irq=True)
+    return EmulatedFrontEnd(bus, part, driver, source)
+
+
+def ppg_signal(record: str, channel: int, dc_na_per_ma: float = 200.0,
+               ac_fraction: float = 0.02) -> Any:
+    """A PPG channel as a MAX30102 signal ``f(t_s)`` in nA per mA of LED current.
+
+    The record's pulsatile waveform (its 1st..99th percentile span) becomes
+    ``ac_fraction`` of a ``dc_na_per_ma`` baseline, with the absorption sign
+    of a photodiode (more blood, less light).  Values between samples are
+    interpolated linearly, so any MAX30102 sample rate can read it; past the
+    end the last value is held.
+    """
+    digital, fs, gain, baseline = read_channel(record, channel)
+    values = (digital - baseline) / gain
+    lo, hi = np.percentile(values, [1, 99])
+    span = float(hi - lo) or 1.0
+    scaled = dc_na_per_ma * (1.0 - ac_fraction * (values - lo) / span)
+    times = np.arange(len(scaled)) / fs
+
+    def at(t_s: float) -> float:
+        return float(np.interp(t_s, times, scaled))
+
+    return at
+
+
+def max30102_front_end(red: Any, ir: Any, clock: Any, sample_rate_sps: int = 100,
+                       led_current_ma: tuple[float, float] = (10.0, 10.0),
+                       adc_range_na: int = 4096, led: str = "ir") -> EmulatedFrontEnd:
+    """Signals (e.g. :func:`ppg_signal`) on an emulated MAX30102 in SpO2 mode, read by
+    the firmware driver into :class:`firmware.sensors.Max30102PpgSource` (18-bit
+    counts shifted to 15 bits, so they fit an ``array("h")``)."""
+    from firmware.drivers.max30102 import MAX30102 as Driver
+    from firmware.sensors import Max30102PpgSource
+    from sim.parts.max30102 import MAX30102
+
+    bus = I2CBus()
+    part = bus.attach(0x57, MAX30102(clock, red=red, ir=ir))
+    driver = Driver(bus, sample_rate_sps=sample_rate_sps, led_current_ma=led_current_ma,
+                    adc_range_na=adc_range_na)
+    source = Max30102PpgSource(driver, led=led, shift_bits=3)
     return EmulatedFrontEnd(bus, part, driver, source)

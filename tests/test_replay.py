@@ -15,7 +15,13 @@ from firmware.qrs import QrsDetector
 from firmware.state import MemoryState
 from host.ecg import read_channel, to_device_signal
 from sim.clock import SimClock
-from sim.replay import WfdbReplay, ads1115_front_end, ads1292_front_end
+from sim.replay import (
+    WfdbReplay,
+    ads1115_front_end,
+    ads1292_front_end,
+    max30102_front_end,
+    ppg_signal,
+)
 from sim.serialboard import SerialEcgBoard, open_pyserial_source
 
 MITDB = Path(__file__).parent / "data" / "mitdb"
@@ -148,3 +154,22 @@ def test_bidmc_125_hz_record_replays_at_250_hz_with_the_monitor_heart_rate() -> 
     hr_bpm = 60 * 250 / np.median(np.diff(peaks))
     numerics = wfdb.rdrecord(record + "n", channels=[0]).p_signal[:, 0]  # the monitor's HR
     assert abs(hr_bpm - float(np.mean(numerics))) < 3
+
+
+def test_bidmc_ppg_replays_through_the_max30102_at_the_pulse_rate() -> None:
+    record = str(Path(__file__).parent / "data" / "bidmc" / "bidmc01")
+    clock = SimClock(start_epoch_ms=0)
+    pleth = ppg_signal(record, 0)  # PLETH
+    fe = max30102_front_end(pleth, pleth, clock, sample_rate_sps=100)
+    got = np.array(drain(fe, 6000, clock=clock, step_ms=200), dtype=float)
+    assert len(got) == 6000 and fe.driver.overflows == 0
+    # 200 nA/mA * 10 mA = 2000 nA of 4096 -> 128000 counts (18 bit) -> 16000 after >> 3,
+    # minus the pulsatile part: 2 % of it between the record's 1st and 99th percentiles.
+    p1, p99 = np.percentile(got, [1, 99])
+    assert 15600 <= p1 and p99 <= 16000 and 300 <= p99 - p1 <= 340
+    spectrum = np.abs(np.fft.rfft(got - got.mean()))
+    freqs = np.fft.rfftfreq(len(got), 1 / 100)
+    band = (freqs > 0.7) & (freqs < 3.0)
+    pulse_bpm = 60 * freqs[band][np.argmax(spectrum[band])]
+    numerics = wfdb.rdrecord(record + "n", channels=[0]).p_signal[:, 0]  # monitor HR
+    assert abs(pulse_bpm - float(np.mean(numerics))) < 3
