@@ -2,9 +2,24 @@
 
 Every virtual device is a :class:`firmware.device.Device` (the code a board
 runs) with its own MQTT connection (paho), its own persistent state file and
-its own patient: a synthetic ECG from ECGSYN with a per-patient heart rate
-drawn from the seed.  One loop advances a shared :class:`sim.clock.SimClock`
-and steps every device; ``speed`` > 1 runs faster than real time.
+its own patient.  One loop advances a shared :class:`sim.clock.SimClock` and
+steps every device; ``speed`` > 1 runs faster than real time.
+
+Two kinds of patient:
+
+- ``FleetParams.scenario`` set (``medge sim`` does: default ``stable``): each
+  device is a :class:`sim.devices.SimDevice` with a
+  :class:`sim.patient.VirtualPatient` of that scenario, seeded per device from
+  the fleet seed, behind the sensor path ``FleetParams.sensor`` (``direct``,
+  ``ads1292``, ``ads1115``); faults from ``FleetParams.faults``
+  (``sim.faults``) are applied on simulated time;
+- ``scenario=None`` (the default, ``medge demo``): the original lightweight
+  patient, a synthetic ECGSYN ECG with a per-patient heart rate drawn from the
+  seed.
+
+Determinism: with ``start_epoch_ms`` fixed, the same parameters and seed give
+the same messages, byte for byte (the clock only moves with the loop, and a
+step covers a fixed amount of simulated time whatever the wall clock does).
 """
 
 from __future__ import annotations
@@ -14,6 +29,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -26,6 +42,8 @@ from sim.sources import SyntheticEcgSource
 
 log = logging.getLogger(__name__)
 
+LinkFactory = Callable[[str], Any]
+
 
 @dataclass(frozen=True)
 class FleetParams:
@@ -36,6 +54,12 @@ class FleetParams:
     seed: int = 0
     tick_wall_s: float = 0.05
     id_prefix: str = "sim"
+    scenario: str | None = None  # a sim/scenarios name or a path; None: ECGSYN patients
+    sensor: str = "direct"  # with a scenario: direct | ads1292 | ads1115
+    faults: str = ""  # sim.faults spec
+    start_epoch_ms: int | None = None  # None: the wall clock at start
+    max_step_ms: int = 250  # a loop tick longer than this is split into steps
+    track: bool = False  # keep a sim.devices.Ledger per device (tests)
 
     def __post_init__(self) -> None:
         if not 1 <= self.n_devices <= 10_000:
@@ -44,45 +68,130 @@ class FleetParams:
             raise ValueError(f"speed must be > 0, got {self.speed}")
         if self.tick_wall_s <= 0:
             raise ValueError("tick_wall_s must be > 0")
+        if self.max_step_ms < 1:
+            raise ValueError("max_step_ms must be >= 1")
+        from sim.devices import SENSORS
+
+        if self.sensor not in SENSORS:
+            raise ValueError(f"sensor must be one of {SENSORS}, got {self.sensor!r}")
+        if self.sensor != "direct" and self.scenario is None:
+            raise ValueError("the ads1292/ads1115 sensor paths need a scenario patient")
+        if self.faults and self.scenario is None:
+            raise ValueError("faults need scenario patients (FleetParams.scenario)")
 
 
 def device_ids(prefix: str, n: int) -> list[str]:
     return [f"{prefix}-{i + 1:04d}" for i in range(n)]
 
 
+def patient_seeds(seed: int, n: int) -> list[int]:
+    """Per-device patient seeds drawn from the fleet seed (non-negative ints)."""
+    return [int(s.generate_state(1, np.uint32)[0])
+            for s in np.random.SeedSequence([seed, 0x70617469]).spawn(n)]  # "pati"
+
+
 class Fleet:
+    """``link_factory(device_id)`` makes each device's MQTT link (default: a
+    ``PahoLink`` to ``broker_host:broker_port``); ``broker`` (a
+    ``host.broker.Broker``) is needed only for an ``outage`` fault."""
+
     def __init__(
-        self, params: FleetParams, broker_host: str, broker_port: int, state_dir: str | Path
+        self,
+        params: FleetParams,
+        broker_host: str,
+        broker_port: int,
+        state_dir: str | Path,
+        *,
+        broker: Any = None,
+        link_factory: LinkFactory | None = None,
     ) -> None:
         self.params = params
-        self.clock = SimClock()
+        self.clock = SimClock(params.start_epoch_ms)
         state_dir = Path(state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
-        seeds = np.random.SeedSequence(params.seed).spawn(params.n_devices)
-        self.devices: list[Device] = []
+        if link_factory is None:
+            def link_factory(device_id: str) -> Any:
+                return PahoLink(broker_host, broker_port, client_id=device_id)
+        self.sims: list[Any] = []  # sim.devices.SimDevice, with a scenario
+        self._devices: list[Device] = []  # without
         self.heart_rates_bpm: dict[str, float] = {}
+        self.injector = None
+        if params.scenario is None:
+            self._build_ecgsyn(state_dir, link_factory)
+        else:
+            self._build_patients(state_dir, link_factory, broker)
+        # The first seq each device uses in this run (earlier runs used lower ones).
+        self.first_seqs = {d.cfg.device_id: d.seq.peek() for d in self.devices}
+
+    def _build_ecgsyn(self, state_dir: Path, link_factory: LinkFactory) -> None:
+        params = self.params
+        seeds = np.random.SeedSequence(params.seed).spawn(params.n_devices)
         for i, device_id in enumerate(device_ids(params.id_prefix, params.n_devices)):
             rng = np.random.default_rng(seeds[i])
             hr_mean = float(rng.uniform(55.0, 105.0))
             ecg = EcgsynParams(sample_rate_hz=params.sample_rate_hz, heart_rate_mean_bpm=hr_mean)
             source = SyntheticEcgSource(EcgStream(ecg, rng), params.sample_rate_hz, self.clock)
-            cfg = DeviceConfig(
-                device_id,
-                params.sample_rate_hz,
-                patient_id=f"patient-{i + 1:04d}",
-                report_period_ms=params.report_period_ms,
-            )
-            link = PahoLink(broker_host, broker_port, client_id=device_id)
+            cfg = self._config(i, device_id)
             state = FileState(str(state_dir / f"{device_id}.json"))
-            self.devices.append(Device(cfg, source, link, self.clock, state))
+            self._devices.append(Device(cfg, source, link_factory(device_id), self.clock, state))
             self.heart_rates_bpm[device_id] = hr_mean
-        # The first seq each device uses in this run (earlier runs used lower ones).
-        self.first_seqs = {d.cfg.device_id: d.seq.peek() for d in self.devices}
+
+    def _config(self, i: int, device_id: str) -> DeviceConfig:
+        return DeviceConfig(
+            device_id,
+            self.params.sample_rate_hz,
+            patient_id=f"patient-{i + 1:04d}",
+            report_period_ms=self.params.report_period_ms,
+        )
+
+    def _build_patients(self, state_dir: Path, link_factory: LinkFactory, broker: Any) -> None:
+        from sim.devices import DeviceClock, SimDevice, make_sensor
+        from sim.faults import FaultInjector, FaultyLink, parse_faults
+        from sim.patient import VirtualPatient
+        from sim.scenario import load_scenario
+
+        params = self.params
+        faults = parse_faults(params.faults)
+        scenario = load_scenario(params.scenario)
+        wrap = bool(faults) or params.track
+        seeds = patient_seeds(params.seed, params.n_devices)
+        for i, device_id in enumerate(device_ids(params.id_prefix, params.n_devices)):
+            patient = VirtualPatient(scenario, seeds[i], params.sample_rate_hz)
+            sensor = make_sensor(params.sensor, patient, self.clock)
+            link = link_factory(device_id)
+            if wrap:
+                link = FaultyLink(link, self.clock, seed=seeds[i], track=params.track)
+            sim = SimDevice(self._config(i, device_id), patient, sensor,
+                            DeviceClock(self.clock), link, state_dir / f"{device_id}.json",
+                            track=params.track)
+            self.sims.append(sim)
+            self.heart_rates_bpm[device_id] = patient.heart_rate_bpm(0.0)
+        if faults:
+            self.injector = FaultInjector(faults, self.sims, seed=params.seed, broker=broker)
+
+    @property
+    def devices(self) -> list[Device]:
+        """The firmware ``Device`` of every simulated device (the current boot)."""
+        if self.sims:
+            return [s.device for s in self.sims]
+        return self._devices
 
     def step(self, virtual_ms: int) -> None:
-        self.clock.advance(virtual_ms)
-        for device in self.devices:
-            device.step()
+        """Advance simulated time by ``virtual_ms``, in steps of at most ``max_step_ms``."""
+        max_step = self.params.max_step_ms
+        while virtual_ms > 0:
+            ms = min(virtual_ms, max_step)
+            virtual_ms -= ms
+            self.clock.advance(ms)
+            if self.injector is not None:
+                self.injector.tick(self.clock.elapsed_ms)
+            if self.sims:
+                for sim in self.sims:
+                    if sim.powered:
+                        sim.device.step()
+            else:
+                for device in self._devices:
+                    device.step()
 
     def run(self, duration_s: float | None, stop: threading.Event) -> None:
         """Advance simulated time until ``duration_s`` of it has passed or ``stop`` is set."""
@@ -103,19 +212,31 @@ class Fleet:
             if delay > 0:
                 stop.wait(delay)
 
+    def power_on_all(self) -> None:
+        """Bring back every device whose power is still off (end of a run)."""
+        for sim in self.sims:
+            if not sim.powered:
+                sim.power_on()
+
     def shutdown(self, timeout_s: float = 10.0) -> bool:
-        """Stop every device cleanly; return True if every outbox drained."""
-        for device in self.devices:
+        """Stop every device cleanly; return True if every outbox drained.
+
+        Faults still active end first (partitions heal, power returns)."""
+        if self.injector is not None:
+            self.injector.finish(self.clock.elapsed_ms)
+        self.power_on_all()
+        devices = self.devices
+        for device in devices:
             device.stop()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            for device in self.devices:
+            for device in devices:
                 device.service()
-            if all(d.drained() for d in self.devices):
+            if all(d.drained() for d in devices):
                 break
             time.sleep(0.02)
-        drained = all(d.drained() for d in self.devices)
-        for device in self.devices:
+        drained = all(d.drained() for d in devices)
+        for device in devices:
             if not device.drained():
                 log.warning(
                     "%s: %d messages still in the outbox at shutdown",
@@ -128,3 +249,10 @@ class Fleet:
     def last_seqs(self) -> dict[str, int]:
         """The last sequence number each device handed out."""
         return {d.cfg.device_id: d.seq.peek() - 1 for d in self.devices}
+
+    def write_truth(self, truth_dir: str | Path) -> list[Path]:
+        """Write every patient's ground truth (``sim.truth``) as ``<dir>/<device_id>.*``."""
+        out: list[Path] = []
+        for sim in self.sims:
+            out.extend(sim.patient.truth.write(Path(truth_dir) / sim.device_id))
+        return out
