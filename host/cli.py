@@ -65,19 +65,50 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_sim(args: argparse.Namespace) -> int:
     from sim.fleet import Fleet, FleetParams
 
+    log = logging.getLogger(__name__)
+    if args.sensor != "direct" and args.rate != 250:
+        print(f"medge sim: the {args.sensor} sensor path runs at 250 Hz (--rate 250) "
+              "or use --sensor direct", file=sys.stderr)
+        return 2
     stop = _stop_on_signals()
-    fleet = Fleet(
-        FleetParams(
-            n_devices=args.devices, sample_rate_hz=args.rate, speed=args.speed, seed=args.seed
-        ),
-        args.host,
-        args.port,
-        state_dir=args.state_dir,
-    )
-    logging.getLogger(__name__).info("sim: %d devices -> %s:%d", args.devices, args.host, args.port)
-    fleet.run(args.duration, stop)
-    return 0 if fleet.shutdown() else 1
+    broker = None
+    host, port = args.host, 1883 if args.port is None else args.port
+    try:
+        if args.broker != "none":
+            from host.broker import Broker
 
+            broker = Broker(args.broker, port=args.port or 0,
+                            data_dir=args.state_dir.parent / "broker")
+            broker.start()
+            host, port = broker.host, broker.port
+            print(f"sim: {broker.kind.value} broker on {host}:{port}", flush=True)
+        params = FleetParams(
+            n_devices=args.devices, sample_rate_hz=args.rate, speed=args.speed, seed=args.seed,
+            scenario=args.scenario, sensor=args.sensor, faults=args.faults or "",
+            start_epoch_ms=args.start_epoch_ms,
+        )
+        fleet = Fleet(params, host, port, state_dir=args.state_dir, broker=broker)
+    except (ValueError, RuntimeError, OSError) as exc:
+        print(f"medge sim: {exc}", file=sys.stderr)
+        if broker is not None:
+            broker.stop()
+        return 2
+    try:
+        log.info("sim: %d devices (%s, %s sensor) -> %s:%d", args.devices, args.scenario,
+                 args.sensor, host, port)
+        fleet.run(args.duration, stop)
+        ok = fleet.shutdown()
+        if fleet.injector is not None:
+            for t_ms, what in fleet.injector.events:
+                print(f"sim: fault at {t_ms / 1000:.3f} s: {what}")
+        if args.truth_dir is not None:
+            files = fleet.write_truth(args.truth_dir)
+            print(f"sim: ground truth of {args.devices} patients: {len(files)} files in "
+                  f"{args.truth_dir}")
+        return 0 if ok else 1
+    finally:
+        if broker is not None:
+            broker.stop()
 
 def cmd_broker(args: argparse.Namespace) -> int:
     from host.broker import run_broker_forever
@@ -182,15 +213,41 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(p)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("sim", help="run simulated devices against a broker")
-    p.add_argument("--devices", type=_positive_int, default=3)
-    p.add_argument("--duration", type=_positive_float, default=None)
-    p.add_argument("--speed", type=_positive_float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rate", type=int, choices=(250, 360), default=250)
+    from sim.faults import FAULT_SYNTAX
+
+    p = sub.add_parser(
+        "sim", help="run simulated devices against a broker",
+        description="N simulated devices, each the real firmware loop reading its own "
+        "virtual patient through an emulated sensor, publishing to an MQTT broker.",
+        epilog="fault syntax (--faults SPEC):\n" + FAULT_SYNTAX + "\nSee docs/simulator.md.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--devices", type=_positive_int, default=3, help="number of devices (3)")
+    p.add_argument("--duration", type=_positive_float, default=None,
+                   help="stop after this many simulated seconds (default: until Ctrl-C)")
+    p.add_argument("--speed", type=_positive_float, default=1.0, help="time acceleration (1)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="simulation seed (0): each patient is seeded from it")
+    p.add_argument("--rate", type=int, choices=(250, 360), default=250,
+                   help="ECG rate, Hz (250; 360 with --sensor direct only)")
+    p.add_argument("--scenario", default="stable",
+                   help="patient scenario: a name in sim/scenarios or a .toml path (stable)")
+    p.add_argument("--sensor", choices=("direct", "ads1292", "ads1115"), default="ads1292",
+                   help="how the ECG reaches the firmware: ads1292 (emulated ADS1292R on SPI, "
+                   "real driver; default), ads1115 (emulated ADS1115 on I2C behind an ECG "
+                   "amplifier), direct (counts straight in: cheapest, for big fleets)")
+    p.add_argument("--faults", default="", metavar="SPEC", help="faults to inject (below)")
+    p.add_argument("--truth-dir", type=Path, default=None,
+                   help="write each patient's ground truth here (<device>.truth.json, "
+                   ".beats.csv, ...)")
+    p.add_argument("--broker", choices=("none", "auto", "mosquitto", "embedded"),
+                   default="none", help="start a broker for the run (needed for an outage "
+                   "fault) instead of connecting to --host/--port (none)")
+    p.add_argument("--start-epoch-ms", type=int, default=None,
+                   help="simulated wall clock at the start, ms since 1970 (default: now); "
+                   "fix it for byte-identical runs")
     p.add_argument("--state-dir", type=Path, default=Path("var/devices"))
     _add_broker_addr(p)
-    p.set_defaults(func=cmd_sim)
+    p.set_defaults(func=cmd_sim, port=None)  # with --broker: a free port unless given
 
     p = sub.add_parser("broker", help="run an MQTT broker (mosquitto if installed, else embedded)")
     p.add_argument("--kind", choices=("auto", "mosquitto", "embedded"), default="auto")

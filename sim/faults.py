@@ -73,14 +73,19 @@ FAULT_KINDS = ("outage", "partition", "latency", "loss", "sensor", "reboot", "po
 _NEEDS_SELECT = set(FAULT_KINDS) - {"outage"}
 _NEEDS_START = {"reboot", "power"}
 
-#: One-paragraph summary for ``--help``.
-FAULT_SYNTAX = (
-    "comma-separated KIND[:SELECT][:VALUE][@START[+DURATION]]; times 30s/500ms/2m/1h "
-    "(simulated, from the start); SELECT all | N | N%% | #1/4/7.  Kinds: outage@30s+10s "
-    "(needs --broker), partition:20%%@60s+30s, latency:2:300ms@10s+20s, loss:10%%:5%% "
-    "(TCP retransmits: loss shows as delay), sensor:1:leadoff|nack@20s+5s, reboot:#2@40s, "
-    "power:#3@50s+5s (power loss, back after 5 s), drift:#1:+500ppm"
-)
+#: The syntax, for ``medge sim --help``.
+FAULT_SYNTAX = """\
+  FAULT[,FAULT...]  FAULT = KIND[:SELECT][:VALUE][@START[+DURATION]]
+  times: 30s 500ms 2m 1h (simulated, from the start); no @: the whole run
+  SELECT: all | N devices | N% of them | #1/4/7 (device numbers)
+    outage@30s+10s           broker stopped for 10 s (needs --broker)
+    partition:20%@60s+30s    network cut, reconnects refused for 30 s
+    latency:2:300ms@10s+20s  publishes delayed 300 ms
+    loss:10%:5%              5 % packet loss (TCP retransmits: shows as delay)
+    sensor:1:leadoff@20s+5s  electrodes off (or sensor:1:nack: the part stops answering)
+    reboot:#2@40s            clean reboot (seq continues, boot_id + 1)
+    power:#3@50s+5s          abrupt power loss, power back after 5 s
+    drift:#1:+500ppm         device clock 500 ppm fast (- slow)"""
 
 _TIME_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
 _TIME_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, None: 1000}
@@ -333,19 +338,31 @@ class FaultInjector:
         self._heap: list[tuple[int, int, str, Callable[[], None]]] = []
         self._n = 0
         self._active: dict[int, tuple[str, Callable[[], None]]] = {}  # open windows
+        self.stalled = False  # a blocking action ran (the fleet loop resets its pacing)
         n = len(sims)
         for pos, f in enumerate(faults):
             if f.kind == "outage":
                 if broker is None:
                     raise ValueError(f"fault {f.text!r}: a broker outage needs the broker "
                                      "(medge sim --broker ...)")
-                self._window(f, "outage", broker.stop, broker.start)
+                self._window(f, "outage", self._blocking(broker.stop),
+                             self._blocking(broker.start))
                 continue
             idx = f.devices(n, seed, pos)
             targets = [sims[i] for i in idx]
             self.hits[f.text] = [s.device_id for s in targets]
             for s in targets:
                 self._schedule_device(f, s)
+
+    def _blocking(self, fn: Callable[[], None]) -> Callable[[], None]:
+        """Mark an action that takes wall time (a broker stopping or starting): the
+        fleet loop then does not rush to catch up (simulated time stood still)."""
+
+        def run() -> None:
+            fn()
+            self.stalled = True
+
+        return run
 
     def _at(self, t_ms: int, what: str, fn: Callable[[], None]) -> None:
         heapq.heappush(self._heap, (t_ms, self._n, what, fn))

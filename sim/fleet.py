@@ -208,6 +208,9 @@ class Fleet:
                 step = min(step, end_ms - self.clock.elapsed_ms)
             self.step(step)
             ticks += 1
+            if self.injector is not None and self.injector.stalled:
+                self.injector.stalled = False  # the broker took wall time: don't rush
+                wall0 = time.monotonic() - ticks * tick_wall
             delay = wall0 + ticks * tick_wall - time.monotonic()
             if delay > 0:
                 stop.wait(delay)
