@@ -12,10 +12,10 @@ MPY_STAMP := tests/mpy/node_modules/.medge-installed
 DEMO_ARGS ?= --devices 5 --duration 30
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench eval eval-qrs tables venv mpy clean help
+.PHONY: demo test lint bench eval eval-qrs eval-model model tables venv mpy clean help
 
 help:
-	@echo "make demo | test | lint | bench | eval | eval-qrs DATA=dir | tables | clean"
+	@echo "make demo | test | lint | bench | eval | eval-qrs DATA=dir | model DATA=dir | eval-model DATA=dir | tables | clean"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { \
@@ -63,7 +63,25 @@ $(EVAL_STAMP): $(STAMP)
 eval-qrs: $(EVAL_STAMP)
 	$(PY) -m models.eval_qrs $(DATA) --fs 360 250
 
-eval: eval-qrs
+# The beat classifier: TensorFlow comes with the train extra (never needed to
+# run the device or the tests).
+TRAIN_STAMP := $(VENV)/.medge-train-installed
+
+$(TRAIN_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,serial,train]'
+	@touch $@
+
+# Train (leave-records-out validation, then all of DS1), quantize to int8 and
+# export models/beatnet.tflite + models/beatnet.json.
+model: $(TRAIN_STAMP)
+	$(PY) -m models.train $(DATA)
+
+# models/reports/beat_model.md: per-fold and pooled figures, float vs int8,
+# baseline, size, MACs, arena, latency, engine-vs-LiteRT bit-exactness on all DS1.
+eval-model: $(TRAIN_STAMP) $(MPY_STAMP)
+	$(PY) -m models.eval_model $(DATA)
+
+eval: eval-qrs eval-model
 
 clean:
 	rm -rf $(VENV) tests/mpy/node_modules .pytest_cache .ruff_cache var

@@ -128,14 +128,6 @@ def _same_scale(a, b):
 # ---------------------------------------------------------------- runtimes
 
 
-class _Tensor:
-    def __init__(self, name, shape, scale, zero_point):
-        self.name = name
-        self.shape = tuple(shape)
-        self.scale = scale
-        self.zero_point = zero_point
-
-
 class PythonRuntime:
     """The pure-Python int8 engine (:mod:`firmware.tflite`)."""
 
@@ -148,73 +140,31 @@ class PythonRuntime:
             self._model = tflite.Model(model_bytes)
         except tflite.TfliteError as exc:
             raise ModelError("model rejected by the int8 engine: %s" % exc) from exc
-        self.inputs = [_Tensor(t.name, t.shape, t.scale, t.zero_point) for t in self._model.inputs]
-        self.outputs = [_Tensor(t.name, t.shape, t.scale, t.zero_point)
-                        for t in self._model.outputs]
+        self.inputs = self._model.inputs  # TensorInfo: name, shape, scale, zero_point
+        self.outputs = self._model.outputs
 
     def invoke(self, inputs):
         return self._model.invoke(inputs)
-
-
-class LiteRtRuntime:
-    """LiteRT's Interpreter (``ai_edge_litert``, else ``tflite_runtime``)."""
-
-    def __init__(self, model_bytes, reference=False):
-        import numpy as np
-
-        interpreter, name = _litert()
-        if interpreter is None:
-            raise ModelError("LiteRT is not installed (pip install ai-edge-litert)")
-        self.name = name + ("-ref" if reference else "")
-        kwargs = {"model_content": bytes(model_bytes)}
-        if reference:
-            try:
-                from ai_edge_litert.interpreter import OpResolverType
-            except ImportError:
-                from tflite_runtime.interpreter import OpResolverType
-            kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_REF
-        try:
-            it = interpreter(**kwargs)
-            it.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
-            raise ModelError("model rejected by LiteRT: %s" % exc) from exc
-        self._np = np
-        self._it = it
-        self._in = it.get_input_details()
-        self._out = it.get_output_details()
-        self.inputs = [_Tensor(d["name"], d["shape"], *d["quantization"]) for d in self._in]
-        self.outputs = [_Tensor(d["name"], d["shape"], *d["quantization"]) for d in self._out]
-
-    def invoke(self, inputs):
-        np = self._np
-        for d, data in zip(self._in, inputs):
-            self._it.set_tensor(d["index"], np.asarray(data, dtype=np.int8).reshape(d["shape"]))
-        self._it.invoke()
-        return [self._it.get_tensor(d["index"]).reshape(-1) for d in self._out]
-
-
-def _litert():
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-
-        return Interpreter, "litert"
-    except ImportError:
-        pass
-    try:
-        from tflite_runtime.interpreter import Interpreter
-
-        return Interpreter, "tflite-runtime"
-    except ImportError:
-        return None, None
 
 
 def open_runtime(model_bytes, runtime="auto"):
     """A runtime for ``model_bytes``: see the module docstring for the choices."""
     if runtime not in RUNTIMES:
         raise ValueError("runtime must be one of %s, got %r" % (", ".join(RUNTIMES), runtime))
-    if runtime == "python" or (runtime == "auto" and _litert()[0] is None):
+    if runtime == "python":
         return PythonRuntime(model_bytes)
-    return LiteRtRuntime(model_bytes, reference=runtime == "litert-ref")
+    try:
+        from firmware import litert  # the platform adapter (CPython with LiteRT)
+    except ImportError:
+        litert = None
+    if litert is None or not litert.available():
+        if runtime == "auto":
+            return PythonRuntime(model_bytes)
+        raise ModelError("LiteRT is not installed (pip install ai-edge-litert)")
+    try:
+        return litert.LiteRtRuntime(model_bytes, reference=runtime == "litert-ref")
+    except (ValueError, RuntimeError) as exc:
+        raise ModelError("model rejected by LiteRT: %s" % exc) from exc
 
 
 # -------------------------------------------------------------- classifier

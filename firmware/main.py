@@ -14,7 +14,14 @@ Config (JSON object; units in the names, no default sample rate)::
     {"device_id": "bed-12", "sample_rate_hz": 250, "patient_id": "p-0012",
      "broker_host": "192.0.2.10", "broker_port": 1883,
      "state_path": "medge_state.json",
-     "source": {"kind": "file", "path": "ecg_250hz_int16le.bin"}}
+     "source": {"kind": "file", "path": "ecg_250hz_int16le.bin"},
+     "mains_hz": 50, "model": "beatnet"}
+
+``model`` (optional) is a beat model path without extension: ``beatnet.tflite``
+and ``beatnet.json`` (``models/`` in the repo).  It needs ``mains_hz`` (the
+filter chain's notch).  A model that fails the device's checks
+(:mod:`firmware.infer`) is refused with the reason on stderr and the device
+runs without beat classes rather than not at all.
 
 Sources available before the sensor-driver issue: ``file``, a recording of
 raw little-endian int16 samples replayed at the sample rate (the device then
@@ -41,6 +48,8 @@ _CONFIG_KEYS = (
     "source",
     "report_period_ms",
     "loop_period_ms",
+    "mains_hz",
+    "model",
 )
 
 
@@ -91,9 +100,19 @@ def build(cfg, clock=None, link=None):
         cfg["sample_rate_hz"],
         patient_id=cfg.get("patient_id", ""),
         report_period_ms=cfg.get("report_period_ms", 1000),
+        mains_hz=cfg.get("mains_hz"),
     )
     state = FileState(cfg.get("state_path", "medge_state.json"))
-    return Device(config, make_source(cfg, clock), link or make_link(cfg), clock, state)
+    slot = None
+    if cfg.get("model"):
+        from firmware.infer import ModelSlot
+
+        slot = ModelSlot()
+        base = cfg["model"]
+        if not slot.install_files(base + ".tflite", base + ".json"):
+            print("medge: beat model refused: %s" % slot.last_error)
+    return Device(config, make_source(cfg, clock), link or make_link(cfg), clock, state,
+                  model=slot)
 
 
 def run(device, loop_period_ms=20, drain_timeout_ms=10000):

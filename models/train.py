@@ -67,15 +67,18 @@ K = len(CLASSES)
 # ---------------------------------------------------------------- the model
 
 
-def build_model(tf):
+def build_model(tf, batch_size=None):
     """The network: a small 1-D CNN on the beat window, a dense layer on the RR
     features, joined into two dense layers.  Output: 5 logits (no softmax: the
     device takes the arg max)."""
     L = tf.keras.layers
     arch = os.environ.get("MEDGE_ARCH", ARCH)
-    beat = tf.keras.Input((BEAT_WINDOW_POINTS, BEAT_CHANNELS), name="beat")
-    rr = tf.keras.Input((RR_FEATURES,), name="rr")
-    x = L.Conv1D(8, 7, padding="same", activation="relu")(beat)
+    beat = tf.keras.Input((BEAT_WINDOW_POINTS, BEAT_CHANNELS), batch_size=batch_size, name="beat")
+    rr = tf.keras.Input((RR_FEATURES,), batch_size=batch_size, name="rr")
+    x = beat
+    if arch in ("diff", "diffmlp"):  # the difference from the patient's average beat only
+        x = L.Lambda(lambda t: t[:, :, 1:2])(x)
+    x = L.Conv1D(8, 7, padding="same", activation="relu")(x)
     x = L.MaxPooling1D(2)(x)
     x = L.Conv1D(16, 5, padding="same", activation="relu")(x)
     x = L.MaxPooling1D(2)(x)
@@ -85,6 +88,9 @@ def build_model(tf):
     if arch == "drop":
         x = L.Dropout(0.5)(x)
         x = L.Dense(16, activation="relu")(x)
+    if arch == "small":  # a narrow morphology summary next to the context features
+        x = L.Dropout(0.5)(x)
+        x = L.Dense(8, activation="relu")(x)
     y = L.Dense(32 if arch == "drop" else 16, activation="relu")(rr)
     z = L.Concatenate()([x, y])
     z = L.Dense(32, activation="relu")(z)
@@ -135,7 +141,10 @@ def quantize(tf, model, beat, rr, n_rep: int = 2000, seed: int = 0) -> bytes:
         for i in range(len(idx)):
             yield {"beat": xb[i:i + 1], "rr": xr[i:i + 1]}
 
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    # Exported with a fixed batch of 1: static shapes, no SHAPE/PACK ops.
+    fixed = build_model(tf, batch_size=1)
+    fixed.set_weights(model.get_weights())
+    conv = tf.lite.TFLiteConverter.from_keras_model(fixed)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = rep
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

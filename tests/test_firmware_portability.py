@@ -17,7 +17,10 @@ PORTABLE = {
     "array", "binascii", "errno", "hashlib", "json", "math", "micropython", "os", "select",
     "socket", "struct", "sys", "time", "uerrno", "uos", "uselect", "usocket", "utime",
 }
-ADAPTERS = {"links/paho.py": {"logging", "threading", "paho"}}
+ADAPTERS = {
+    "links/paho.py": {"logging", "threading", "paho"},
+    "litert.py": {"numpy", "ai_edge_litert", "tflite_runtime"},
+}
 
 
 def modules() -> list[Path]:
