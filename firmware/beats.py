@@ -34,7 +34,7 @@ Patient adaptation (on-device personalisation): the local mean is the mean of
 the 8 RR intervals before the beat's own pre-RR; the long-term mean follows
 every RR within 60-160 % of it with weight 1/32; the running average beat
 follows, with weight 1/8, every beat that is not premature (pre-RR at least
-7/8 of the local mean) and not much larger than the average.  The features of
+7/8 of the local mean).  The features of
 a beat use the averages as they were before that beat.
 
 Because of the post-RR interval, a beat is ready when the next R peak is
@@ -337,21 +337,11 @@ class BeatFeatures:
                 self._long = lq
             elif 10 * lq >= 6 * self._long and 10 * lq <= 16 * self._long:
                 self._long += (lq - self._long) >> _LONG_SHIFT
-        # The running average beat: beats on time, not far larger than usual.
-        if 8 * pre >= 7 * local and self._beat_peak() <= 2 * BEAT_AMPLITUDE_Q:
+        # The running average beat follows the beats that come on time (the
+        # premature ones are the ectopic suspects).
+        if 8 * pre >= 7 * local:
             tmpl = self._template
             bins = self._bins
             for k in range(BEAT_WINDOW_POINTS):
                 tmpl[k] += (bins[k] - tmpl[k]) >> _TEMPLATE_SHIFT
             self._t_amp = self._amplitude(tmpl)
-
-    def _beat_peak(self):
-        m = 0
-        b = self.beat
-        for k in range(0, 2 * BEAT_WINDOW_POINTS, 2):
-            v = b[k]
-            if v > m:
-                m = v
-            elif -v > m:
-                m = -v
-        return m
