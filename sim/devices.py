@@ -436,9 +436,9 @@ def abort_link(link: Any) -> None:
     """Cut a link's connection without an MQTT DISCONNECT (the broker sends the will).
 
     ``PahoLink``: shut the TCP socket down under paho, then stop its thread.
-    ``MemoryLink``: ``drop()``."""
+    ``MemoryLink``, ``sim.netlink.PolledPahoLink``: ``drop()``."""
     drop = getattr(link, "drop", None)
-    if drop is not None and not hasattr(link, "_client"):
+    if drop is not None:
         drop()
         return
     client = getattr(link, "_client", None)

@@ -1,9 +1,11 @@
 """A fleet of virtual devices, each running the real firmware loop in-process.
 
 Every virtual device is a :class:`firmware.device.Device` (the code a board
-runs) with its own MQTT connection (paho), its own persistent state file and
-its own patient.  One loop advances a shared :class:`sim.clock.SimClock` and
-steps every device; ``speed`` > 1 runs faster than real time.
+runs) with its own MQTT connection (paho: ``firmware.links.paho.PahoLink``
+with its own network thread, or above ``POLLED_LINK_ABOVE`` devices
+``sim.netlink.PolledPahoLink`` driven from the fleet loop), its own
+persistent state file and its own patient.  One loop advances a shared
+:class:`sim.clock.SimClock` and steps every device; ``speed`` > 1 runs faster than real time.
 
 Two kinds of patient:
 
@@ -44,6 +46,10 @@ log = logging.getLogger(__name__)
 
 LinkFactory = Callable[[str], Any]
 
+#: Above this many devices the default link is ``sim.netlink.PolledPahoLink``
+#: (no thread per device: paho's threads use select(), limited to 1024 fds).
+POLLED_LINK_ABOVE = 200
+
 
 @dataclass(frozen=True)
 class FleetParams:
@@ -60,6 +66,7 @@ class FleetParams:
     start_epoch_ms: int | None = None  # None: the wall clock at start
     max_step_ms: int = 250  # a loop tick longer than this is split into steps
     track: bool = False  # keep a sim.devices.Ledger per device (tests)
+    link: str = "auto"  # paho (a thread per device) | polled (sim.netlink) | auto
 
     def __post_init__(self) -> None:
         if not 1 <= self.n_devices <= 10_000:
@@ -70,6 +77,8 @@ class FleetParams:
             raise ValueError("tick_wall_s must be > 0")
         if self.max_step_ms < 1:
             raise ValueError("max_step_ms must be >= 1")
+        if self.link not in ("auto", "paho", "polled"):
+            raise ValueError(f"link must be auto, paho or polled, got {self.link!r}")
         from sim.devices import SENSORS
 
         if self.sensor not in SENSORS:
@@ -110,8 +119,16 @@ class Fleet:
         state_dir = Path(state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
         if link_factory is None:
-            def link_factory(device_id: str) -> Any:
-                return PahoLink(broker_host, broker_port, client_id=device_id)
+            polled = params.link == "polled" or (
+                params.link == "auto" and params.n_devices > POLLED_LINK_ABOVE)
+            if polled:
+                from sim.netlink import PolledPahoLink
+
+                def link_factory(device_id: str) -> Any:
+                    return PolledPahoLink(broker_host, broker_port, client_id=device_id)
+            else:
+                def link_factory(device_id: str) -> Any:
+                    return PahoLink(broker_host, broker_port, client_id=device_id)
         self.sims: list[Any] = []  # sim.devices.SimDevice, with a scenario
         self._devices: list[Device] = []  # without
         self.heart_rates_bpm: dict[str, float] = {}
