@@ -259,11 +259,13 @@ def test_outage_stops_and_starts_the_broker_object(tmp_path: Path) -> None:
 # -- end to end on mosquitto ---------------------------------------------------------
 
 
-def test_faults_end_to_end_on_mosquitto(tmp_path: Path) -> None:
+@pytest.mark.parametrize("link", ["paho", "polled"])
+def test_faults_end_to_end_on_mosquitto(link: str, tmp_path: Path) -> None:
     """Four devices on a real broker with ingest: a partition with a power loss
     inside it, a clean reboot under packet loss, a power loss on a live
     connection, a broker outage, latency and clock drift.  Every vitals message
-    is stored once, except exactly what the power cuts took from RAM."""
+    is stored once, except exactly what the power cuts took from RAM.  With a
+    paho thread per device and with the thread-less polled link big fleets use."""
     assert find_mosquitto(), "mosquitto is required (apt-get install mosquitto)"
     db = tmp_path / "medge.db"
     broker = Broker("mosquitto", data_dir=tmp_path / "broker")
@@ -278,7 +280,7 @@ def test_faults_end_to_end_on_mosquitto(tmp_path: Path) -> None:
         assert ingest.wait_connected(10)
         fleet = Fleet(FleetParams(n_devices=4, sample_rate_hz=250, speed=8.0, seed=9,
                                   scenario="stable", sensor="ads1292", faults=faults,
-                                  track=True, max_step_ms=100),
+                                  track=True, max_step_ms=100, link=link),
                       broker.host, broker.port, tmp_path / "devices", broker=broker)
         runner = threading.Thread(target=fleet.run, args=(60.0, stop))
         t0 = time.monotonic()
