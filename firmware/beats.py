@@ -18,7 +18,9 @@ metadata):
           0 = "as usual"): 0 pre-RR / local mean RR, 1 post-RR / local mean,
           2 pre-RR / long-term mean, 3 post-RR / long-term mean, 4 local mean /
           long-term mean, 5 pre-RR / post-RR, 6 (pre-RR - previous pre-RR) /
-          local mean, 7 pre-RR in 8-ms units, minus 100 (0 = 800 ms); and 4
+          local mean, 7 rhythm irregularity: the mean absolute difference of
+          successive RR intervals among the local 8, as 64ths of the local mean
+          (high in atrial fibrillation, where "premature" is the rule); and 4
           summaries of the beat's shape against the patient's average beat:
           8 and 9 the sum of ``|beat - average|`` over the QRS (-50..+100 ms)
           and over the ST-T segment (+100..+500 ms), each as 32ths of the
@@ -275,6 +277,23 @@ class BeatFeatures:
             s += self._local[i]
         return (s + n // 2) // n
 
+    def _irregularity(self):
+        """Mean |RR[i] - RR[i-1]| over the local RR intervals (samples), 0 if < 2."""
+        n = self._l_count
+        if n < 2:
+            return 0
+        loc = self._local
+        # Oldest to newest: the ring starts at _l_pos once it is full.
+        start = self._l_pos if n == _LOCAL_RR else 0
+        prev = loc[start]
+        s = 0
+        for i in range(1, n):
+            v = loc[(start + i) % _LOCAL_RR]
+            d = v - prev
+            s += d if d > 0 else -d
+            prev = v
+        return s // (n - 1)
+
     def _rr_features(self, pre, post):
         local = self._local_mean(pre)
         long_ = (self._long + 8) >> 4 if self._long else local
@@ -287,7 +306,7 @@ class BeatFeatures:
         rr[4] = _ratio_q(local, long_)
         rr[5] = _ratio_q(pre, post)
         rr[6] = _sat8((64 * (pre - prev)) // local)
-        rr[7] = _sat8((pre * 125) // self.fs_hz - 100)  # (ms / 8) - 100
+        rr[7] = _sat8((64 * self._irregularity()) // local)
 
     def _shape_features(self):
         bins = self._bins

@@ -361,6 +361,16 @@ def main(argv: list[str] | None = None) -> int:
                           "micropython_error": mpy_error}, indent=2))
     else:
         print_table(args.duration_s, len(counts), cpy, mpy, startup, mpy_error)
+    model = REPO / "models" / "beatnet.tflite"
+    if model.exists():  # the beat classifier per beat, on every runtime here
+        from models import bench_tflite
+
+        res = bench_tflite.bench(model)
+        if args.json:
+            print(json.dumps({"beat_model": res}, indent=2))
+        else:
+            print()
+            bench_tflite.print_result(res)
     if not args.skip_fleet:
         fleet = run_fleet_benches(args.fleet_devices, args.fleet_wall_s)
         if args.json:

@@ -119,6 +119,16 @@ def bench(model_path: str | Path, invokes: int = 200) -> dict[str, Any]:
     return result
 
 
+def print_result(res: dict[str, Any]) -> None:
+    print(f"{res['model']}: {res['macs']} MACs, arena {res['arena_bytes']} B, "
+          f"weights {res['weights_bytes']} B, file {res['file_bytes']} B")
+    print(f"  pure-Python engine (CPython) {res['engine_ms']:8.3f} ms/invoke"
+          f"   (build {res['engine_build_ms']:.1f} ms)")
+    print(f"  LiteRT optimized kernels     {res['litert_ms']:8.3f} ms/invoke")
+    print(f"  LiteRT BUILTIN_REF           {res['litert_ref_ms']:8.3f} ms/invoke")
+    print(f"  engine == BUILTIN_REF on all {res['invokes']} inputs: {res['bit_exact']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="a .tflite file")
@@ -129,13 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
-    print(f"{res['model']}: {res['macs']} MACs, arena {res['arena_bytes']} B, "
-          f"weights {res['weights_bytes']} B, file {res['file_bytes']} B")
-    print(f"  pure-Python engine (CPython) {res['engine_ms']:8.3f} ms/invoke"
-          f"   (build {res['engine_build_ms']:.1f} ms)")
-    print(f"  LiteRT optimized kernels     {res['litert_ms']:8.3f} ms/invoke")
-    print(f"  LiteRT BUILTIN_REF           {res['litert_ref_ms']:8.3f} ms/invoke")
-    print(f"  engine == BUILTIN_REF on all {res['invokes']} inputs: {res['bit_exact']}")
+    print_result(res)
     return 0
 
 
