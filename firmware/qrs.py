@@ -69,7 +69,10 @@ Decision rules (Pan & Tompkins 1985, Hamilton & Tompkins 1986; changes marked)
   here, for every candidate after the 360 ms T-wave window, whatever the
   rhythm, the thresholds sit at 1/8 instead of 1/4 of the way from the noise
   to the signal level (T waves, which the full threshold keeps out, do not
-  come that late; small ectopic beats do; never below the noise level).
+  come that late; small ectopic beats do; never below the noise level).  The
+  same 1/8 applies inside the T-wave window to a candidate whose largest
+  slope is at least 3/4 of the last QRS's: no T wave is that steep, and fast
+  ventricular tachycardia (RR under 360 ms) is a run of such candidates.
 - Search-back (Pan-Tompkins, with Hamilton-Tompkins' interval): when no QRS
   has come for 150 % (Pan-Tompkins: 166 %) of RR AVERAGE2 (mean of the last 8
   RR intervals within 92-116 % of it; of the last 8 intervals if none has been
@@ -590,10 +593,12 @@ class QrsDetector:
         self._c_quiet[nc] = qt
         self._nc = nc + 1
 
-    def _thresholds(self, t):
-        """(THRESHOLD_I1, THRESHOLD_F1) for a candidate at time ``t``."""
+    def _thresholds(self, t, sl=0):
+        """(THRESHOLD_I1, THRESHOLD_F1) for a candidate at time ``t`` with largest
+        slope ``sl``."""
         sh = _GAP_SHIFT
-        if not self._has_last or t - self._last_t >= self._tw:
+        if (not self._has_last or t - self._last_t >= self._tw
+                or 4 * sl >= 3 * self._last_sl):
             sh = _LATE_GAP_SHIFT
         return (self._npki + ((self._spki - self._npki) >> sh),
                 self._npkf + ((self._spkf - self._npkf) >> sh))
@@ -604,7 +609,7 @@ class QrsDetector:
             return
         if self._has_last and t - self._sb_start > self._sb_int:
             self._search_back(t)
-        thr_i, thr_f = self._thresholds(t)
+        thr_i, thr_f = self._thresholds(t, sl)
         qrs = h > thr_i and pf > thr_f and pf >= self._pf_min
         if qrs and self._has_last:
             rr = t - self._last_t
@@ -629,7 +634,7 @@ class QrsDetector:
                 if t - last < pb or limit - t < pb:
                     continue
                 pf = self._c_pf[i]
-                thr_i, thr_f = self._thresholds(t)
+                thr_i, thr_f = self._thresholds(t, self._c_sl[i])
                 if self._c_h[i] <= (thr_i >> 1) or pf <= (thr_f >> 1) or pf < self._pf_min:
                     continue
                 if t - last < self._tw and self._c_sl[i] < (self._last_sl >> 1):
