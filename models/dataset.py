@@ -18,6 +18,12 @@ baseline wander) at a random SNR of 6-18 dB, where SNR = 10 log10(var(ECG) /
 var(noise)) over the record (the ECG minus its median).  Variants are cached
 as ``.npz`` files under ``var/beats/`` (never committed).
 
+Simulated patients (:func:`sim_beats`): ``sim.patient.VirtualPatient`` with
+one rhythm each (atrial fibrillation, premature atrial and ventricular beats,
+sinus), real noise at 12-24 dB, labelled with the simulator's ground truth.
+They add what DS1 has little of (two AF patients, few S beats) to every
+fold's training set; they are never validation data.
+
 Validation must stay patient-wise: the folds in ``models.train`` split by
 record, and every variant of a record goes where the record goes.
 """
@@ -186,6 +192,54 @@ def record_beats(data_dir: str, record: str, variant: Variant,
     label[test_ok] = ref_cls[ref_ok]
     missed = np.bincount(ref_cls[~ref_ok], minlength=len(CLASSES)).astype(np.int64)
     return Beats(record, variant.name, r, beat, rr, label, missed)
+
+
+#: Simulated training patients: (rhythm, seed); 15 minutes each.
+SIM_PATIENTS = (("af", 1), ("af", 2), ("af", 3), ("af", 4), ("pac", 1), ("pac", 2),
+                ("pac", 3), ("pvc", 1), ("pvc", 2), ("sinus", 1))
+SIM_MINUTES = 15
+
+
+def sim_beats(rhythm: str, seed: int, minutes: float = SIM_MINUTES) -> Beats:
+    """One simulated patient through the device pipeline at 360 Hz, labelled
+    with the simulator's ground truth (its AAMI class per beat)."""
+    from models.eval_qrs import match_beats
+    from models.eval_sim import rhythm_scenario
+    from sim.patient import VirtualPatient
+
+    rng = np.random.default_rng(seed * 7919 + len(rhythm))
+    fs = SOURCE_FS_HZ
+    patient = VirtualPatient(rhythm_scenario(rhythm, minutes), seed, fs,
+                             snr_db=float(rng.uniform(12, 24)), mains_uv=0.0, lead_off=False)
+    seconds = int(minutes * 60)
+    ecg = np.concatenate([patient.next_chunk(fs).ecg for _ in range(seconds)])
+    ref = patient.truth.beat_samples()
+    ref_cls = np.array([AAMI[c] for c in patient.truth.beat_classes()], dtype=np.int8)
+    r, beat, rr = run_pipeline(ecg.astype(np.int64), fs)
+    window = (MATCH_WINDOW_MS * fs + 500) // 1000
+    ref_ok, test_ok = match_beats(ref, r, window)
+    label = np.full(len(r), -1, dtype=np.int8)
+    label[test_ok] = ref_cls[ref_ok]
+    missed = np.bincount(ref_cls[~ref_ok], minlength=len(CLASSES)).astype(np.int64)
+    return Beats(f"sim-{rhythm}{seed}", "sim", r, beat, rr, label, missed)
+
+
+def _sim_job(args: tuple[str, int, str]) -> str:
+    rhythm, seed, out = args
+    sim_beats(rhythm, seed).save(Path(out))
+    return out
+
+
+def build_sim(cache: Path, jobs: int = 2) -> list[Beats]:
+    """Beats of every simulated training patient, from the cache or made now."""
+    cache.mkdir(parents=True, exist_ok=True)
+    paths = [(r, s, cache / f"sim-{r}{s}.npz") for r, s in SIM_PATIENTS]
+    todo = [(r, s, str(p)) for r, s, p in paths if not p.exists()]
+    if todo:
+        log.info("simulating %d training patients with %d workers", len(todo), jobs)
+        with ProcessPoolExecutor(jobs) as ex:
+            list(ex.map(_sim_job, todo))
+    return [Beats.load(p, f"sim-{r}{s}", "sim") for r, s, p in paths]
 
 
 def _job(args: tuple[str, str, str, str | None, str]) -> str:

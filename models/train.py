@@ -13,8 +13,9 @@ What it does, in order:
 2. Leave-records-out cross-validation: the records are dealt into ``--folds``
    groups (sorted by S-beat count, dealt round-robin, so every fold has some
    supraventricular beats); for each fold a model is trained on every variant
-   of the other records and scored on the clean beats of the held-out ones,
-   float and int8.  No beat of a validation record is ever in training.
+   of the other records (plus the simulated patients of
+   :data:`models.dataset.SIM_PATIENTS`) and scored on the clean beats of the
+   held-out ones, float and int8.  No beat of a validation record is ever in training.
    A logistic regression on the RR features alone is trained and scored on
    the same folds, the baseline that shows what the network adds.
 3. The shipped model: the same recipe on all 22 records, post-training
@@ -53,7 +54,7 @@ from firmware.beats import (
     INPUT_SCALE_INV,
     RR_FEATURES,
 )
-from models.dataset import CLASSES, DS1_RECORDS, Beats, build
+from models.dataset import CLASSES, DS1_RECORDS, SIM_PATIENTS, Beats, build, build_sim
 
 log = logging.getLogger(__name__)
 
@@ -262,8 +263,8 @@ def make_folds(data: dict[tuple[str, str], Beats], records: list[str], n: int) -
     return [sorted(f) for f in folds]
 
 
-def stack(data, records: list[str], variants: list[str]):
-    parts = [data[(r, v)] for r in records for v in variants]
+def stack(data, records: list[str], variants: list[str], extra: list[Beats] = ()):
+    parts = [data[(r, v)] for r in records for v in variants] + list(extra)
     beat = np.concatenate([p.beat for p in parts])
     rr = np.concatenate([p.rr for p in parts])
     label = np.concatenate([p.label for p in parts])
@@ -271,13 +272,14 @@ def stack(data, records: list[str], variants: list[str]):
     return beat[keep], rr[keep], label[keep].astype(np.int64)
 
 
-def cross_validate(tf, data, records: list[str], folds: list[list[str]], epochs: int) -> dict:
+def cross_validate(tf, data, records: list[str], folds: list[list[str]], epochs: int,
+                   sim: list[Beats] = ()) -> dict:
     result: dict = {"folds": []}
     pooled = {k: np.zeros((K, K), dtype=np.int64) for k in ("float", "int8", "baseline")}
     for i, val in enumerate(folds):
         t0 = time.time()
         train = [r for r in records if r not in val]
-        tb, tr, tl = stack(data, train, VARIANTS)
+        tb, tr, tl = stack(data, train, VARIANTS, sim)
         vb, vr, vl = stack(data, val, ["clean"])
         model = train_model(tf, tb, tr, tl, epochs, SEED + i)
         xb, xr = to_float(vb, vr)
@@ -362,7 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     nstdb = args.nstdb or str(Path(args.data).parent / "nstdb")
     records = list(DS1_RECORDS)
     data = build(args.data, records, VARIANTS, Path(args.cache), nstdb, args.jobs)
+    sim = build_sim(Path(args.cache), args.jobs)
     settings = {"epochs": args.epochs, "seed": SEED, "folds": args.folds,
+                "simulated_patients": [f"{r}{s}" for r, s in SIM_PATIENTS],
                 "version": f"{MODEL_NAME}-1", "tensorflow": tf.__version__}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()
                          + Path(__file__).read_bytes()).hexdigest()[:16]
@@ -375,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
             log.info("cross-validation results from %s", cv_path)
     if cv is None:
         folds = make_folds(data, records, args.folds)
-        cv = cross_validate(tf, data, records, folds, args.epochs)
+        cv = cross_validate(tf, data, records, folds, args.epochs, sim)
         cv_path.parent.mkdir(parents=True, exist_ok=True)
         cv_path.write_text(json.dumps({"key": key, "cv": cv}))
     log.info("pooled int8: %s", _brief(cv["pooled"]["int8"]["classes"]))
@@ -383,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("pooled baseline: %s", _brief(cv["pooled"]["baseline"]["classes"]))
     if args.no_export:
         return 0
-    tb, tr, tl = stack(data, records, VARIANTS)
+    tb, tr, tl = stack(data, records, VARIANTS, sim)
     model = train_model(tf, tb, tr, tl, args.epochs, SEED + 100)
     q = quantize(tf, model, tb, tr, seed=100)
     meta = metadata(q, records, cv, settings)
