@@ -144,3 +144,30 @@ def test_bundled_scenarios_stream_and_detect() -> None:
         c = p.run(120)
         ref_ok, test_ok = match_beats(p.truth.beat_samples(), detect(c.ecg, 250), 38)
         assert ref_ok.mean() >= 0.99 and test_ok.mean() >= 0.99, name
+
+
+@pytest.mark.parametrize("spo2", [70, 75, 80, 85, 90, 95, 100])
+def test_ppg_ratio_of_ratios_encodes_spo2_within_one_percent(spo2: int) -> None:
+    """Over 70-100 % the PPG's ratio of ratios, read back through the device's
+    calibration curve (firmware/spo2.py), gives the chosen SpO2 within +-1 %.
+    AC: the 0.7-8 Hz band's 5th-95th percentile span per 5-s window; DC: the
+    window's mean (the device's own PPG front-end processing comes with the
+    vital-signs code; the curve is the device's)."""
+    fs = 250
+    data = {"name": f"spo2-{spo2}", "duration_s": 60,
+            "vitals": {"heart_rate_bpm": 75, "resp_rate_bpm": 14, "spo2_percent": spo2,
+                       "temperature_c": 37, "systolic_mmhg": 120, "diastolic_mmhg": 75}}
+    p = VirtualPatient(parse_scenario(data, "spo2"), 7, fs, lead_off=False)
+    c = p.run(60)
+    red, ir = c.ppg_red.astype(float), c.ppg_ir.astype(float)
+    b, a = butter(2, [0.7, 8.0], btype="band", fs=fs)
+    ac_red, ac_ir = filtfilt(b, a, red), filtfilt(b, a, ir)
+    got = []
+    for k in range(5 * fs, 55 * fs, 5 * fs):
+        w = slice(k, k + 5 * fs)
+        span_r = np.subtract(*np.percentile(ac_red[w], [95, 5]))
+        span_i = np.subtract(*np.percentile(ac_ir[w], [95, 5]))
+        q = ratio_q_from_ac_dc(int(span_r * 1000), int(red[w].mean()),
+                               int(span_i * 1000), int(ir[w].mean()))
+        got.append(spo2_from_ratio_q(q) / 10)
+    assert abs(np.median(got) - spo2) <= 1.0, (spo2, got)
