@@ -13,7 +13,7 @@ metadata):
           the beat minus the patient's running average beat.  Both are
           expressed relative to the patient's own QRS amplitude: 32 = the
           largest magnitude of the running average beat.
-``rr``    ``RR_FEATURES`` = 12 context features: 8 RR-interval features, each
+``rr``    ``RR_FEATURES`` = 13 context features: 8 RR-interval features, each
           relative to the patient's own rhythm (ratios as ``64 * r - 64``, so
           0 = "as usual"): 0 pre-RR / local mean RR, 1 post-RR / local mean,
           2 pre-RR / long-term mean, 3 post-RR / long-term mean, 4 local mean /
@@ -27,7 +27,10 @@ metadata):
           average beat's sum of ``|average|`` over the QRS, 10 the beat's
           largest magnitude / the average's (``64 * r - 64``), 11 QRS width:
           the bins from -100 to +150 ms whose magnitude exceeds a quarter of
-          the beat's largest, times 4.
+          the beat's largest, times 4; and 12 the irregularity at lag 2: the
+          mean ``|RR[i] - RR[i-2]|`` among the local 8, as 64ths of the local
+          mean (high in atrial fibrillation, low in atrial or ventricular
+          bigeminy, whose alternation makes feature 7 high).
 
 The model sees inputs as floats ``q / 32``; the exported int8 model has input
 scale 1/32 and zero point 0 on both inputs, so ``q`` *is* the int8 input.
@@ -63,8 +66,8 @@ BEAT_WINDOW_AFTER_MS = const(500)
 BEAT_WINDOW_POINTS = const(90)
 #: Channels per point: the beat, and the beat minus the patient's average beat.
 BEAT_CHANNELS = const(2)
-#: Context features: 8 RR features + 4 shape summaries (module docstring).
-RR_FEATURES = const(12)
+#: Context features: 8 RR features, 4 shape summaries, lag-2 irregularity.
+RR_FEATURES = const(13)
 #: The int8 value of the average beat's largest magnitude.
 BEAT_AMPLITUDE_Q = const(32)
 #: Input quantization of both model inputs: float = int8 / 32 (zero point 0).
@@ -277,22 +280,20 @@ class BeatFeatures:
             s += self._local[i]
         return (s + n // 2) // n
 
-    def _irregularity(self):
-        """Mean |RR[i] - RR[i-1]| over the local RR intervals (samples), 0 if < 2."""
+    def _irregularity(self, lag):
+        """Mean |RR[i] - RR[i-lag]| over the local RR intervals (samples), 0 if
+        there are not more than ``lag`` of them."""
         n = self._l_count
-        if n < 2:
+        if n <= lag:
             return 0
         loc = self._local
         # Oldest to newest: the ring starts at _l_pos once it is full.
         start = self._l_pos if n == _LOCAL_RR else 0
-        prev = loc[start]
         s = 0
-        for i in range(1, n):
-            v = loc[(start + i) % _LOCAL_RR]
-            d = v - prev
+        for i in range(lag, n):
+            d = loc[(start + i) % _LOCAL_RR] - loc[(start + i - lag) % _LOCAL_RR]
             s += d if d > 0 else -d
-            prev = v
-        return s // (n - 1)
+        return s // (n - lag)
 
     def _rr_features(self, pre, post):
         local = self._local_mean(pre)
@@ -306,7 +307,8 @@ class BeatFeatures:
         rr[4] = _ratio_q(local, long_)
         rr[5] = _ratio_q(pre, post)
         rr[6] = _sat8((64 * (pre - prev)) // local)
-        rr[7] = _sat8((64 * self._irregularity()) // local)
+        rr[7] = _sat8((64 * self._irregularity(1)) // local)
+        rr[12] = _sat8((64 * self._irregularity(2)) // local)
 
     def _shape_features(self):
         bins = self._bins

@@ -19,11 +19,14 @@ so a bad download or a model for other firmware leaves the device running
 with the previous model (counted in ``ModelSlot.rejected``).
 
 Runtimes (``runtime=``): ``"auto"`` takes LiteRT (``ai_edge_litert``, or the
-older ``tflite_runtime``) when it is installed (a Raspberry Pi), else the
-pure-Python int8 engine :mod:`firmware.tflite` (MicroPython);  ``"litert"``,
-``"litert-ref"`` (LiteRT's reference kernels) and ``"python"`` choose one.
-The engine equals LiteRT's reference kernels bit for bit, so the class of a
-beat does not depend on the runtime.
+older ``tflite_runtime``) with its reference kernels when it is installed (a
+Raspberry Pi), else the pure-Python int8 engine :mod:`firmware.tflite`
+(MicroPython); ``"litert-ref"``, ``"litert"`` (LiteRT's optimized kernels and
+XNNPACK) and ``"python"`` choose one.  The engine equals LiteRT's reference
+kernels bit for bit, so with ``"auto"`` the class of a beat does not depend on
+the platform.  The optimized kernels round differently here and there (a
+logit off by one, now and then a different class on a near tie): they are
+about 8x faster (0.007 vs 0.06 ms a beat here), a saving no device needs.
 """
 
 import binascii
@@ -162,7 +165,7 @@ def open_runtime(model_bytes, runtime="auto"):
             return PythonRuntime(model_bytes)
         raise ModelError("LiteRT is not installed (pip install ai-edge-litert)")
     try:
-        return litert.LiteRtRuntime(model_bytes, reference=runtime == "litert-ref")
+        return litert.LiteRtRuntime(model_bytes, reference=runtime != "litert")
     except (ValueError, RuntimeError) as exc:
         raise ModelError("model rejected by LiteRT: %s" % exc) from exc
 

@@ -280,7 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--model", default=None,
                    help="beat model path without extension (default: the shipped models/beatnet)")
     q.add_argument("--runtime", default="auto", choices=["auto", "litert", "litert-ref", "python"],
-                   help="int8 runtime (auto: LiteRT if installed, else the pure-Python engine)")
+                   help="int8 runtime (auto: LiteRT's reference kernels if installed, else the "
+                        "pure-Python engine; both bit-exact)")
     q.set_defaults(func=cmd_ecg_analyze)
     return parser
 

@@ -7,8 +7,9 @@ in blocks of one second, as the device loop does, to
 :class:`firmware.beatpipe.BeatPipeline` (filter chain, QRS detector, beat
 features) and each beat to :class:`firmware.infer.BeatClassifier` with the
 shipped int8 model (``models/beatnet.tflite`` and its ``.json``; ``--model``
-picks another), on LiteRT when it is installed, else on the pure-Python int8
-engine: the two give the same classes bit for bit.  A record whose rate the device supports
+picks another), on LiteRT's reference kernels when LiteRT is installed, else
+on the pure-Python int8 engine: the two give the same classes bit for bit.
+A record whose rate the device supports
 (``firmware.filter_tables.SUPPORTED_RATES_HZ``) runs at its own rate; any
 other is resampled (polyphase, :func:`scipy.signal.resample_poly`) to the
 nearest supported rate and the detected sample numbers are mapped back to the

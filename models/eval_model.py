@@ -179,7 +179,7 @@ def write_report(cv: dict, meta: dict, info: dict, lat: dict, exact: dict, out: 
     pooled = cv["pooled"]
     L += ["### Pooled over the folds", ""]
     L += _class_table([("int8 model", pooled["int8"]), ("float model", pooled["float"]),
-                       ("baseline: logistic regression on the 12 context features",
+                       ("baseline: logistic regression on the 13 context features",
                         pooled["baseline"])])
     L += ["", "Published inter-patient results on DS2 for comparison (not the same test "
           "set): de Chazal 2004 S 75.9/38.5, V 77.7/81.9; Zhang 2014 S 79.1/36.0, V "
@@ -201,7 +201,10 @@ def write_report(cv: dict, meta: dict, info: dict, lat: dict, exact: dict, out: 
     L += ["## The shipped model", "",
           f"- file `models/beatnet.tflite`, {meta['size_bytes']} bytes, sha256 "
           f"`{meta['sha256'][:16]}...`, trained on all 22 DS1 records "
-          f"({', '.join(meta['training']['variants'])} variants)",
+          f"({', '.join(meta['training']['variants'])} variants) and "
+          f"{len(meta['training'].get('simulated_patients', []))} simulated patients "
+          "(`models.dataset.SIM_PATIENTS`); the cross-validation folds train on the same "
+          "simulated patients",
           f"- multiply-accumulates per beat: {info['macs']:,}",
           f"- tensor arena (peak live activations): {info['arena_bytes']:,} bytes; "
           f"weights and biases {info['weights_bytes']:,} bytes",

@@ -70,7 +70,7 @@ K = len(CLASSES)
 
 def build_model(tf, batch_size=None):
     """The network: a small 1-D CNN on the beat window squeezed to 8 values
-    (with dropout), beside a dense layer on the 12 context features, joined
+    (with dropout), beside a dense layer on the 13 context features, joined
     into two dense layers.  Output: 5 logits (no softmax: the device takes the
     arg max).
 

@@ -67,13 +67,13 @@ def test_regular_rhythm_reads_as_usual_and_a_premature_beat_as_early():
             got[r] = bytes(f.rr)
     rr = {r: np.frombuffer(v, dtype=np.int8) for r, v in got.items()}
     usual = rr[peaks[20]]
-    assert np.all(np.abs(usual[:8]) <= 1), usual  # as usual, and regular
+    assert np.all(np.abs(usual[:8]) <= 1) and usual[12] == 0, usual  # as usual, regular
     early = rr[peaks[30]]
     assert early[0] < -20 and early[2] < -20  # pre-RR well below the local and long means
     assert early[1] > 20  # the pause after it
     assert early[5] < -30  # pre/post
     after = rr[peaks[33]]
-    assert after[7] > 10  # the early beat makes the local rhythm irregular
+    assert after[7] > 10 and after[12] > 10  # the early beat makes the rhythm irregular
     assert f.beats == len(peaks) - 1  # the last one waits for its post-RR
     assert f.dropped == 0
     f.flush()

@@ -5,7 +5,8 @@
 - The pure-Python int8 engine equals LiteRT's reference kernels on every
   output of the committed real-beat excerpt (tests/data/beats, 1,300+ DS1
   beats, every class), and inside the MicroPython VM on 200 of them.
-- ``medge``'s runtimes agree: auto (LiteRT here) and python give the same class.
+- The runtimes agree: auto (LiteRT's reference kernels here) and python give
+  the same class for every beat; LiteRT's optimized kernels for all but 1 %.
 - A model whose sha256, labels, layout or quantization do not match, or that
   is truncated, corrupt or uses an unsupported operator, is refused with a
   message naming the problem, and ModelSlot keeps the previous model.
@@ -86,19 +87,25 @@ def test_engine_equals_litert_reference_kernels_on_real_beats(model, meta, beats
     assert mismatches == 0
 
 
-def test_runtimes_give_the_same_class(model, meta, beats):
+def test_auto_runtime_gives_the_engines_class_and_optimized_kernels_nearly(model, meta, beats):
     beat, rr, _ = beats
-    a = BeatClassifier(model, meta, runtime="litert")
-    b = BeatClassifier(model, meta, runtime="python")
-    for i in range(0, len(beat), 7):
-        assert a.classify(beat[i], rr[i]) == b.classify(beat[i].tolist(), rr[i].tolist())
+    auto = BeatClassifier(model, meta, runtime="auto")  # LiteRT reference kernels here
+    assert auto.runtime.name == "litert-ref"
+    fast = BeatClassifier(model, meta, runtime="litert")
+    py = BeatClassifier(model, meta, runtime="python")
+    differ = 0
+    for i in range(len(beat)):
+        c = py.classify(beat[i].tolist(), rr[i].tolist())
+        assert auto.classify(beat[i], rr[i]) == c
+        differ += fast.classify(beat[i], rr[i]) != c
+    assert differ <= len(beat) // 100  # optimized kernels: a rare near-tie flips
 
 
 def test_model_classifies_the_excerpt_beats_sensibly(model, meta, beats):
     # Not a validation figure (these beats come from the training records):
     # a check that the shipped model is the trained one, not noise.
     beat, rr, label = beats
-    clf = BeatClassifier(model, meta, runtime="litert")
+    clf = BeatClassifier(model, meta, runtime="auto")
     pred = np.array([clf.classify(beat[i], rr[i]) for i in range(len(beat))])
     for c in (0, 2):  # N and V
         sel = label == c

@@ -10,7 +10,7 @@ clean and one real-noise variant, using the ``var/beats`` cache when present);
 from each, a fixed-seed sample of at most 12 beats per class is kept (all of
 a class when fewer), so the excerpt has every class the records have.  The
 file holds, per beat: ``record`` (str), ``variant``, ``r`` (R sample),
-``beat`` (int8 x 180), ``rr`` (int8 x 12) and ``label`` (AAMI class index,
+``beat`` (int8 x 180), ``rr`` (int8 x 13) and ``label`` (AAMI class index,
 -1 for a detection with no reference beat).
 """
 
