@@ -408,6 +408,14 @@ class SPIBus:
 
     def _exchange(self, out: bytes) -> bytearray:
         parts = self._selected()
+        if (len(parts) == 1 and hasattr(parts[0], "spi_exchange_block")
+                and getattr(parts[0], "spi_mode", (self.polarity, self.phase))
+                == (self.polarity, self.phase)):
+            # One part in the right mode: it may answer a whole block at once
+            # (same bytes as byte by byte, one Python call instead of one a byte).
+            data = parts[0].spi_exchange_block(out)
+            self.bytes_transferred += len(out)
+            return self._corrupt.apply(data)
         data = bytearray(len(out))
         for i, b in enumerate(out):
             miso = 0xFF

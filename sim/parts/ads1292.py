@@ -227,6 +227,19 @@ class ADS1292:
                 self._state = 0
         return miso
 
+    def spi_exchange_block(self, out: bytes) -> bytearray:
+        """:meth:`spi_exchange` over a whole transfer: the same MISO bytes and the
+        same state changes.  Clocking out a frame with NOPs (0x00 while no
+        command is pending, as the driver does in RDATAC) is one slice."""
+        if self._state == 0 and not any(out):  # NOP is a command that changes nothing
+            n = len(out)
+            data = self._out[:n]
+            del self._out[:n]
+            if len(data) < n:
+                data.extend(bytes(n - len(data)))
+            return data
+        return bytearray(self.spi_exchange(b) for b in out)
+
     def _command(self, op: int) -> None:
         if op == _CMD_RESET:
             self.reset()
