@@ -133,3 +133,16 @@ def test_check_never_raises_on_arbitrary_json(kind: str, doc: object) -> None:
         doc = {**vitals_doc(), **doc}
     result = messages.check(topic(kind), json.dumps(doc).encode())
     assert isinstance(result, (Accepted, Rejected))
+
+
+def test_vitals_with_beat_classes_are_accepted_and_bad_classes_rejected() -> None:
+    classes = {"N": 3, "S": 0, "V": 1, "F": 0, "Q": 0}
+    doc = protocol.vitals("dev-1", 7, 1_700_000_000_000, 1000, 72, 4, protocol.QUALITY_GOOD,
+                          "good", classes)
+    got = messages.check(topic("vitals"), encode(doc))
+    assert isinstance(got, Accepted) and got.payload["classes"] == classes
+    for bad in ({**classes, "X": 1}, {"N": 3}, {**classes, "V": -1}):
+        doc["classes"] = bad
+        got = messages.check(topic("vitals"), encode(doc))
+        assert isinstance(got, Rejected) and got.reason is Reason.SCHEMA
+        assert "classes" in got.detail
