@@ -292,3 +292,63 @@ class _State:
 
     def save(self, key, value):
         pass
+
+
+DEVICE_SCRIPT = """
+from array import array
+from firmware.device import Device, DeviceConfig
+from firmware.infer import ModelSlot
+from firmware.links.memory import MemoryLink
+from firmware.sources import ArraySource
+from firmware.state import MemoryState
+
+class Clock:
+    ms = 0
+    def epoch_ms(self):
+        return 1764000000000 + self.ms
+    def ticks_ms(self):
+        return self.ms & 0x3FFFFFFF
+
+with open(%(ecg)r, "rb") as f:
+    samples = array("h", f.read())
+slot = ModelSlot(runtime="python")
+print("installed", slot.install_files(%(model)r, %(meta)r), slot.last_error)
+clock = Clock()
+link = MemoryLink()
+dev = Device(DeviceConfig("dev-mpy-model", 250, mains_hz=50), ArraySource(samples), link,
+             clock, MemoryState(), model=slot)
+for _ in range(32):
+    clock.ms += 1000
+    dev.step()
+for topic, payload, retain in link.published:
+    print(topic, payload.decode())
+print("classified", dev.classified)
+"""
+
+
+def test_device_with_model_in_the_micropython_vm_publishes_what_cpython_does(
+        micropython, tmp_path, model, meta):
+    from sim.ecgsyn import EcgsynParams, ecgsyn
+    from sim.sources import mv_to_counts
+
+    sig = ecgsyn(30, EcgsynParams(sample_rate_hz=250, heart_rate_mean_bpm=80),
+                 np.random.default_rng(9))
+    ecg = mv_to_counts(sig.signal_mv).astype("<i2").tobytes()
+    vm = DEVICE_SCRIPT % {"ecg": "/ecg.bin", "model": "/m.tflite", "meta": "/m.json"}
+    got = micropython(vm, extra_files={"/ecg.bin": ecg, "/m.tflite": model,
+                                       "/m.json": json.dumps(meta)}, timeout_s=300)
+    (tmp_path / "ecg.bin").write_bytes(ecg)
+    (tmp_path / "m.tflite").write_bytes(model)
+    (tmp_path / "m.json").write_text(json.dumps(meta))
+    local = DEVICE_SCRIPT % {"ecg": str(tmp_path / "ecg.bin"), "model": str(tmp_path / "m.tflite"),
+                             "meta": str(tmp_path / "m.json")}
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        exec(compile(local, "<device>", "exec"), {})
+    assert got == buf.getvalue()
+    assert got.startswith("installed True None")
+    assert '"classes":{' in got
+    assert int(got.strip().splitlines()[-1].split()[-1]) >= 30
