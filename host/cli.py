@@ -51,15 +51,23 @@ def _stop_on_signals() -> threading.Event:
 def cmd_demo(args: argparse.Namespace) -> int:
     from host.demo import run_demo
 
-    return run_demo(
-        devices=args.devices,
-        duration_s=args.duration,
-        db_path=args.db,
-        speed=args.speed,
-        seed=args.seed,
-        broker_kind=args.broker,
-        sample_rate_hz=args.rate,
-    )
+    try:
+        return run_demo(
+            devices=args.devices,
+            duration_s=args.duration,
+            db_path=args.db,
+            speed=args.speed,
+            seed=args.seed,
+            broker_kind=args.broker,
+            sample_rate_hz=args.rate,
+            # Faults act on scenario patients: "stable" unless one is named.
+            scenario=args.scenario or ("stable" if args.faults else None),
+            sensor=args.sensor,
+            faults=args.faults,
+        )
+    except ValueError as exc:  # a bad scenario or fault spec, named by the message
+        print(f"medge demo: {exc}", file=sys.stderr)
+        return 2
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
@@ -210,6 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="simulation seed (0)")
     p.add_argument("--rate", type=int, choices=(250, 360), default=250, help="ECG rate, Hz")
     p.add_argument("--broker", choices=("auto", "mosquitto", "embedded"), default="auto")
+    p.add_argument("--scenario", default=None,
+                   help="patient scenario (sim/scenarios name or .toml path; default: ECGSYN "
+                        "patients)")
+    p.add_argument("--sensor", choices=("direct", "ads1292", "ads1115"), default="direct",
+                   help="with --scenario: how devices read the ECG (direct)")
+    p.add_argument("--faults", default="", metavar="SPEC",
+                   help="faults to inject, as for medge sim (see medge sim --help); "
+                        "on scenario patients (stable unless --scenario)")
     _add_db(p)
     p.set_defaults(func=cmd_demo)
 

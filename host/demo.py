@@ -50,6 +50,9 @@ def run_demo(
     seed: int = 0,
     broker_kind: str = "auto",
     sample_rate_hz: int = 250,
+    scenario: str | None = None,
+    sensor: str = "direct",
+    faults: str = "",
     out: TextIO | None = None,
 ) -> int:
     out = out or sys.stdout
@@ -70,10 +73,12 @@ def run_demo(
             print("demo: ingest could not connect to the broker", file=out)
             return 1
         fleet = Fleet(
-            FleetParams(n_devices=devices, sample_rate_hz=sample_rate_hz, speed=speed, seed=seed),
+            FleetParams(n_devices=devices, sample_rate_hz=sample_rate_hz, speed=speed, seed=seed,
+                        scenario=scenario, sensor=sensor, faults=faults),
             broker.host,
             broker.port,
             state_dir=work_dir / "devices",
+            broker=broker,
         )
         runner = threading.Thread(target=fleet.run, args=(duration_s, stop), name="fleet")
         runner.start()

@@ -76,3 +76,23 @@ def test_demo_five_devices_twenty_seconds(tmp_path: Path) -> None:
     listed = medge("fleet", "list", "--json", cwd=tmp_path)
     assert listed.returncode == 0
     assert sorted(d["id"] for d in json.loads(listed.stdout)) == devices
+
+
+def test_demo_with_a_scenario_sensor_and_a_partition_loses_nothing(tmp_path: Path) -> None:
+    result = medge("demo", "--devices", "3", "--duration", "30", "--speed", "5",
+                   "--scenario", "pvc_burden", "--sensor", "ads1292",
+                   "--faults", "partition:#1@5s+8s", cwd=tmp_path, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "demo: OK, nothing lost" in result.stdout
+    with Store(tmp_path / "var" / "medge.db", readonly=True) as store:
+        for d in store.devices():
+            seqs = store.seqs(d.device_id)
+            assert seqs == list(range(seqs[0], seqs[-1] + 1)), d.device_id
+            assert store.vitals_count(d.device_id) == 30
+
+
+def test_demo_with_a_bad_fault_spec_names_the_problem(tmp_path: Path) -> None:
+    result = medge("demo", "--devices", "1", "--duration", "5", "--faults", "meteor@1s",
+                   cwd=tmp_path, timeout=60)
+    assert result.returncode == 2
+    assert "medge demo:" in result.stderr and "meteor" in result.stderr
