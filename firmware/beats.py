@@ -142,6 +142,7 @@ class BeatFeatures:
     def reset(self):
         """Forget everything: state as after construction."""
         self._written = 0  # samples pushed so far
+        self._wpos = 0  # ring position of the next sample
         self._p_head = 0  # index of the oldest pending peak
         self._p_count = 0
         self._prev_r = -1  # R of the last beat emitted
@@ -163,10 +164,12 @@ class BeatFeatures:
         """Append ``samples[0:count]`` (filtered Q15 ints) to the ring buffer."""
         ring = self._ring
         mask = self._mask
-        w = self._written
+        pos = self._wpos  # == _written & mask, kept small (no long ints per sample)
         for i in range(count):
-            ring[(w + i) & mask] = samples[i]
-        self._written = w + count
+            ring[pos] = samples[i]
+            pos = (pos + 1) & mask
+        self._wpos = pos
+        self._written += count
 
     def add_peak(self, r):
         """Queue the R peak at sample index ``r`` (after every earlier one)."""
