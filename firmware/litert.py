@@ -41,8 +41,6 @@ class LiteRtRuntime:
     model it cannot load."""
 
     def __init__(self, model_bytes, reference=False):
-        import numpy as np
-
         interpreter, resolver, name = _interpreter()
         if interpreter is None:
             raise RuntimeError("LiteRT is not installed (pip install ai-edge-litert)")
@@ -52,7 +50,6 @@ class LiteRtRuntime:
             kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_REF
         it = interpreter(**kwargs)
         it.allocate_tensors()
-        self._np = np
         self._it = it
         self._in = it.get_input_details()
         self._out = it.get_output_details()
@@ -60,9 +57,19 @@ class LiteRtRuntime:
         self.outputs = [_Tensor(d) for d in self._out]
 
     def invoke(self, inputs):
-        """One int8 sequence per input (model input order); one flat int8 array per output."""
-        np = self._np
+        """One int8 sequence per input (model input order); one flat int8 array per output.
+
+        No numpy import here: ``get_tensor`` hands back a copy of the input
+        tensor (an int8 array of the right shape, from LiteRT's own numpy),
+        which is filled and set."""
+        it = self._it
         for d, data in zip(self._in, inputs):
-            self._it.set_tensor(d["index"], np.asarray(data, dtype=np.int8).reshape(d["shape"]))
-        self._it.invoke()
+            arr = it.get_tensor(d["index"])
+            flat = arr.reshape(-1)
+            if len(data) != len(flat):
+                raise ValueError("input %s needs %d values, got %d"
+                                 % (d["name"], len(flat), len(data)))
+            flat[:] = data
+            it.set_tensor(d["index"], arr)
+        it.invoke()
         return [self._it.get_tensor(d["index"]).reshape(-1) for d in self._out]

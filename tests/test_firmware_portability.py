@@ -19,7 +19,7 @@ PORTABLE = {
 }
 ADAPTERS = {
     "links/paho.py": {"logging", "threading", "paho"},
-    "litert.py": {"numpy", "ai_edge_litert", "tflite_runtime"},
+    "litert.py": {"ai_edge_litert", "tflite_runtime"},
 }
 
 
