@@ -27,6 +27,7 @@ from array import array
 
 from firmware.compat import const
 from firmware.device import ECG_ADC_MAX_COUNT, ECG_ADC_MIN_COUNT, ECG_COUNTS_PER_MV
+from firmware.sources import ring_read
 
 _RING = const(256)
 _LIMIT = const(32767)  # numerator and denominator bound (15 bits)
@@ -133,14 +134,7 @@ class _RingSource:
     def read_samples(self, buf, max_count):
         self._poll()
         n = self._count if self._count < max_count else max_count
-        ring = self._ring
-        head = self._head
-        for i in range(n):
-            buf[i] = ring[head]
-            head += 1
-            if head == _RING:
-                head = 0
-        self._head = head
+        self._head = ring_read(self._ring, self._head, _RING, buf, n)
         self._count -= n
         self.samples += n
         return n

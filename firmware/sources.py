@@ -7,6 +7,18 @@ sensor drivers and the simulator's emulated sensors offer the same
 """
 
 
+def ring_read(ring, head, size, buf, n):
+    """Copy ``n`` samples from the ring buffer ``ring`` (``size`` long), oldest
+    at ``head``, into ``buf[0:n]``; return the new head.  The drain of the
+    ring-buffered sources (sensor drivers, the serial board): no allocation."""
+    for i in range(n):
+        buf[i] = ring[head]
+        head += 1
+        if head == size:
+            head = 0
+    return head
+
+
 class ArraySource:
     """Play ``samples`` (ints) once; optionally pace them by a sample clock.
 

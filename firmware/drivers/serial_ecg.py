@@ -26,6 +26,7 @@ samples on through ``read_samples(buf, max_count)``.
 from array import array
 
 from firmware.compat import const
+from firmware.sources import ring_read
 
 SYNC1 = const(0xA5)
 SYNC2 = const(0x5A)
@@ -188,15 +189,7 @@ class SerialEcgParser:
 
     def read_samples(self, buf, max_count):
         n = self._count if self._count < max_count else max_count
-        ring = self._ring
-        head = self._head
-        size = self._ring_size
-        for i in range(n):
-            buf[i] = ring[head]
-            head += 1
-            if head == size:
-                head = 0
-        self._head = head
+        self._head = ring_read(self._ring, self._head, self._ring_size, buf, n)
         self._count -= n
         self.samples += n
         return n
