@@ -68,17 +68,14 @@ def test_truth_files(tmp_path: Path) -> None:
     assert 36 < c.temperature_c < 40
 
 
-@pytest.mark.parametrize("name", ["stable", "copd_oxygen"])
-def test_ppg_ratio_of_ratios_reads_back_the_spo2(name: str) -> None:
-    fs = 250
-    p = VirtualPatient(name, 4, fs)
-    c = p.run(60)
-    red, ir = c.ppg_red.astype(np.int64), c.ppg_ir.astype(np.int64)
-    assert red.max() < 2**18 and ir.min() > 0
-    # Band-pass 0.7-8 Hz for the pulsatile part (AC: 5th-95th percentile span of
-    # each 5 s window), DC the window's mean: a simple device-style estimate.
+def spo2_readings(red: np.ndarray, ir: np.ndarray, fs: int) -> list[float]:
+    """SpO2 (%) per 5-s window from 5 to 55 s through the device's curve.
+
+    Band-pass 0.7-8 Hz for the pulsatile part (AC: the 5th-95th percentile
+    span of each window), DC the window's mean: a simple device-style estimate."""
+    red, ir = np.asarray(red, dtype=float), np.asarray(ir, dtype=float)
     b, a = butter(2, [0.7, 8.0], btype="band", fs=fs)
-    ac_red, ac_ir = filtfilt(b, a, red.astype(float)), filtfilt(b, a, ir.astype(float))
+    ac_red, ac_ir = filtfilt(b, a, red), filtfilt(b, a, ir)
     got = []
     for k in range(5 * fs, 55 * fs, 5 * fs):
         w = slice(k, k + 5 * fs)
@@ -87,6 +84,17 @@ def test_ppg_ratio_of_ratios_reads_back_the_spo2(name: str) -> None:
         q = ratio_q_from_ac_dc(int(span_r * 1000), int(red[w].mean()),
                                int(span_i * 1000), int(ir[w].mean()))
         got.append(spo2_from_ratio_q(q) / 10)
+    return got
+
+
+@pytest.mark.parametrize("name", ["stable", "copd_oxygen"])
+def test_ppg_ratio_of_ratios_reads_back_the_spo2(name: str) -> None:
+    fs = 250
+    p = VirtualPatient(name, 4, fs)
+    c = p.run(60)
+    red, ir = c.ppg_red.astype(np.int64), c.ppg_ir.astype(np.int64)
+    assert red.max() < 2**18 and ir.min() > 0
+    got = spo2_readings(red, ir, fs)
     want = p.spo2_percent(30.0)
     assert np.median(got) == pytest.approx(want, abs=1.5)
     # Pulses follow the beats: one IR trough per beat, about the pulse arrival time later.
@@ -159,15 +167,5 @@ def test_ppg_ratio_of_ratios_encodes_spo2_within_one_percent(spo2: int) -> None:
                        "temperature_c": 37, "systolic_mmhg": 120, "diastolic_mmhg": 75}}
     p = VirtualPatient(parse_scenario(data, "spo2"), 7, fs, lead_off=False)
     c = p.run(60)
-    red, ir = c.ppg_red.astype(float), c.ppg_ir.astype(float)
-    b, a = butter(2, [0.7, 8.0], btype="band", fs=fs)
-    ac_red, ac_ir = filtfilt(b, a, red), filtfilt(b, a, ir)
-    got = []
-    for k in range(5 * fs, 55 * fs, 5 * fs):
-        w = slice(k, k + 5 * fs)
-        span_r = np.subtract(*np.percentile(ac_red[w], [95, 5]))
-        span_i = np.subtract(*np.percentile(ac_ir[w], [95, 5]))
-        q = ratio_q_from_ac_dc(int(span_r * 1000), int(red[w].mean()),
-                               int(span_i * 1000), int(ir[w].mean()))
-        got.append(spo2_from_ratio_q(q) / 10)
+    got = spo2_readings(c.ppg_red, c.ppg_ir, fs)
     assert abs(np.median(got) - spo2) <= 1.0, (spo2, got)
