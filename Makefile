@@ -40,7 +40,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(PY) -m host.filterdesign --check
 
-# Regenerate firmware/filter_tables.py from the filter designs (host/filterdesign.py).
+# Regenerate firmware/signal/filter_tables.py from the filter designs (host/filterdesign.py).
 tables: $(STAMP)
 	$(PY) -m host.filterdesign --write
 

@@ -7,7 +7,7 @@ Pi, ``sim/fleet.py`` in the simulator); each call
 
 1. drains the samples the source has ready into a buffer made once at init
    and runs the signal-quality check and the streaming QRS detector
-   (:mod:`firmware.quality`, :mod:`firmware.qrs`) over them (no allocation per
+   (:mod:`firmware.signal.quality`, :mod:`firmware.signal.qrs`) over them (no allocation per
    sample);
 2. closes every reporting window that is complete and queues a ``vitals``
    message in the outbox: heart rate from the mean of the last RR intervals,
@@ -28,15 +28,15 @@ tests/test_device_mpy.py checks that both publish the same bytes.
 
 from array import array
 
-from firmware import protocol
-from firmware.beatpipe import BeatPipeline
-from firmware.compat import const, ticks_add, ticks_diff
-from firmware.infer import AAMI_LABELS
-from firmware.outbox import Outbox
-from firmware.qrs import QrsDetector
-from firmware.quality import QUALITY_GOOD, SignalQuality
-from firmware.state import SeqCounter
-from firmware.wire import encode
+from firmware.hw.compat import const, ticks_add, ticks_diff
+from firmware.hw.state import SeqCounter
+from firmware.ml.infer import AAMI_LABELS
+from firmware.net import protocol
+from firmware.net.outbox import Outbox
+from firmware.net.wire import encode
+from firmware.signal.beatpipe import BeatPipeline
+from firmware.signal.qrs import QrsDetector
+from firmware.signal.quality import QUALITY_GOOD, SignalQuality
 
 FW_VERSION = "0.1.0"
 NO_MODEL = "none"
@@ -46,7 +46,7 @@ _RR_HISTORY = const(8)  # RR intervals averaged for the heart rate
 
 #: The ECG front end every device and the simulator share: signed 16-bit ADC
 #: counts at 200 counts/mV (5 uV per count, as MIT-BIH), which is the scaling
-#: ``firmware.qrs`` expects.
+#: ``firmware.signal.qrs`` expects.
 ECG_COUNTS_PER_MV = const(200)
 ECG_ADC_MIN_COUNT = const(-32768)
 ECG_ADC_MAX_COUNT = const(32767)
@@ -115,7 +115,7 @@ class DeviceConfig:
 
 class Device:
     """The device loop (module docstring).  ``model`` is an optional
-    :class:`firmware.infer.ModelSlot`: with one, every beat goes through the
+    :class:`firmware.ml.infer.ModelSlot`: with one, every beat goes through the
     beat pipeline (filter chain, features) and the slot's classifier, and each
     ``vitals`` message counts the window's beats per AAMI class."""
 

@@ -20,7 +20,7 @@ Config (JSON object; units in the names, no default sample rate)::
 ``model`` (optional) is a beat model path without extension: ``beatnet.tflite``
 and ``beatnet.json`` (``models/`` in the repo).  It needs ``mains_hz`` (the
 filter chain's notch).  A model that fails the device's checks
-(:mod:`firmware.infer`) is refused with the reason on stderr and the device
+(:mod:`firmware.ml.infer`) is refused with the reason on stderr and the device
 runs without beat classes rather than not at all.
 
 Sources available before the sensor-driver issue: ``file``, a recording of
@@ -33,10 +33,10 @@ import json
 import sys
 from array import array
 
-from firmware.compat import IS_MICROPYTHON, SystemClock, sleep_ms, ticks_diff, ticks_ms
 from firmware.device import Device, DeviceConfig
-from firmware.sources import ArraySource
-from firmware.state import FileState
+from firmware.hw.compat import IS_MICROPYTHON, SystemClock, sleep_ms, ticks_diff, ticks_ms
+from firmware.hw.sources import ArraySource
+from firmware.hw.state import FileState
 
 _CONFIG_KEYS = (
     "device_id",
@@ -71,10 +71,10 @@ def make_link(cfg):
     host = cfg["broker_host"]
     port = cfg.get("broker_port", 1883)
     if IS_MICROPYTHON:
-        from firmware.links.umqtt import UmqttLink
+        from firmware.net.links.umqtt import UmqttLink
 
         return UmqttLink(host, port, cfg["device_id"])
-    from firmware.links.paho import PahoLink
+    from firmware.net.links.paho import PahoLink
 
     return PahoLink(host, port, cfg["device_id"])
 
@@ -105,7 +105,7 @@ def build(cfg, clock=None, link=None):
     state = FileState(cfg.get("state_path", "medge_state.json"))
     slot = None
     if cfg.get("model"):
-        from firmware.infer import ModelSlot
+        from firmware.ml.infer import ModelSlot
 
         slot = ModelSlot()
         base = cfg["model"]

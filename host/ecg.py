@@ -4,13 +4,13 @@ The record's digital samples (``wfdb.rdrecord(physical=False)``) of one
 channel are turned into the raw counts the device's ECG front end delivers
 (``DEVICE_COUNTS_PER_MV`` counts per mV around zero, signed 16 bit), then fed
 in blocks of one second, as the device loop does, to
-:class:`firmware.beatpipe.BeatPipeline` (filter chain, QRS detector, beat
-features) and each beat to :class:`firmware.infer.BeatClassifier` with the
+:class:`firmware.signal.beatpipe.BeatPipeline` (filter chain, QRS detector, beat
+features) and each beat to :class:`firmware.ml.infer.BeatClassifier` with the
 shipped int8 model (``models/beatnet.tflite`` and its ``.json``; ``--model``
 picks another), on LiteRT's reference kernels when LiteRT is installed, else
 on the pure-Python int8 engine: the two give the same classes bit for bit.
 A record whose rate the device supports
-(``firmware.filter_tables.SUPPORTED_RATES_HZ``) runs at its own rate; any
+(``firmware.signal.filter_tables.SUPPORTED_RATES_HZ``) runs at its own rate; any
 other is resampled (polyphase, :func:`scipy.signal.resample_poly`) to the
 nearest supported rate and the detected sample numbers are mapped back to the
 record's numbering (``round(i * fs_record / fs_device)``).
@@ -81,7 +81,7 @@ class DeviceSignal:
 
 
 def supported_rates_hz() -> tuple[int, ...]:
-    from firmware.filter_tables import SUPPORTED_RATES_HZ
+    from firmware.signal.filter_tables import SUPPORTED_RATES_HZ
 
     return tuple(int(r) for r in SUPPORTED_RATES_HZ)
 
@@ -163,7 +163,7 @@ def to_device_signal(
 
 def detect_beats(counts: np.ndarray, fs_hz: int) -> list[int]:
     """Run the device's QRS detector over ``counts`` in one-second blocks."""
-    from firmware.qrs import QrsDetector
+    from firmware.signal.qrs import QrsDetector
 
     det = QrsDetector(fs_hz)
     block = max(1, fs_hz * BLOCK_MS // 1000)
@@ -178,7 +178,7 @@ def detect_beats(counts: np.ndarray, fs_hz: int) -> list[int]:
 def load_classifier(model: str | Path | None = None, runtime: str = "auto"):
     """The beat classifier for ``model`` (path without extension; None: the
     shipped one), or None with a warning when it cannot be used."""
-    from firmware.infer import ModelSlot
+    from firmware.ml.infer import ModelSlot
 
     base = Path(model) if model else DEFAULT_MODEL
     slot = ModelSlot(runtime)
@@ -192,8 +192,8 @@ def load_classifier(model: str | Path | None = None, runtime: str = "auto"):
 def classify_beats(counts: np.ndarray, fs_hz: int, classifier,
                    mains_hz: int = DEFAULT_MAINS_HZ) -> list[tuple[int, str]]:
     """The device's beat pipeline (and classifier) over ``counts``: (sample, label)."""
-    from firmware.beatpipe import BeatPipeline
-    from firmware.infer import AAMI_LABELS
+    from firmware.ml.infer import AAMI_LABELS
+    from firmware.signal.beatpipe import BeatPipeline
 
     pipe = BeatPipeline(fs_hz, mains_hz, 0)
     feats = pipe.features

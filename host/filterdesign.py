@@ -1,7 +1,7 @@
 """Design the device's ECG filters with scipy and quantize them to Q15 tables.
 
 ``python -m host.filterdesign --write`` (``make tables``) regenerates the
-committed firmware module ``firmware/filter_tables.py`` from :data:`DESIGN`,
+committed firmware module ``firmware/signal/filter_tables.py`` from :data:`DESIGN`,
 the one set of design parameters (corner frequencies, orders, notch Q,
 supported rates); ``--check`` exits 1 if the committed file is stale;
 without options it prints a report: the tables, their quantization error,
@@ -19,7 +19,7 @@ The pipeline for each (sample rate, filter):
    filter input to that section's output peaks at exactly 1 (0 dB) over
    0 .. fs/2; the last section restores the design's overall gain (whose
    peak is 1 for every filter here).  A full-scale sinusoid therefore never
-   saturates a section; the input scaling of ``firmware/ecgfilter.py`` keeps
+   saturates a section; the input scaling of ``firmware/signal/ecgfilter.py`` keeps
    ECG at most half scale so transients (steps, overshoot) have 6 dB of
    headroom.
 3. **Quantize** to the CMSIS-DSP ``arm_biquad_cascade_df1_q15`` layout
@@ -29,7 +29,7 @@ The pipeline for each (sample rate, filter):
    ``0..7`` for which every coefficient ``c / 2**post_shift``, rounded to
    Q15 half away from zero, lies in -32768..32767 (so coefficients up to
    ``2**post_shift`` in magnitude fit); the conversion is the device's own
-   :func:`firmware.dsp.float_to_q15` (round, then saturate; with that
+   :func:`firmware.signal.dsp.float_to_q15` (round, then saturate; with that
    post_shift the saturation never triggers).  Zeros that sit exactly on the
    unit circle stay there: where the float section has ``B(1) = 0``,
    ``B(-1) = 0`` or ``b2 = b0`` the integer section gets the same identity
@@ -61,7 +61,7 @@ LSB; the QRS band-pass sticks at -99 LSB.  (A second-order Butterworth
 baseline section in Q14 was far worse: a dead band of -16183 LSB, half of
 full scale.)  Scaling the input up does not help: the dead band is in
 absolute LSB.  Tables named in :data:`NOISE_SHAPED` are therefore meant for
-:class:`firmware.dsp.BiquadCascadeEfQ15`: the same arithmetic plus error
+:class:`firmware.signal.dsp.BiquadCascadeEfQ15`: the same arithmetic plus error
 feedback of the truncation remainder, first order (``1 - z**-1``) for a
 first-order section and second order (``(1 - z**-1)**2``) for a biquad,
 zeros that cancel the poles near z = 1.  Measured: zero and constant inputs
@@ -85,16 +85,16 @@ from pathlib import Path
 import numpy as np
 from scipy import signal
 
-from firmware import dsp
+from firmware.signal import dsp
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TABLES_PATH = REPO_ROOT / "firmware" / "filter_tables.py"
+TABLES_PATH = REPO_ROOT / "firmware" / "signal" / "filter_tables.py"
 
 
 @dataclass(frozen=True)
 class DesignParams:
     """The filter design parameters, units in the names.  The generated
-    ``firmware/filter_tables.py`` repeats them as named constants."""
+    ``firmware/signal/filter_tables.py`` repeats them as named constants."""
 
     sample_rates_hz: tuple[int, ...] = (250, 360)
     mains_hz: tuple[int, ...] = (50, 60)
@@ -480,10 +480,10 @@ _HEADER = '''\
 """Q15 filter tables of the device's ECG chain (CMSIS-DSP biquad layout).
 
 ``table(fs_hz, name)`` returns ``(num_stages, coeffs, post_shift)``, the
-arguments of ``firmware.dsp.BiquadCascadeQ15`` (``coeffs``: per section
+arguments of ``firmware.signal.dsp.BiquadCascadeQ15`` (``coeffs``: per section
 ``{{b0, 0, b1, b2, a1, a2}}`` in Q15 scaled down by ``2**post_shift``, ``a1``/``a2``
 negated relative to scipy).  Tables named in ``NOISE_SHAPED`` are meant for
-``firmware.dsp.BiquadCascadeEfQ15`` (same arguments, error feedback): their
+``firmware.signal.dsp.BiquadCascadeEfQ15`` (same arguments, error feedback): their
 poles sit so close to z = 1 that plain truncation leaves a DC offset (dead
 band) of about a hundred LSB (figures in host/filterdesign.py).
 
@@ -566,7 +566,7 @@ def _str_tuple(items: Sequence[str]) -> str:
 
 
 def render_module(params: DesignParams = DESIGN) -> str:
-    """The text of ``firmware/filter_tables.py`` for ``params``."""
+    """The text of ``firmware/signal/filter_tables.py`` for ``params``."""
     head = _HEADER.format(
         sample_rates_hz=tuple(params.sample_rates_hz),
         mains_hz=tuple(params.mains_hz),
@@ -647,7 +647,7 @@ def report(params: DesignParams = DESIGN, out: Callable[[str], None] = print) ->
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m host.filterdesign",
-        description="Design the ECG filters and generate firmware/filter_tables.py.",
+        description="Design the ECG filters and generate firmware/signal/filter_tables.py.",
     )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--write", action="store_true", help=f"write {TABLES_PATH}")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from firmware import protocol
+from firmware.net import protocol
 from host import messages
 from host.store import Store, now_ms
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from firmware import protocol
+from firmware.net import protocol
 
 #: Largest payload accepted, in bytes.  Device messages are a few hundred bytes.
 MAX_PAYLOAD_BYTES = 16 * 1024

@@ -71,17 +71,17 @@ STAGE_NAMES = {
 STAGE_CODE = f"""
 def make(stage, fs, mains_hz):
     if stage == "quality":
-        from firmware.quality import SignalQuality
+        from firmware.signal.quality import SignalQuality
         q = SignalQuality(fs, {ADC_MIN}, {ADC_MAX}, {COUNTS_PER_MV})
         return q.process
     if stage == "qrs":
-        from firmware.qrs import QrsDetector
+        from firmware.signal.qrs import QrsDetector
         return QrsDetector(fs).process
-    from firmware.ecgfilter import EcgFilterChain
+    from firmware.signal.ecgfilter import EcgFilterChain
     chain = EcgFilterChain(fs, mains_hz)
     if stage == "chain":
         return chain.process
-    from firmware.qrs import QrsDetector
+    from firmware.signal.qrs import QrsDetector
     det = QrsDetector(fs)
     def both(block):
         chain.process(block)
@@ -258,7 +258,7 @@ def bench_fleet(n_devices: int, sensor: str, wall_s: float | None, sim_s: float 
         broker.start()
         transport = "mosquitto"
     else:
-        from firmware.links.memory import MemoryLink
+        from firmware.net.links.memory import MemoryLink
 
         def link_factory(_device_id: str) -> Any:
             return MemoryLink()

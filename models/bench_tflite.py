@@ -1,8 +1,8 @@
-"""Per-invoke latency of the pure-Python int8 engine (firmware/tflite.py) and of LiteRT.
+"""Per-invoke latency of the pure-Python int8 engine (firmware/ml/tflite.py) and of LiteRT.
 
 For one ``.tflite`` file: milliseconds per invoke of
 
-- ``engine_ms``: :class:`firmware.tflite.Model` in this CPython;
+- ``engine_ms``: :class:`firmware.ml.tflite.Model` in this CPython;
 - ``litert_ms``: LiteRT with its default (optimized) kernels, one thread;
 - ``litert_ref_ms``: LiteRT with ``OpResolverType.BUILTIN_REF``, the reference
   kernels the engine is bit-exact with;
@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from firmware.tflite import Model
+from firmware.ml.tflite import Model
 
 
 def _random_inputs(model: Model, count: int, seed: int) -> list[list[np.ndarray]]:

@@ -1,6 +1,6 @@
 """Beat datasets for the classifier, made by the device's own code.
 
-Every beat's model input comes from :class:`firmware.beatpipe.BeatPipeline`
+Every beat's model input comes from :class:`firmware.signal.beatpipe.BeatPipeline`
 (filter chain, QRS detector and beat features: the code the device runs), fed
 a record's samples exactly as ``medge ecg analyze`` feeds them (device counts,
 200 counts/mV around the record's baseline, ``host.ecg.to_device_signal``).
@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware.beats import BEAT_CHANNELS, BEAT_WINDOW_POINTS, RR_FEATURES
+from firmware.signal.beats import BEAT_CHANNELS, BEAT_WINDOW_POINTS, RR_FEATURES
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class Beats:
 def run_pipeline(counts: np.ndarray, fs_hz: int, mains_hz: int = MAINS_HZ,
                  block: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The device's beat pipeline over int ``counts``: (R indices, beat, rr)."""
-    from firmware.beatpipe import BeatPipeline
+    from firmware.signal.beatpipe import BeatPipeline
 
     pipe = BeatPipeline(fs_hz, mains_hz, 0)
     feats = pipe.features

@@ -45,7 +45,7 @@ REPORT = Path("models/reports/beat_model.md")
 
 
 def _engine_chunk(args: tuple[bytes, np.ndarray, np.ndarray, list[str]]) -> np.ndarray:
-    from firmware.tflite import Model
+    from firmware.ml.tflite import Model
 
     model, beat, rr, order = args
     m = Model(model)
@@ -70,8 +70,8 @@ def engine_outputs(model: bytes, beat: np.ndarray, rr: np.ndarray, order: list[s
 
 
 def latency(model: bytes, beat: np.ndarray, rr: np.ndarray, order: list[str]) -> dict:
-    from firmware.infer import PythonRuntime
-    from firmware.litert import LiteRtRuntime
+    from firmware.ml.infer import PythonRuntime
+    from firmware.ml.litert import LiteRtRuntime
 
     feats = {"beat": beat, "rr": rr}
     out: dict[str, float] = {}
@@ -93,7 +93,7 @@ def latency(model: bytes, beat: np.ndarray, rr: np.ndarray, order: list[str]) ->
 
 MPY_SCRIPT = """
 import time
-from firmware.tflite import Model
+from firmware.ml.tflite import Model
 with open("/model.tflite", "rb") as f:
     m = Model(f.read())
 with open("/feats.bin", "rb") as f:
@@ -248,8 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     base = Path(args.model)
     model = base.with_suffix(".tflite").read_bytes()
     meta = json.loads(base.with_suffix(".json").read_text())
-    from firmware.infer import BeatClassifier
-    from firmware.tflite import Model
+    from firmware.ml.infer import BeatClassifier
+    from firmware.ml.tflite import Model
 
     BeatClassifier(model, meta, runtime="python")  # the device's own checks
     m = Model(model)

@@ -8,7 +8,7 @@ Run::
 Every record's channel 0 (MLII in the DS1 records) goes through three detectors,
 in the same run, on the same samples:
 
-* ``medge``: ``firmware.qrs.QrsDetector``, the device code, fed the record's
+* ``medge``: ``firmware.signal.qrs.QrsDetector``, the device code, fed the record's
   raw digital samples (ADC counts, ``wfdb.rdrecord(..., physical=False)``) as
   ``array('h')`` blocks of one second, then ``flush()``;
 * ``xqrs``: ``wfdb.processing.xqrs_detect`` on the physical signal (mV),
@@ -175,7 +175,7 @@ def score(ref: np.ndarray, test: np.ndarray, window: int, vf: list[tuple[int, in
 
 def run_medge(counts: np.ndarray, fs: int, block: int | None = None) -> np.ndarray:
     """The device detector over int16 ``counts`` in blocks of ``block`` samples (1 s)."""
-    from firmware.qrs import QrsDetector
+    from firmware.signal.qrs import QrsDetector
 
     det = QrsDetector(fs)
     block = block or fs

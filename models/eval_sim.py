@@ -9,7 +9,7 @@ For every rhythm (a one-rhythm scenario, :func:`rhythm_scenario`) and every
 bundled scenario file, at every sample rate and SNR, a virtual patient
 (``sim.patient.VirtualPatient``, real nstdb noise bw+ma+em at that SNR, no mains
 hum, no lead-off) streams ``--minutes`` of ECG in ADC counts into
-``firmware.qrs.QrsDetector`` in one-second blocks; its beats are matched to the
+``firmware.signal.qrs.QrsDetector`` in one-second blocks; its beats are matched to the
 simulator's R peaks with the bxb rule of ``models.eval_qrs`` (150 ms window).
 Prints a table of Se and +P per rhythm, rate and SNR, the AF irregularity
 (nRMSSD over 64-beat windows: median and range) per rhythm, and the cost of
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from firmware.qrs import QrsDetector
+from firmware.signal.qrs import QrsDetector
 from models.eval_qrs import MATCH_WINDOW_MS, match_beats
 from sim.patient import VirtualPatient
 from sim.rhythm import IRREGULARITY_WINDOW_BEATS, rr_irregularity

@@ -1,6 +1,6 @@
 """Emulated I2C and SPI buses that answer at register level.
 
-The firmware drivers in ``firmware/drivers`` take their bus in ``__init__``
+The firmware drivers in ``firmware/hw/drivers`` take their bus in ``__init__``
 and duck-type it.  This module gives them three surfaces, all backed by the
 same emulated parts (``sim/parts``):
 
@@ -55,7 +55,7 @@ class SimTime:
     """Monotonic simulated time in microseconds read from an injected clock.
 
     ``clock`` is a :class:`sim.clock.SimClock` (its ``elapsed_ms`` is used
-    directly), anything with a wrapping ``ticks_ms()`` (``firmware.compat``
+    directly), anything with a wrapping ``ticks_ms()`` (``firmware.hw.compat``
     ticks, unwrapped here), or anything with ``now_us()``.
     """
 

@@ -3,7 +3,7 @@
 The clock only moves when the simulation loop advances it, so a run is a
 pure function of its seed and settings (no wall-clock reads inside the device
 code), and it can run faster than real time.  It has the surface of
-``firmware.compat.SystemClock``: ``epoch_ms()`` for message timestamps and a
+``firmware.hw.compat.SystemClock``: ``epoch_ms()`` for message timestamps and a
 wrapping ``ticks_ms()`` for intervals.
 """
 

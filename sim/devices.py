@@ -13,14 +13,14 @@
   ``ads1292``
       the counts as electrode volts on channel 2 of an emulated ADS1292R
       (``sim.parts.ads1292``) on an emulated SPI bus, read by the real driver
-      (``firmware.drivers.ads1292``) through its DRDY interrupt into
-      ``firmware.sensors.Ads1292EcgSource``.  Gain 6, VREF 2.42 V: one count
+      (``firmware.hw.drivers.ads1292``) through its DRDY interrupt into
+      ``firmware.hw.sensors.Ads1292EcgSource``.  Gain 6, VREF 2.42 V: one count
       (5 uV) is ~104 ADC codes, and the source's ratio scaler brings back the
       patient's count exactly (tests/test_sim_fleet.py checks bit-exactness);
   ``ads1115``
       the counts through an AD8232-like amplifier (gain 100, output around
       1.65 V) into an emulated ADS1115 on an emulated I2C bus, continuous mode
-      at 250 SPS, ALERT/RDY interrupt, ``firmware.sensors.Ads1115EcgSource``.
+      at 250 SPS, ALERT/RDY interrupt, ``firmware.hw.sensors.Ads1115EcgSource``.
       Exact within the ADS1115's +-20 mV electrode range (+-4096 counts);
       beyond it (a lead-off rail) it saturates, as the real part would;
 
@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from firmware.device import ECG_ADC_MAX_COUNT, Device, DeviceConfig
-from firmware.state import FileState
+from firmware.hw.state import FileState
 from sim.bus import I2CBus, SPIBus
 from sim.clock import SimClock
 from sim.patient import VirtualPatient
@@ -266,8 +266,8 @@ def make_sensor(kind: str, patient: VirtualPatient, clock: SimClock) -> Any:
     if kind == "direct":
         return PatientEcgSource(patient, clock)
     if kind == "ads1292":
-        from firmware.drivers.ads1292 import ADS1292 as Driver
-        from firmware.sensors import Ads1292EcgSource
+        from firmware.hw.drivers.ads1292 import ADS1292 as Driver
+        from firmware.hw.sensors import Ads1292EcgSource
         from sim.parts.ads1292 import ADS1292
 
         signal = _PatientVolts(patient)
@@ -280,9 +280,9 @@ def make_sensor(kind: str, patient: VirtualPatient, clock: SimClock) -> Any:
         driver.start()
         return PatientFrontEnd(kind, spi, part, driver, source, signal, part.drdy)
     if kind == "ads1115":
-        from firmware.drivers.ads1115 import ADS1115 as Driver
-        from firmware.drivers.ads1115 import MUX_AIN0_AIN1
-        from firmware.sensors import Ads1115EcgSource
+        from firmware.hw.drivers.ads1115 import ADS1115 as Driver
+        from firmware.hw.drivers.ads1115 import MUX_AIN0_AIN1
+        from firmware.hw.sensors import Ads1115EcgSource
         from sim.parts.ads1115 import ADS1115
 
         ref_v = 1.65

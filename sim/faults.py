@@ -46,7 +46,7 @@ the same spec and seed hit the same devices.
 with the offending part on a bad spec); :class:`FaultInjector` schedules them
 on a fleet and fires each transition at the first fleet step at or after its
 time; :class:`FaultyLink` wraps a device's MQTT link (any adapter with the
-``firmware.links`` surface) to partition it, delay it and lose its packets.
+``firmware.net.links`` surface) to partition it, delay it and lose its packets.
 Every fault ends by itself: a window closes at START + DURATION.
 """
 
@@ -201,7 +201,7 @@ def parse_faults(spec: str | None) -> list[Fault]:
 class FaultyLink:
     """A device's MQTT link with faults: partition, added latency, packet loss.
 
-    Wraps any link with the ``firmware.links`` surface (``inner``).  Its
+    Wraps any link with the ``firmware.net.links`` surface (``inner``).  Its
     tokens are its own; publishes wait in a FIFO until their (simulated) time
     has come, then go to ``inner``; the inner PUBACK tokens are mapped back.
     ``clock`` is the true simulation clock.  ``sent_seqs`` holds the seq of

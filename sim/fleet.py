@@ -1,7 +1,7 @@
 """A fleet of virtual devices, each running the real firmware loop in-process.
 
 Every virtual device is a :class:`firmware.device.Device` (the code a board
-runs) with its own MQTT connection (paho: ``firmware.links.paho.PahoLink``
+runs) with its own MQTT connection (paho: ``firmware.net.links.paho.PahoLink``
 with its own network thread, or above ``POLLED_LINK_ABOVE`` devices
 ``sim.netlink.PolledPahoLink`` driven from the fleet loop), its own
 persistent state file and its own patient.  One loop advances a shared
@@ -36,8 +36,8 @@ from typing import Any, Callable
 import numpy as np
 
 from firmware.device import Device, DeviceConfig
-from firmware.links.paho import PahoLink
-from firmware.state import FileState
+from firmware.hw.state import FileState
+from firmware.net.links.paho import PahoLink
 from sim.clock import SimClock
 from sim.ecgsyn import EcgStream, EcgsynParams
 from sim.sources import SyntheticEcgSource

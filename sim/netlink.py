@@ -1,11 +1,11 @@
 """A paho-mqtt link without a network thread, for big simulated fleets.
 
-``firmware.links.paho.PahoLink`` gives each connection its own paho network
+``firmware.net.links.paho.PahoLink`` gives each connection its own paho network
 thread, which waits in ``select.select``: with more than ~300 connections in
 one process the file descriptors pass ``FD_SETSIZE`` (1024) and paho's
 thread fails (``ValueError: filedescriptor out of range in select()``), and
 hundreds of threads fight over the GIL.  :class:`PolledPahoLink` has the same
-link surface (``firmware.links``) but does all of paho's I/O in the caller's
+link surface (``firmware.net.links``) but does all of paho's I/O in the caller's
 thread through paho's external-loop API: a publish is written to the socket
 at once (``loop_write``), and :meth:`poll` (called by the device loop on
 every step) reads whatever arrived (``loop_read`` on the non-blocking

@@ -11,7 +11,7 @@ Transmitted light at each wavelength:
 ``I(t) = DC * (1 + resp_dc * r(t)) * (1 - PI * v(t))``, ``v`` the sum of pulses,
 ``r`` the respiration waveform.  ``PI_ir`` is the perfusion index (AC/DC of the
 infrared); each pulse's red AC/DC is ``R * PI_ir``, with ``R`` the ratio of
-ratios that ``firmware.spo2`` maps to the SpO2 in force at that beat
+ratios that ``firmware.vitals.spo2`` maps to the SpO2 in force at that beat
 (``ratio_from_spo2``).  Since baseline and respiratory modulation multiply both
 wavelengths alike, (AC_red/DC_red) / (AC_ir/DC_ir) = R for every beat.
 Respiration also modulates the pulse amplitude (``resp_am`` fraction).
@@ -24,7 +24,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from firmware.spo2 import ratio_from_spo2
+from firmware.vitals.spo2 import ratio_from_spo2
 
 __all__ = ["PpgModel"]
 

@@ -149,9 +149,9 @@ class EmulatedFrontEnd:
 def ads1292_front_end(replay: WfdbReplay, clock: Any, gain: int = 6,
                       channel: int = 2) -> EmulatedFrontEnd:
     """The replay on an ADS1292R channel (``channel`` 1 or 2), read by the
-    firmware driver with its DRDY interrupt into :class:`firmware.sensors.Ads1292EcgSource`."""
-    from firmware.drivers.ads1292 import ADS1292 as Driver
-    from firmware.sensors import Ads1292EcgSource
+    firmware driver with its DRDY interrupt into :class:`firmware.hw.sensors.Ads1292EcgSource`."""
+    from firmware.hw.drivers.ads1292 import ADS1292 as Driver
+    from firmware.hw.sensors import Ads1292EcgSource
     from sim.parts.ads1292 import ADS1292
 
     signals = {"ch1": 0.0, "ch2": 0.0}
@@ -172,9 +172,9 @@ def ads1115_front_end(replay: WfdbReplay, clock: Any, frontend_gain: int = 100,
     """The replay through an ECG amplifier of gain ``frontend_gain`` (output
     around ``reference_v`` on AIN0, the reference on AIN1) into an ADS1115 in
     continuous mode, read on its ALERT/RDY conversion-ready pulses."""
-    from firmware.drivers.ads1115 import ADS1115 as Driver
-    from firmware.drivers.ads1115 import MUX_AIN0_AIN1
-    from firmware.sensors import Ads1115EcgSource
+    from firmware.hw.drivers.ads1115 import ADS1115 as Driver
+    from firmware.hw.drivers.ads1115 import MUX_AIN0_AIN1
+    from firmware.hw.sensors import Ads1115EcgSource
     from sim.parts.ads1115 import ADS1115
 
     bus = I2CBus()
@@ -214,10 +214,10 @@ def max30102_front_end(red: Any, ir: Any, clock: Any, sample_rate_sps: int = 100
                        led_current_ma: tuple[float, float] = (10.0, 10.0),
                        adc_range_na: int = 4096, led: str = "ir") -> EmulatedFrontEnd:
     """Signals (e.g. :func:`ppg_signal`) on an emulated MAX30102 in SpO2 mode, read by
-    the firmware driver into :class:`firmware.sensors.Max30102PpgSource` (18-bit
+    the firmware driver into :class:`firmware.hw.sensors.Max30102PpgSource` (18-bit
     counts shifted to 15 bits, so they fit an ``array("h")``)."""
-    from firmware.drivers.max30102 import MAX30102 as Driver
-    from firmware.sensors import Max30102PpgSource
+    from firmware.hw.drivers.max30102 import MAX30102 as Driver
+    from firmware.hw.sensors import Max30102PpgSource
     from sim.parts.max30102 import MAX30102
 
     bus = I2CBus()

@@ -1,7 +1,7 @@
 """A serial ECG board emulated on a pseudo-terminal.
 
 :class:`SerialEcgBoard` opens a pty pair (``os.openpty``), puts it in raw mode
-and writes v1 frames (``firmware.drivers.serial_ecg``: ``A5 5A | seq | n |
+and writes v1 frames (``firmware.hw.drivers.serial_ecg``: ``A5 5A | seq | n |
 n x int16 LE | CRC-16/CCITT-FALSE LE``) to the master side at its sample
 rate.  Software on the other side opens the slave name
 (:attr:`SerialEcgBoard.port_name`) as it would open ``/dev/ttyUSB0``, e.g.
@@ -30,7 +30,7 @@ import time
 import tty
 from typing import Any
 
-from firmware.drivers.serial_ecg import MAX_SAMPLES, SerialEcgSource, encode_frame
+from firmware.hw.drivers.serial_ecg import MAX_SAMPLES, SerialEcgSource, encode_frame
 from sim.bus import SimTime
 from sim.parts import as_signal
 

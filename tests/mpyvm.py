@@ -8,7 +8,7 @@ run by Node.js through ``tests/mpy/run.mjs``.  Install it once with::
 
 Usage::
 
-    out = run_micropython("from firmware import compat\\nprint(compat.IS_MICROPYTHON)")
+    out = run_micropython("from firmware.hw import compat\\nprint(compat.IS_MICROPYTHON)")
 
 Every ``.py`` file of the named repo packages is copied to ``/lib/<package>/...``
 in the VM (``/lib`` is on MicroPython's default ``sys.path``).  Each call starts

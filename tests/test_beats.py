@@ -1,4 +1,4 @@
-"""Beat features (firmware/beats.py) and the device beat pipeline (firmware/beatpipe.py).
+"""Beat features (firmware/signal/beats.py) and the beat pipeline (firmware/signal/beatpipe.py).
 
 The window layout at both rates, RR features that say "as usual" for a regular
 rhythm and "premature" for an early beat, identical features for any block
@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from firmware.beatpipe import BeatPipeline
-from firmware.beats import (
+from firmware.signal.beatpipe import BeatPipeline
+from firmware.signal.beats import (
     BEAT_CHANNELS,
     BEAT_WINDOW_POINTS,
     RR_FEATURES,
@@ -108,7 +108,7 @@ def test_features_of_a_recorded_excerpt_are_labelled_and_sane():
 
 SCRIPT = """
 from array import array
-from firmware.beatpipe import BeatPipeline
+from firmware.signal.beatpipe import BeatPipeline
 pipe = BeatPipeline(%(fs)d, 50, 0)
 with open("/ecg.bin", "rb") as f:
     data = array("h", f.read())

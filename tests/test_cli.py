@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from firmware import protocol
+from firmware.net import protocol
 from host.store import Store
 
 MEDGE = str(Path(sys.executable).with_name("medge"))

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from firmware.device import Device, DeviceConfig
-from firmware.links.memory import MemoryLink
-from firmware.outbox import Outbox
-from firmware.sources import ArraySource
-from firmware.state import FileState, MemoryState, SeqCounter
+from firmware.hw.sources import ArraySource
+from firmware.hw.state import FileState, MemoryState, SeqCounter
+from firmware.net.links.memory import MemoryLink
+from firmware.net.outbox import Outbox
 from sim.ecgsyn import EcgsynParams, ecgsyn
 from sim.sources import mv_to_counts
 

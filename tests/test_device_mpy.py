@@ -26,9 +26,9 @@ FS = 250
 SCRIPT = """
 from array import array
 from firmware.device import Device, DeviceConfig
-from firmware.links.memory import MemoryLink
-from firmware.sources import ArraySource
-from firmware.state import MemoryState
+from firmware.net.links.memory import MemoryLink
+from firmware.hw.sources import ArraySource
+from firmware.hw.state import MemoryState
 
 class StepClock:
     def __init__(self):
@@ -95,9 +95,9 @@ def test_device_loop_publishes_identical_bytes_on_micropython(micropython, tmp_p
 
 BROKER_SCRIPT = """
 from firmware.device import Device, DeviceConfig
-from firmware.links.umqtt import UmqttLink
-from firmware.sources import ArraySource
-from firmware.state import MemoryState
+from firmware.net.links.umqtt import UmqttLink
+from firmware.hw.sources import ArraySource
+from firmware.hw.state import MemoryState
 
 
 class FakeBroker:
@@ -182,7 +182,7 @@ print("drained", dev.drained(), "reports", dev.reports)
 
 
 def test_umqtt_board_path_writes_identical_bytes_on_micropython(micropython) -> None:
-    """The MicroPython board path (UmqttLink over firmware/umqtt.py) in the real VM:
+    """The MicroPython board path (UmqttLink over firmware/net/mqtt_client.py) in the real VM:
     every MQTT packet it writes equals CPython's, byte for byte."""
     vm_out = micropython(BROKER_SCRIPT)
     buf = io.StringIO()

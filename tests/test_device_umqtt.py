@@ -1,4 +1,4 @@
-"""The MicroPython link (firmware/umqtt.py core) driving the device loop against a
+"""The MicroPython link (firmware/net/mqtt_client.py core) driving the device loop against a
 real mosquitto on CPython, through a broker outage: nothing lost, nothing twice."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from firmware.device import Device, DeviceConfig
-from firmware.links.umqtt import UmqttLink
-from firmware.sources import ArraySource
-from firmware.state import MemoryState
+from firmware.hw.sources import ArraySource
+from firmware.hw.state import MemoryState
+from firmware.net.links.umqtt import UmqttLink
 from host.broker import Broker
 from host.ingest import Ingest
 from host.store import Store

@@ -1,4 +1,4 @@
-"""Firmware drivers (firmware/drivers) against the register-level emulated parts.
+"""Firmware drivers (firmware/hw/drivers) against the register-level emulated parts.
 
 Both bus surfaces are exercised: MicroPython's ``machine.I2C`` (sim.bus.I2CBus)
 and smbus2's ``SMBus`` (``I2CBus.smbus()``), with exact register bytes.
@@ -17,18 +17,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from firmware.device import Device, DeviceConfig
-from firmware.drivers.ads1115 import ADS1115, MUX_AIN0_AIN1
-from firmware.drivers.ads1292 import ADS1292
-from firmware.drivers.max30102 import MAX30102, MODE_HR
-from firmware.drivers.tmp117 import TMP117
-from firmware.links.memory import MemoryLink
-from firmware.sensors import (
+from firmware.hw.drivers.ads1115 import ADS1115, MUX_AIN0_AIN1
+from firmware.hw.drivers.ads1292 import ADS1292
+from firmware.hw.drivers.max30102 import MAX30102, MODE_HR
+from firmware.hw.drivers.tmp117 import TMP117
+from firmware.hw.sensors import (
     Ads1115EcgSource,
     Ads1292EcgSource,
     Max30102PpgSource,
     RatioScaler,
 )
-from firmware.state import MemoryState
+from firmware.hw.state import MemoryState
+from firmware.net.links.memory import MemoryLink
 from sim.bus import I2CBus, SPIBus
 from sim.clock import SimClock
 from sim.ecgsyn import EcgsynParams, ecgsyn

@@ -15,10 +15,10 @@ from contextlib import redirect_stdout
 SCRIPT = r"""
 import gc
 from array import array
-from firmware.drivers.ads1292 import ADS1292
-from firmware.drivers.max30102 import MAX30102
-from firmware.drivers.tmp117 import TMP117
-from firmware.sensors import Ads1292EcgSource, Max30102PpgSource, RatioScaler
+from firmware.hw.drivers.ads1292 import ADS1292
+from firmware.hw.drivers.max30102 import MAX30102
+from firmware.hw.drivers.tmp117 import TMP117
+from firmware.hw.sensors import Ads1292EcgSource, Max30102PpgSource, RatioScaler
 
 try:
     from micropython import const  # noqa: F401
@@ -257,9 +257,9 @@ def test_drivers_run_identically_in_micropython_without_allocating(micropython) 
 SERIAL_SCRIPT = r"""
 import gc
 from array import array
-from firmware.drivers.ads1115 import ADS1115, MUX_AIN0_AIN1
-from firmware.drivers.serial_ecg import SerialEcgParser, SerialEcgSource, encode_frame
-from firmware.sensors import Ads1115EcgSource
+from firmware.hw.drivers.ads1115 import ADS1115, MUX_AIN0_AIN1
+from firmware.hw.drivers.serial_ecg import SerialEcgParser, SerialEcgSource, encode_frame
+from firmware.hw.sensors import Ads1115EcgSource
 
 try:
     from micropython import const  # noqa: F401

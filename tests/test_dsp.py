@@ -1,4 +1,4 @@
-"""firmware/dsp.py against CMSIS-DSP (PyPI ``cmsisdsp``), bit for bit.
+"""firmware/signal/dsp.py against CMSIS-DSP (PyPI ``cmsisdsp``), bit for bit.
 
 Tolerance: none.  ``BiquadCascadeQ15`` must equal ``arm_biquad_cascade_df1_q15``
 and ``FirQ15`` must equal ``arm_fir_q15`` on every sample, with both kernels
@@ -18,8 +18,8 @@ import cmsisdsp
 import numpy as np
 import pytest
 
-from firmware import dsp, filter_tables
-from firmware.ecgfilter import EcgFilterChain
+from firmware.signal import dsp, filter_tables
+from firmware.signal.ecgfilter import EcgFilterChain
 
 KERNELS = ("wide", "split")
 BLOCK_PLAN = (1, 7, 13, 4096, 5, 1, 13, 4096, 7, 1000)

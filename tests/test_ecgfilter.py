@@ -1,4 +1,4 @@
-"""firmware/ecgfilter.py: the device's ECG filter chain, in CPython and in the
+"""firmware/signal/ecgfilter.py: the device's ECG filter chain, in CPython and in the
 real MicroPython VM.
 
 The VM test runs 60 s of a 360 Hz synthetic ECG (raw int16 counts with
@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from firmware import dsp, filter_tables
-from firmware.ecgfilter import ECG_INPUT_SHIFT_BITS, EcgFilterChain, make_filter
+from firmware.signal import dsp, filter_tables
+from firmware.signal.ecgfilter import ECG_INPUT_SHIFT_BITS, EcgFilterChain, make_filter
 
 FS_HZ = 360
 COUNTS_PER_MV = 200  # the simulator's and MIT-BIH's ADC gain
@@ -79,8 +79,8 @@ def pipeline(x: list[int], kernel: str | None) -> dict[str, bytes | int]:
 VM_SCRIPT = """
 import binascii, gc, struct
 from array import array
-from firmware import dsp
-from firmware.ecgfilter import EcgFilterChain
+from firmware.signal import dsp
+from firmware.signal.ecgfilter import EcgFilterChain
 
 FS_HZ = %(fs)d
 BLOCK = %(block)d

@@ -1,4 +1,4 @@
-"""host/filterdesign.py and the committed firmware/filter_tables.py.
+"""host/filterdesign.py and the committed firmware/signal/filter_tables.py.
 
 Stated tolerances (all from the Q15 tables as committed):
 
@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from firmware import dsp, filter_tables
+from firmware.signal import dsp, filter_tables
 from host import filterdesign as fd
 
 RATES = filter_tables.SUPPORTED_RATES_HZ

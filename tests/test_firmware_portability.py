@@ -18,8 +18,8 @@ PORTABLE = {
     "socket", "struct", "sys", "time", "uerrno", "uos", "uselect", "usocket", "utime",
 }
 ADAPTERS = {
-    "links/paho.py": {"logging", "threading", "paho"},
-    "litert.py": {"ai_edge_litert", "tflite_runtime"},
+    "net/links/paho.py": {"logging", "threading", "paho"},
+    "ml/litert.py": {"ai_edge_litert", "tflite_runtime"},
 }
 
 

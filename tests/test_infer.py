@@ -1,4 +1,4 @@
-"""The shipped beat model and the device's model handling (firmware/infer.py).
+"""The shipped beat model and the device's model handling (firmware/ml/infer.py).
 
 - The shipped ``models/beatnet.tflite`` and its metadata pass the device's
   checks; the file is at most 32 KB.
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firmware.infer import (
+from firmware.ml.infer import (
     AAMI_LABELS,
     BeatClassifier,
     ModelError,
@@ -30,7 +30,7 @@ from firmware.infer import (
     PythonRuntime,
     sha256_hex,
 )
-from firmware.litert import LiteRtRuntime
+from firmware.ml.litert import LiteRtRuntime
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "beatnet.tflite"
@@ -113,7 +113,7 @@ def test_model_classifies_the_excerpt_beats_sensibly(model, meta, beats):
 
 
 MPY_SCRIPT = """
-from firmware.tflite import Model
+from firmware.ml.tflite import Model
 with open("/model.tflite", "rb") as f:
     m = Model(f.read())
 with open("/feats.bin", "rb") as f:
@@ -241,9 +241,9 @@ def test_missing_files_count_as_a_rejection(tmp_path):
 
 def test_device_publishes_beat_classes(model, meta):
     from firmware.device import Device, DeviceConfig
-    from firmware.links.memory import MemoryLink
-    from firmware.sources import ArraySource
-    from firmware.state import MemoryState
+    from firmware.hw.sources import ArraySource
+    from firmware.hw.state import MemoryState
+    from firmware.net.links.memory import MemoryLink
     from sim.ecgsyn import EcgsynParams, ecgsyn
     from sim.sources import mv_to_counts
 
@@ -297,10 +297,10 @@ class _State:
 DEVICE_SCRIPT = """
 from array import array
 from firmware.device import Device, DeviceConfig
-from firmware.infer import ModelSlot
-from firmware.links.memory import MemoryLink
-from firmware.sources import ArraySource
-from firmware.state import MemoryState
+from firmware.ml.infer import ModelSlot
+from firmware.net.links.memory import MemoryLink
+from firmware.hw.sources import ArraySource
+from firmware.hw.state import MemoryState
 
 class Clock:
     ms = 0

@@ -11,8 +11,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from firmware import protocol
-from firmware.wire import encode
+from firmware.net import protocol
+from firmware.net.wire import encode
 from host.broker import Broker
 from host.ingest import Ingest
 from host.store import Store

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware import protocol
-from firmware.wire import encode
+from firmware.net import protocol
+from firmware.net.wire import encode
 from host import messages
 from host.messages import Accepted, Ignored, Reason, Rejected
 

@@ -1,4 +1,4 @@
-"""The device QRS detector (firmware/qrs.py) on simulator ECG.
+"""The device QRS detector (firmware/signal/qrs.py) on simulator ECG.
 
 Accuracy and R-peak location against ECGSYN's exact R peaks at 40-180 bpm and
 both device rates; identical output for any block size, after re-basing and in
@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from scipy import signal
 
-import firmware.qrs as qrs_module
-from firmware import filter_tables
-from firmware.qrs import QrsDetector
+import firmware.signal.qrs as qrs_module
+from firmware.signal import filter_tables
+from firmware.signal.qrs import QrsDetector
 from sim.ecgsyn import EcgsynParams, ecgsyn
 from sim.sources import mv_to_counts
 
@@ -266,7 +266,7 @@ def test_a_rejected_block_leaves_the_detector_untouched() -> None:
 
 MPY_SCRIPT = """
 from array import array
-from firmware.qrs import QrsDetector
+from firmware.signal.qrs import QrsDetector
 with open("/data/ecg.bin", "rb") as f:
     x = array("h", f.read())
 det = QrsDetector(%d)
@@ -300,7 +300,7 @@ def test_micropython_finds_the_same_beats(micropython, fs: int) -> None:
 MPY_ALLOC_SCRIPT = """
 import gc
 from array import array
-from firmware.qrs import QrsDetector
+from firmware.signal.qrs import QrsDetector
 with open("/data/ecg.bin", "rb") as f:
     x = array("h", f.read())
 blocks = [x[i:i + 360] for i in range(0, len(x), 360)]

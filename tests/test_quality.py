@@ -1,9 +1,9 @@
-"""firmware.quality.SignalQuality: lead-off, saturation and noise flags.
+"""firmware.signal.quality.SignalQuality: lead-off, saturation and noise flags.
 
 Signals: simulator ECG (ECGSYN) quantised as the simulated front end does
 (200 counts/mV, signed 16 bit), flat lines, rail-stuck and clipped signals,
 and Gaussian white noise added in mV.  The thresholds are the module's named
-constants (firmware/quality.py states the numbers and where they come from).
+constants (firmware/signal/quality.py states the numbers and where they come from).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firmware import quality as Q
-from firmware.quality import SignalQuality
+from firmware.signal import quality as Q
+from firmware.signal.quality import SignalQuality
 from sim.ecgsyn import EcgsynParams, ecgsyn
 from sim.sources import ADC_COUNTS_PER_MV, ADC_MAX_COUNT, ADC_MIN_COUNT, mv_to_counts
 
@@ -300,7 +300,7 @@ def test_state_stays_small_ints_on_a_wide_adc() -> None:
 
 MPY_SCRIPT = """
 from array import array
-from firmware.quality import SignalQuality, FLAGS
+from firmware.signal.quality import SignalQuality, FLAGS
 with open(SIG_PATH, "rb") as f:
     samples = array("h", f.read())
 sq = SignalQuality(250, -32768, 32767, 200)
@@ -317,7 +317,7 @@ print("windows", sq.windows, "changes", sq.changes, "ready", sq.ready)
 ALLOC_SCRIPT = """
 import gc
 from array import array
-from firmware.quality import SignalQuality
+from firmware.signal.quality import SignalQuality
 buf = array("h", [0] * 5000)
 for i in range(5000):
     buf[i] = ((i * 37) % 400) - 200 + (2000 if i % 250 == 0 else 0)

@@ -10,9 +10,9 @@ import pytest
 import wfdb
 
 from firmware.device import Device, DeviceConfig
-from firmware.links.memory import MemoryLink
-from firmware.qrs import QrsDetector
-from firmware.state import MemoryState
+from firmware.hw.state import MemoryState
+from firmware.net.links.memory import MemoryLink
+from firmware.signal.qrs import QrsDetector
 from host.ecg import read_channel, to_device_signal
 from sim.clock import SimClock
 from sim.replay import (

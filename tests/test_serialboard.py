@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware.drivers.serial_ecg import (
+from firmware.hw.drivers.serial_ecg import (
     SerialEcgParser,
     SerialEcgSource,
     crc16_ccitt,

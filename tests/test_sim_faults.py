@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firmware.links.memory import MemoryLink
+from firmware.net.links.memory import MemoryLink
 from host.broker import Broker, find_mosquitto
 from host.demo import wait_stored
 from host.ingest import Ingest

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firmware.links.memory import MemoryLink
+from firmware.net.links.memory import MemoryLink
 from host.broker import find_mosquitto
 from sim.clock import SimClock
 from sim.devices import PatientEcgSource, make_sensor

@@ -1,11 +1,11 @@
-"""sim.noise (nstdb mixing at an SNR, hum), sim.adc, firmware.spo2."""
+"""sim.noise (nstdb mixing at an SNR, hum), sim.adc, firmware.vitals.spo2."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from firmware.spo2 import (
+from firmware.vitals.spo2 import (
     SPO2_INVALID,
     ratio_from_spo2,
     ratio_q_from_ac_dc,

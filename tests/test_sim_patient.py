@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy.signal import butter, filtfilt
 
-from firmware.spo2 import ratio_q_from_ac_dc, spo2_from_ratio_q
+from firmware.vitals.spo2 import ratio_q_from_ac_dc, spo2_from_ratio_q
 from models.eval_qrs import match_beats
 from models.eval_sim import RHYTHMS, detect, rhythm_scenario
 from sim.adc import ECG_ADC
@@ -157,7 +157,7 @@ def test_bundled_scenarios_stream_and_detect() -> None:
 @pytest.mark.parametrize("spo2", [70, 75, 80, 85, 90, 95, 100])
 def test_ppg_ratio_of_ratios_encodes_spo2_within_one_percent(spo2: int) -> None:
     """Over 70-100 % the PPG's ratio of ratios, read back through the device's
-    calibration curve (firmware/spo2.py), gives the chosen SpO2 within +-1 %.
+    calibration curve (firmware/vitals/spo2.py), gives the chosen SpO2 within +-1 %.
     AC: the 0.7-8 Hz band's 5th-95th percentile span per 5-s window; DC: the
     window's mean (the device's own PPG front-end processing comes with the
     vital-signs code; the curve is the device's)."""

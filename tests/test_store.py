@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from firmware import protocol
+from firmware.net import protocol
 from host.store import Store
 
 T0 = 1_700_000_000_000

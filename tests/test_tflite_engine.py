@@ -1,4 +1,4 @@
-"""firmware/tflite.py against LiteRT's reference kernels, bit for bit.
+"""firmware/ml/tflite.py against LiteRT's reference kernels, bit for bit.
 
 Every committed test model (tests/data/tflite/, made by models/make_test_models.py)
 runs on thousands of random int8 inputs (plus the extremes -128 / 127 and
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firmware.tflite import Model, TensorInfo, TfliteError, UnsupportedModelError
+from firmware.ml.tflite import Model, TensorInfo, TfliteError, UnsupportedModelError
 
 ai_edge_litert = pytest.importorskip("ai_edge_litert.interpreter")
 Interpreter = ai_edge_litert.Interpreter
@@ -281,7 +281,7 @@ def _size(info: TensorInfo) -> int:
 def test_single_precision_port_paths_agree(monkeypatch: pytest.MonkeyPatch) -> None:
     """Where floats are single precision, QUANTIZE takes the exact integer path
     (``_f32_div_round``); it must give what LiteRT gives, half-way values included."""
-    import firmware.tflite as engine
+    import firmware.ml.tflite as engine
 
     monkeypatch.setattr(engine, "_F64", False)
     buf = (DATA / "float_io.tflite").read_bytes()

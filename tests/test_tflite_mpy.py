@@ -1,4 +1,4 @@
-"""firmware/tflite.py inside the real MicroPython VM equals LiteRT BUILTIN_REF bit for bit.
+"""firmware/ml/tflite.py inside the real MicroPython VM equals LiteRT BUILTIN_REF bit for bit.
 
 The .tflite bytes and a block of random int8 inputs (with the -128 / 127 extremes)
 go into the VM's file system; the script builds the model, runs every input and
@@ -20,7 +20,7 @@ DATA = Path(__file__).resolve().parent / "data" / "tflite"
 
 SCRIPT = """
 import binascii
-from firmware.tflite import Model
+from firmware.ml.tflite import Model
 
 with open('/data/model.tflite', 'rb') as f:
     model = Model(f.read())

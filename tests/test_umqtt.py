@@ -1,4 +1,4 @@
-"""Tests for firmware/umqtt.py (MQTT 3.1.1 client core).
+"""Tests for firmware/net/mqtt_client.py (MQTT 3.1.1 client core).
 
 Part 1 checks every byte against MQTT 3.1.1 (OASIS 2014) with a scripted fake
 stream injected through ``sock_factory``.  Part 2 talks to a real mosquitto
@@ -17,8 +17,8 @@ import uuid
 import paho.mqtt.client as mqtt
 import pytest
 
-from firmware import umqtt
-from firmware.umqtt import MQTTClient, MQTTException
+from firmware.net import mqtt_client as umqtt
+from firmware.net.mqtt_client import MQTTClient, MQTTException
 from host.broker import Broker
 
 pytestmark = pytest.mark.timeout(30)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from firmware.wire import encode
+from firmware.net.wire import encode
 
 json_values = st.recursive(
     st.none()

@@ -23,7 +23,7 @@ Fixed point: a ratio is carried as ``ratio_q`` = round(R * 2**RATIO_Q_FRAC_BITS)
 Runs on MicroPython: builtins only, no allocation beyond small ints.
 """
 
-from firmware.compat import const
+from firmware.hw.compat import const
 
 RATIO_Q_FRAC_BITS = const(12)
 RATIO_Q_ONE = const(1 << RATIO_Q_FRAC_BITS)

@@ -17,7 +17,7 @@ missing part, 110 ETIMEDOUT for a stuck bus).  ``errors`` counts the failed
 attempts, retried or not.
 """
 
-from firmware.compat import const
+from firmware.hw.compat import const
 
 _SMBUS_BLOCK_MAX = const(32)
 

@@ -1,4 +1,4 @@
-"""MQTT link on MicroPython through the umqtt-compatible core in firmware/umqtt.py.
+"""MQTT link on MicroPython through the umqtt-compatible core in firmware/net/mqtt_client.py.
 
 umqtt's QoS 1 ``publish`` blocks until the broker's PUBACK arrives (bounded),
 so a publish that returns has already been acknowledged: its token is handed
@@ -6,8 +6,8 @@ back by the next :meth:`poll`.  Keepalive pings are sent from :meth:`poll`
 when half the keepalive period has passed without traffic.
 """
 
-from firmware.compat import ticks_diff, ticks_ms
-from firmware.umqtt import MQTTClient
+from firmware.hw.compat import ticks_diff, ticks_ms
+from firmware.net.mqtt_client import MQTTClient
 
 
 class UmqttLink:

@@ -14,8 +14,8 @@ until :meth:`start_one_shot`.  The Device ID register must read 0x0117
 
 import errno
 
-from firmware.compat import const
-from firmware.drivers.i2c import I2CRegs
+from firmware.hw.compat import const
+from firmware.hw.drivers.i2c import I2CRegs
 
 DEFAULT_ADDRESS = const(0x48)
 DEVICE_ID = const(0x0117)

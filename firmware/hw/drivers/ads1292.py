@@ -23,7 +23,7 @@ dropped.
 
 import errno
 
-from firmware.compat import const, sleep_ms
+from firmware.hw.compat import const, sleep_ms
 
 ID_ADS1292 = const(0x53)
 ID_ADS1292R = const(0x73)

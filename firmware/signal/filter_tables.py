@@ -4,10 +4,10 @@
 """Q15 filter tables of the device's ECG chain (CMSIS-DSP biquad layout).
 
 ``table(fs_hz, name)`` returns ``(num_stages, coeffs, post_shift)``, the
-arguments of ``firmware.dsp.BiquadCascadeQ15`` (``coeffs``: per section
+arguments of ``firmware.signal.dsp.BiquadCascadeQ15`` (``coeffs``: per section
 ``{b0, 0, b1, b2, a1, a2}`` in Q15 scaled down by ``2**post_shift``, ``a1``/``a2``
 negated relative to scipy).  Tables named in ``NOISE_SHAPED`` are meant for
-``firmware.dsp.BiquadCascadeEfQ15`` (same arguments, error feedback): their
+``firmware.signal.dsp.BiquadCascadeEfQ15`` (same arguments, error feedback): their
 poles sit so close to z = 1 that plain truncation leaves a DC offset (dead
 band) of about a hundred LSB (figures in host/filterdesign.py).
 

@@ -19,8 +19,8 @@ OVF_COUNTER (samples the part dropped because the FIFO was full).
 
 import errno
 
-from firmware.compat import const
-from firmware.drivers.i2c import I2CRegs
+from firmware.hw.compat import const
+from firmware.hw.drivers.i2c import I2CRegs
 
 DEFAULT_ADDRESS = const(0x57)
 PART_ID = const(0x15)

@@ -1,9 +1,9 @@
 """Raw ECG samples in, beats with their model inputs out: the device's chain.
 
 :class:`BeatPipeline` wires the parts the device runs per sample, in order:
-the filter chain (:class:`firmware.ecgfilter.EcgFilterChain`: baseline and
-mains removal) into the beat-feature ring (:class:`firmware.beats.BeatFeatures`),
-and the QRS detector (:class:`firmware.qrs.QrsDetector`) on the raw samples.
+the filter chain (:class:`firmware.signal.ecgfilter.EcgFilterChain`: baseline and
+mains removal) into the beat-feature ring (:class:`firmware.signal.beats.BeatFeatures`),
+and the QRS detector (:class:`firmware.signal.qrs.QrsDetector`) on the raw samples.
 Training (``models/dataset.py``), ``medge ecg analyze`` and the device all
 use this one class, so the model sees exactly the features the device makes.
 
@@ -23,10 +23,10 @@ buffer made at init (blocks longer than it are processed in pieces).
 
 from array import array
 
-from firmware.beats import BeatFeatures
-from firmware.compat import const
-from firmware.ecgfilter import EcgFilterChain
-from firmware.qrs import QrsDetector
+from firmware.hw.compat import const
+from firmware.signal.beats import BeatFeatures
+from firmware.signal.ecgfilter import EcgFilterChain
+from firmware.signal.qrs import QrsDetector
 
 _BLOCK = const(256)  # samples filtered per inner step
 

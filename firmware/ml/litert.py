@@ -2,8 +2,8 @@
 
 ``ai_edge_litert`` (the maintained successor of ``tflite-runtime``) or, on
 older Raspberry Pi OS, ``tflite_runtime``: the same Interpreter API.  Used by
-:func:`firmware.infer.open_runtime`; MicroPython never imports it (it falls
-back to the pure-Python engine, :mod:`firmware.tflite`).
+:func:`firmware.ml.infer.open_runtime`; MicroPython never imports it (it falls
+back to the pure-Python engine, :mod:`firmware.ml.tflite`).
 """
 
 

@@ -3,7 +3,7 @@
 The topic tree, QoS/retain rules and one JSON Schema per message type are
 documented in docs/protocol.md; host/schemas/v1/ holds the schemas the host
 validates against.  Everything here is plain dicts of ints and strings,
-encoded by :mod:`firmware.wire` so CPython and MicroPython produce the same
+encoded by :mod:`firmware.net.wire` so CPython and MicroPython produce the same
 bytes.
 
 Topic tree (``{id}`` is the device id)::
@@ -14,7 +14,7 @@ Topic tree (``{id}`` is the device id)::
     medge/v1/dev/{id}/ack      device -> host command results (later issues)
 """
 
-from firmware.compat import const
+from firmware.hw.compat import const
 
 PROTOCOL_VERSION = const(1)
 TOPIC_ROOT = "medge/v1"
@@ -98,7 +98,7 @@ def vitals(device_id, seq, ts_ms, window_ms, hr_bpm, beats, quality, signal=None
            classes=None):
     """One reporting window's vital signs (``hr_bpm`` is None when unreliable).
 
-    ``signal`` is the ECG signal-quality flag (``firmware.quality``): good,
+    ``signal`` is the ECG signal-quality flag (``firmware.signal.quality``): good,
     noisy, lead_off or saturated.  ``classes`` (with a beat model) maps each
     AAMI class N S V F Q to the beats the model put in it during the window.
     """

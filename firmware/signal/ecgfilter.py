@@ -24,9 +24,9 @@ constant input equal to it (:meth:`BiquadCascadeEfQ15.prime_dc`), so a
 signal that starts away from 0 (electrode offset) does not ring for seconds.
 """
 
-from firmware import filter_tables
-from firmware.compat import const
-from firmware.dsp import BiquadCascadeEfQ15, BiquadCascadeQ15
+from firmware.hw.compat import const
+from firmware.signal import filter_tables
+from firmware.signal.dsp import BiquadCascadeEfQ15, BiquadCascadeQ15
 
 #: Input left shift for a 200 counts/mV ADC: 1 mV = 3200 Q15 LSB (see module doc).
 ECG_INPUT_SHIFT_BITS = const(4)

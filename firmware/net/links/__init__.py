@@ -15,6 +15,6 @@ Every adapter has the same small surface, used by :mod:`firmware.device`:
 
 Which adapter runs is decided at start-up (:func:`firmware.main.make_link`):
 ``paho.PahoLink`` on CPython (paho-mqtt 2.x), ``umqtt.UmqttLink`` on
-MicroPython (our umqtt-compatible core in :mod:`firmware.umqtt`), and
+MicroPython (our umqtt-compatible core in :mod:`firmware.net.mqtt_client`), and
 ``memory.MemoryLink`` in tests.
 """

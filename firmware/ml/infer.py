@@ -6,7 +6,7 @@ input layout and quantization, window, sha256, validation figures).
 :class:`BeatClassifier` accepts a model only if
 
 * the metadata is well formed, its labels are the AAMI classes N S V F Q, its
-  window and RR layout are this firmware's (``firmware.beats`` constants), and
+  window and RR layout are this firmware's (``firmware.signal.beats`` constants), and
   both inputs are int8 with scale 1/32 and zero point 0 (the device's int8
   features are the inputs as they are);
 * the sha256 of the ``.tflite`` bytes equals the metadata's;
@@ -20,7 +20,7 @@ with the previous model (counted in ``ModelSlot.rejected``).
 
 Runtimes (``runtime=``): ``"auto"`` takes LiteRT (``ai_edge_litert``, or the
 older ``tflite_runtime``) with its reference kernels when it is installed (a
-Raspberry Pi), else the pure-Python int8 engine :mod:`firmware.tflite`
+Raspberry Pi), else the pure-Python int8 engine :mod:`firmware.ml.tflite`
 (MicroPython); ``"litert-ref"``, ``"litert"`` (LiteRT's optimized kernels and
 XNNPACK) and ``"python"`` choose one.  The engine equals LiteRT's reference
 kernels bit for bit, so with ``"auto"`` the class of a beat does not depend on
@@ -33,7 +33,7 @@ import binascii
 import hashlib
 import json
 
-from firmware.beats import (
+from firmware.signal.beats import (
     BEAT_CHANNELS,
     BEAT_WINDOW_AFTER_MS,
     BEAT_WINDOW_BEFORE_MS,
@@ -132,12 +132,12 @@ def _same_scale(a, b):
 
 
 class PythonRuntime:
-    """The pure-Python int8 engine (:mod:`firmware.tflite`)."""
+    """The pure-Python int8 engine (:mod:`firmware.ml.tflite`)."""
 
     name = "python"
 
     def __init__(self, model_bytes):
-        from firmware import tflite
+        from firmware.ml import tflite
 
         try:
             self._model = tflite.Model(model_bytes)
@@ -157,7 +157,7 @@ def open_runtime(model_bytes, runtime="auto"):
     if runtime == "python":
         return PythonRuntime(model_bytes)
     try:
-        from firmware import litert  # the platform adapter (CPython with LiteRT)
+        from firmware.ml import litert  # the platform adapter (CPython with LiteRT)
     except ImportError:
         litert = None
     if litert is None or not litert.available():

@@ -1,8 +1,8 @@
-"""Sample sources built on the sensor drivers (``firmware/drivers``).
+"""Sample sources built on the sensor drivers (``firmware/hw/drivers``).
 
 Each source has the ``read_samples(buf, max_count) -> int`` surface the
 device loop (:mod:`firmware.device`) reads from, so the loop runs on an ECG
-front end exactly as on :class:`firmware.sources.ArraySource`:
+front end exactly as on :class:`firmware.hw.sources.ArraySource`:
 
 - :class:`Ads1292EcgSource`: one channel of an ADS1292(R) AFE.
 - :class:`Ads1115EcgSource`: an ADS1115 behind an analog ECG front end
@@ -25,9 +25,9 @@ at most the one result that is there (call it at least at the data rate).
 
 from array import array
 
-from firmware.compat import const
 from firmware.device import ECG_ADC_MAX_COUNT, ECG_ADC_MIN_COUNT, ECG_COUNTS_PER_MV
-from firmware.sources import ring_read
+from firmware.hw.compat import const
+from firmware.hw.sources import ring_read
 
 _RING = const(256)
 _LIMIT = const(32767)  # numerator and denominator bound (15 bits)
@@ -203,7 +203,7 @@ class Ads1115EcgSource(_RingSource):
     def _poll(self):
         if self._use_irq:
             return
-        from firmware.compat import ticks_diff
+        from firmware.hw.compat import ticks_diff
 
         due = ticks_diff(self._clock.ticks_ms(), self._t0) * self._fs // 1000
         if due > self._due_done:

@@ -48,7 +48,7 @@ largest product is ``rail_count * 1000`` (< 2**23).  Everything stays a
 MicroPython small int (below 2**30).
 """
 
-from firmware.compat import const
+from firmware.hw.compat import const
 
 QUALITY_GOOD = "good"
 QUALITY_NOISY = "noisy"

@@ -25,8 +25,8 @@ samples on through ``read_samples(buf, max_count)``.
 
 from array import array
 
-from firmware.compat import const
-from firmware.sources import ring_read
+from firmware.hw.compat import const
+from firmware.hw.sources import ring_read
 
 SYNC1 = const(0xA5)
 SYNC2 = const(0x5A)

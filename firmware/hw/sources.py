@@ -46,7 +46,7 @@ class ArraySource:
     def read_samples(self, buf, max_count):
         end = len(self._samples)
         if self._clock is not None:
-            from firmware.compat import ticks_diff
+            from firmware.hw.compat import ticks_diff
 
             due = ticks_diff(self._clock.ticks_ms(), self._t0) * self._fs // 1000
             if due < end:

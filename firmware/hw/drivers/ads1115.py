@@ -16,8 +16,8 @@ conversion in continuous mode): wire it to a pin with an ``irq``.
 
 import errno
 
-from firmware.compat import const, sleep_ms
-from firmware.drivers.i2c import I2CRegs
+from firmware.hw.compat import const, sleep_ms
+from firmware.hw.drivers.i2c import I2CRegs
 
 DEFAULT_ADDRESS = const(0x48)
 

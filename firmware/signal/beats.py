@@ -1,6 +1,6 @@
 """Beat features for the on-device classifier: a beat window and RR features.
 
-Each R peak from :class:`firmware.qrs.QrsDetector` becomes two int8 vectors,
+Each R peak from :class:`firmware.signal.qrs.QrsDetector` becomes two int8 vectors,
 the model's two inputs (the layout is the named constants below, shared by
 training in ``models/`` and by the device, and recorded in the model's
 metadata):
@@ -56,8 +56,8 @@ operations into buffers made at init.
 
 from array import array
 
-from firmware import filter_tables
-from firmware.compat import const
+from firmware.hw.compat import const
+from firmware.signal import filter_tables
 
 #: Beat window, ms before and after the R peak.
 BEAT_WINDOW_BEFORE_MS = const(250)

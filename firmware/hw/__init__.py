@@ -1,0 +1,1 @@
+"""Hardware: the platform shim, device state on flash, sample sources and sensor drivers."""

@@ -1,0 +1,1 @@
+"""The wire: topics, messages, canonical JSON, outbox, reconnect policy, MQTT client, links."""
