@@ -38,11 +38,11 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(PY) -m host.filterdesign --check
+	$(PY) -m models.filterdesign --check
 
-# Regenerate firmware/signal/filter_tables.py from the filter designs (host/filterdesign.py).
+# Regenerate firmware/signal/filter_tables.py from the filter designs (models/filterdesign.py).
 tables: $(STAMP)
-	$(PY) -m host.filterdesign --write
+	$(PY) -m models.filterdesign --write
 
 # pytest exits 5 when it collected no test: make treats that as a failure.
 test: $(STAMP) $(MPY_STAMP) lint

@@ -49,7 +49,7 @@ def _stop_on_signals() -> threading.Event:
 
 # -- sub-commands -----------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
-    from host.demo import run_demo
+    from host.services.demo import run_demo
 
     try:
         return run_demo(
@@ -83,7 +83,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
     host, port = args.host, 1883 if args.port is None else args.port
     try:
         if args.broker != "none":
-            from host.broker import Broker
+            from host.broker.launch import Broker
 
             broker = Broker(args.broker, port=args.port or 0,
                             data_dir=args.state_dir.parent / "broker")
@@ -119,19 +119,19 @@ def cmd_sim(args: argparse.Namespace) -> int:
             broker.stop()
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from host.broker import run_broker_forever
+    from host.broker.launch import run_broker_forever
 
     return run_broker_forever(args.kind, args.host, args.port, args.data_dir)
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from host.ingest import run_ingest_forever
+    from host.services.ingest import run_ingest_forever
 
     return run_ingest_forever(args.db, args.host, args.port, _stop_on_signals())
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
-    from host.monitor import run_monitor
+    from host.services.monitor import run_monitor
 
     try:
         run_monitor(args.db, refresh_s=args.refresh)
@@ -145,7 +145,7 @@ def _iso(ms: int) -> str:
 
 
 def cmd_fleet_list(args: argparse.Namespace) -> int:
-    from host.store import Store
+    from host.services.store import Store
 
     try:
         with Store(args.db, readonly=True) as store:

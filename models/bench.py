@@ -247,7 +247,7 @@ def bench_fleet(n_devices: int, sensor: str, wall_s: float | None, sim_s: float 
     import tempfile
     import threading
 
-    from host.broker import Broker, find_mosquitto
+    from host.broker.launch import Broker, find_mosquitto
     from sim.fleet import Fleet, FleetParams
 
     tmp = tempfile.TemporaryDirectory(prefix="medge-bench-fleet-")

@@ -325,7 +325,7 @@ class FaultInjector:
     """Schedules parsed faults on a fleet (``sim.fleet.Fleet``).
 
     ``tick(now_ms)`` (called by the fleet before each step) fires every
-    transition whose time has come.  ``broker`` (a ``host.broker.Broker``) is
+    transition whose time has come.  ``broker`` (a ``host.broker.launch.Broker``) is
     needed for ``outage``.  ``log_events`` lists what happened: (ms, text)."""
 
     def __init__(self, faults: list[Fault], sims: list[Any], seed: int = 0,

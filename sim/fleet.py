@@ -102,7 +102,7 @@ def patient_seeds(seed: int, n: int) -> list[int]:
 class Fleet:
     """``link_factory(device_id)`` makes each device's MQTT link (default: a
     ``PahoLink`` to ``broker_host:broker_port``); ``broker`` (a
-    ``host.broker.Broker``) is needed only for an ``outage`` fault."""
+    ``host.broker.launch.Broker``) is needed only for an ``outage`` fault."""
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""Tests for host/broker.py and host/embedded_broker.py (real broker child processes).
+"""Tests for host/broker/launch.py and host/broker/embedded.py (real broker child processes).
 
 The mosquitto tests run whenever the binary is installed; if it is missing they are
 skipped, unless CI (or MEDGE_REQUIRE_MOSQUITTO) is set, in which case they fail.
@@ -21,9 +21,9 @@ from typing import Optional
 import paho.mqtt.client as mqtt
 import pytest
 
-import host.broker as broker_mod
-import host.embedded_broker as embedded_mod
-from host.broker import Broker, BrokerKind, find_mosquitto, free_port, mosquitto_config
+import host.broker.embedded as embedded_mod
+import host.broker.launch as broker_mod
+from host.broker.launch import Broker, BrokerKind, find_mosquitto, free_port, mosquitto_config
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -347,7 +347,7 @@ def test_embedded_corrupt_persistence_file_is_set_aside(tmp_path: Path, clients)
 def test_embedded_autosave_survives_a_crash(tmp_path: Path, clients) -> None:
     """SIGKILL: the last periodic save (here every 0.2 s) is restored."""
     port = free_port()
-    cmd = [sys.executable, "-m", "host.embedded_broker", "--port", str(port),
+    cmd = [sys.executable, "-m", "host.broker.embedded", "--port", str(port),
            "--data-dir", str(tmp_path), "--autosave-interval", "0.2"]
     log = open(tmp_path / "crash.log", "wb")
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -487,7 +487,7 @@ def test_run_broker_forever_stops_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
     code = (
         "import logging, sys; logging.basicConfig(level=logging.INFO);"
-        "from host.broker import run_broker_forever;"
+        "from host.broker.launch import run_broker_forever;"
         f"sys.exit(run_broker_forever('auto', '127.0.0.1', {port}, {str(tmp_path)!r}))"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT,

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from firmware.net import protocol
-from host.store import Store
+from host.services.store import Store
 
 MEDGE = str(Path(sys.executable).with_name("medge"))
 T0 = 1_764_000_000_000

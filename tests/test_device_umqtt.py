@@ -12,9 +12,9 @@ from firmware.device import Device, DeviceConfig
 from firmware.hw.sources import ArraySource
 from firmware.hw.state import MemoryState
 from firmware.net.links.umqtt import UmqttLink
-from host.broker import Broker
-from host.ingest import Ingest
-from host.store import Store
+from host.broker.launch import Broker
+from host.services.ingest import Ingest
+from host.services.store import Store
 from sim.ecgsyn import EcgsynParams, ecgsyn
 from sim.sources import mv_to_counts
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from host.broker import Broker, find_mosquitto
-from host.demo import wait_stored
-from host.ingest import Ingest
-from host.store import Store
+from host.broker.launch import Broker, find_mosquitto
+from host.services.demo import wait_stored
+from host.services.ingest import Ingest
+from host.services.store import Store
 from sim.fleet import Fleet, FleetParams
 
 OUTAGE_S = 4.0

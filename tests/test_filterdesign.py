@@ -1,4 +1,4 @@
-"""host/filterdesign.py and the committed firmware/signal/filter_tables.py.
+"""models/filterdesign.py and the committed firmware/signal/filter_tables.py.
 
 Stated tolerances (all from the Q15 tables as committed):
 
@@ -26,7 +26,7 @@ import pytest
 from scipy import signal
 
 from firmware.signal import dsp, filter_tables
-from host import filterdesign as fd
+from models import filterdesign as fd
 
 RATES = filter_tables.SUPPORTED_RATES_HZ
 NAMES = filter_tables.FILTER_NAMES
@@ -49,7 +49,7 @@ MEASURE_HZ = {
 
 def test_committed_tables_are_what_the_generator_writes_now() -> None:
     committed = fd.TABLES_PATH.read_text(encoding="utf-8")
-    assert committed == fd.render_module(), "run `python -m host.filterdesign --write`"
+    assert committed == fd.render_module(), "run `python -m models.filterdesign --write`"
     assert committed.startswith("# GENERATED FILE - do not edit.")
     assert fd.main(["--check"]) == 0
 

@@ -13,9 +13,9 @@ import pytest
 
 from firmware.net import protocol
 from firmware.net.wire import encode
-from host.broker import Broker
-from host.ingest import Ingest
-from host.store import Store
+from host.broker.launch import Broker
+from host.services.ingest import Ingest
+from host.services.store import Store
 
 T0 = 1_764_000_000_000
 
@@ -60,7 +60,7 @@ def wait_for(predicate, timeout_s: float = 10) -> bool:
 
 def test_each_malformed_kind_is_rejected_counted_and_ingest_keeps_running(
         broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="host.ingest")
+    caplog.set_level(logging.WARNING, logger="host.services.ingest")
     db = tmp_path / "medge.db"
     ingest = Ingest(db, broker.host, broker.port)
     ingest.start()
@@ -99,7 +99,7 @@ def test_duplicates_are_counted_not_stored(tmp_path: Path) -> None:
 
 def test_rejection_logging_is_rate_limited(tmp_path: Path,
                                            caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="host.ingest")
+    caplog.set_level(logging.WARNING, logger="host.services.ingest")
     ingest = Ingest(tmp_path / "medge.db", "127.0.0.1", 1)
     for _ in range(250):
         ingest.handle("medge/v1/dev/dev-1/vitals", b"nope")

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from firmware.net import protocol
 from firmware.net.wire import encode
-from host import messages
-from host.messages import Accepted, Ignored, Reason, Rejected
+from host.services import messages
+from host.services.messages import Accepted, Ignored, Reason, Rejected
 
 
 def vitals_doc(device_id: str = "dev-1", **overrides: object) -> dict:

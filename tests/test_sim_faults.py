@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from firmware.net.links.memory import MemoryLink
-from host.broker import Broker, find_mosquitto
-from host.demo import wait_stored
-from host.ingest import Ingest
-from host.store import Store
+from host.broker.launch import Broker, find_mosquitto
+from host.services.demo import wait_stored
+from host.services.ingest import Ingest
+from host.services.store import Store
 from sim.clock import SimClock
 from sim.faults import FaultyLink, parse_duration_ms, parse_faults
 from sim.fleet import Fleet, FleetParams

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from firmware.net.links.memory import MemoryLink
-from host.broker import find_mosquitto
+from host.broker.launch import find_mosquitto
 from sim.clock import SimClock
 from sim.devices import PatientEcgSource, make_sensor
 from sim.fleet import Fleet, FleetParams

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from firmware.net import protocol
-from host.store import Store
+from host.services.store import Store
 
 T0 = 1_700_000_000_000
 

@@ -2,7 +2,7 @@
 
 Part 1 checks every byte against MQTT 3.1.1 (OASIS 2014) with a scripted fake
 stream injected through ``sock_factory``.  Part 2 talks to a real mosquitto
-(host.broker.Broker, started on a free loopback port) with a paho-mqtt 2.x
+(host.broker.launch.Broker, started on a free loopback port) with a paho-mqtt 2.x
 client on the other side.
 """
 
@@ -19,7 +19,7 @@ import pytest
 
 from firmware.net import mqtt_client as umqtt
 from firmware.net.mqtt_client import MQTTClient, MQTTException
-from host.broker import Broker
+from host.broker.launch import Broker
 
 pytestmark = pytest.mark.timeout(30)
 

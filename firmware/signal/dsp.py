@@ -254,7 +254,7 @@ class BiquadCascadeEfQ15(BiquadCascadeQ15):
     float reference with the same coefficients only within as much.  With the
     feedback, zero and constant inputs settle to exactly 0 (high-pass) and the
     output stays within ~2 LSB (rms ~0.4 LSB) of that float filter
-    (``python -m host.filterdesign`` prints the figures).  Cost: two or three
+    (``python -m models.filterdesign`` prints the figures).  Cost: two or three
     additions, a multiply and a mask per stage and sample.  There is no
     CMSIS-DSP counterpart; the tests check it against a float reference and
     that both kernels agree bit for bit.

@@ -1,5 +1,5 @@
-# GENERATED FILE - do not edit.  Regenerate with `python -m host.filterdesign --write`
-# (`make tables`) after changing the design parameters in host/filterdesign.py;
+# GENERATED FILE - do not edit.  Regenerate with `python -m models.filterdesign --write`
+# (`make tables`) after changing the design parameters in models/filterdesign.py;
 # tests/test_filterdesign.py fails when this file and the generator disagree.
 """Q15 filter tables of the device's ECG chain (CMSIS-DSP biquad layout).
 
@@ -9,9 +9,9 @@ arguments of ``firmware.signal.dsp.BiquadCascadeQ15`` (``coeffs``: per section
 negated relative to scipy).  Tables named in ``NOISE_SHAPED`` are meant for
 ``firmware.signal.dsp.BiquadCascadeEfQ15`` (same arguments, error feedback): their
 poles sit so close to z = 1 that plain truncation leaves a DC offset (dead
-band) of about a hundred LSB (figures in host/filterdesign.py).
+band) of about a hundred LSB (figures in models/filterdesign.py).
 
-Design (host/filterdesign.py ``DESIGN``; the constants below repeat it):
+Design (models/filterdesign.py ``DESIGN``; the constants below repeat it):
 
 - ``baseline``: 2 identical first-order high-pass sections, -3 dB at
   0.5 Hz in all (baseline-wander removal; first-order sections keep full

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from host.store import DeviceRow, Store, now_ms
+from host.services.store import DeviceRow, Store, now_ms
 
 _PLAIN_DEVICE_LINES_MAX = 10
 

@@ -1,8 +1,8 @@
 """Embedded pure-Python MQTT broker (amqtt 0.11/0.12) for medge.
 
-Run by :class:`host.broker.Broker` as a child process when mosquitto is not installed::
+Run by :class:`host.broker.launch.Broker` as a child process when mosquitto is not installed::
 
-    python -m host.embedded_broker --host 127.0.0.1 --port 1883 [--data-dir DIR]
+    python -m host.broker.embedded --host 127.0.0.1 --port 1883 [--data-dir DIR]
 
 It listens on ``host:port`` only (TCP, no websocket listener), publishes no ``$SYS``
 topics, lets every client in (development default, like mosquitto's
@@ -115,7 +115,7 @@ from amqtt.errors import AMQTTError, BrokerError, PluginError
 from amqtt.plugins.base import BaseAuthPlugin, BasePlugin
 from amqtt.session import Session
 
-logger = logging.getLogger("host.embedded_broker")
+logger = logging.getLogger("host.broker.embedded")
 
 SHUTDOWN_TIMEOUT_S = 2.0
 PARENT_POLL_S = 1.0
@@ -185,7 +185,7 @@ def check_amqtt_persistence_api() -> None:
         raise PersistenceUnavailableError(
             f"amqtt {getattr(amqtt, '__version__', '?')} lacks {', '.join(missing)}, which the "
             f"embedded broker's persistence uses (checked against amqtt "
-            f"{CHECKED_AMQTT_VERSION}; see host/embedded_broker.py). Install amqtt "
+            f"{CHECKED_AMQTT_VERSION}; see host/broker/embedded.py). Install amqtt "
             f"{CHECKED_AMQTT_VERSION}, use mosquitto, or run without --data-dir "
             "(Broker(..., persistence=False)): nothing then survives a broker restart."
         )
@@ -200,7 +200,7 @@ def _check_broker_internals(broker: Broker) -> None:
     if missing:
         raise PersistenceUnavailableError(
             f"amqtt {getattr(amqtt, '__version__', '?')} lacks {', '.join(missing)} "
-            f"(checked against amqtt {CHECKED_AMQTT_VERSION}; see host/embedded_broker.py)"
+            f"(checked against amqtt {CHECKED_AMQTT_VERSION}; see host/broker/embedded.py)"
         )
     version = getattr(amqtt, "__version__", "?")
     if version != CHECKED_AMQTT_VERSION:

@@ -1,6 +1,6 @@
 """Design the device's ECG filters with scipy and quantize them to Q15 tables.
 
-``python -m host.filterdesign --write`` (``make tables``) regenerates the
+``python -m models.filterdesign --write`` (``make tables``) regenerates the
 committed firmware module ``firmware/signal/filter_tables.py`` from :data:`DESIGN`,
 the one set of design parameters (corner frequencies, orders, notch Q,
 supported rates); ``--check`` exits 1 if the committed file is stale;
@@ -474,8 +474,8 @@ def noise_floor(table: Q15Table, fs_hz: int, noise_shaped: bool, seed: int = 1) 
 # ---------------------------------------------------------------- code generation
 
 _HEADER = '''\
-# GENERATED FILE - do not edit.  Regenerate with `python -m host.filterdesign --write`
-# (`make tables`) after changing the design parameters in host/filterdesign.py;
+# GENERATED FILE - do not edit.  Regenerate with `python -m models.filterdesign --write`
+# (`make tables`) after changing the design parameters in models/filterdesign.py;
 # tests/test_filterdesign.py fails when this file and the generator disagree.
 """Q15 filter tables of the device's ECG chain (CMSIS-DSP biquad layout).
 
@@ -485,9 +485,9 @@ arguments of ``firmware.signal.dsp.BiquadCascadeQ15`` (``coeffs``: per section
 negated relative to scipy).  Tables named in ``NOISE_SHAPED`` are meant for
 ``firmware.signal.dsp.BiquadCascadeEfQ15`` (same arguments, error feedback): their
 poles sit so close to z = 1 that plain truncation leaves a DC offset (dead
-band) of about a hundred LSB (figures in host/filterdesign.py).
+band) of about a hundred LSB (figures in models/filterdesign.py).
 
-Design (host/filterdesign.py ``DESIGN``; the constants below repeat it):
+Design (models/filterdesign.py ``DESIGN``; the constants below repeat it):
 
 - ``baseline``: {baseline_order} identical first-order high-pass sections, -3 dB at
   {baseline_corner_hz} Hz in all (baseline-wander removal; first-order sections keep full
@@ -646,7 +646,7 @@ def report(params: DesignParams = DESIGN, out: Callable[[str], None] = print) ->
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m host.filterdesign",
+        prog="python -m models.filterdesign",
         description="Design the ECG filters and generate firmware/signal/filter_tables.py.",
     )
     mode = parser.add_mutually_exclusive_group()
@@ -662,7 +662,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check:
         current = TABLES_PATH.read_text(encoding="utf-8") if TABLES_PATH.exists() else ""
         if current != render_module():
-            print(f"{TABLES_PATH} is stale: run `python -m host.filterdesign --write`")
+            print(f"{TABLES_PATH} is stale: run `python -m models.filterdesign --write`")
             return 1
         print(f"{TABLES_PATH} is up to date")
         return 0

@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from host.broker import Broker
-from host.ingest import Ingest
-from host.monitor import run_monitor
-from host.store import Store
+from host.broker.launch import Broker
+from host.services.ingest import Ingest
+from host.services.monitor import run_monitor
+from host.services.store import Store
 from sim.fleet import Fleet, FleetParams
 
 log = logging.getLogger(__name__)

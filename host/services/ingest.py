@@ -10,7 +10,7 @@ redelivers it after the next reconnect.
 
 Every message gets exactly one outcome: stored, duplicate (already stored,
 dropped by (device, seq)), ignored (host -> device traffic), or rejected with
-a :class:`host.messages.Reason`.  Rejections are logged (rate-limited per
+a :class:`host.services.messages.Reason`.  Rejections are logged (rate-limited per
 reason), counted per reason, and written to the ``rejections`` table; ingest
 keeps running whatever arrives.
 """
@@ -26,8 +26,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from firmware.net import protocol
-from host import messages
-from host.store import Store, now_ms
+from host.services import messages
+from host.services.store import Store, now_ms
 
 log = logging.getLogger(__name__)
 

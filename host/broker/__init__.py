@@ -1,0 +1,1 @@
+"""Broker launch: mosquitto with a generated config, or the embedded amqtt broker."""

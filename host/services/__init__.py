@@ -1,0 +1,1 @@
+"""Host services: validation, ingest, the store, the live monitor, the demo."""
