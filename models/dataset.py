@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware.signal.beats import BEAT_CHANNELS, BEAT_WINDOW_POINTS, RR_FEATURES
+from firmware.params import BEAT_CHANNELS, BEAT_WINDOW_POINTS, RR_FEATURES
 
 log = logging.getLogger(__name__)
 

@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware.signal.beats import (
+from firmware.params import (
     BEAT_CHANNELS,
     BEAT_WINDOW_AFTER_MS,
     BEAT_WINDOW_BEFORE_MS,

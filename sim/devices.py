@@ -351,7 +351,7 @@ class SimDevice:
         if self.track:
             self.ledger.boots.append(device.boot_id)
             push = device.outbox.push
-            topic_vitals = device._topic_vitals
+            topic_vitals = device.topic_vitals
             vitals = self.ledger.vitals
 
             def recording_push(topic: str, payload: bytes, retain: bool) -> None:

@@ -10,13 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from firmware.params import BEAT_CHANNELS, BEAT_WINDOW_POINTS, RR_FEATURES
 from firmware.signal.beatpipe import BeatPipeline
-from firmware.signal.beats import (
-    BEAT_CHANNELS,
-    BEAT_WINDOW_POINTS,
-    RR_FEATURES,
-    BeatFeatures,
-)
+from firmware.signal.beats import BeatFeatures
 from models.dataset import Variant, record_beats, run_pipeline
 from sim.ecgsyn import EcgsynParams, ecgsyn
 from sim.sources import mv_to_counts

@@ -25,9 +25,9 @@ at most the one result that is there (call it at least at the data rate).
 
 from array import array
 
-from firmware.device import ECG_ADC_MAX_COUNT, ECG_ADC_MIN_COUNT, ECG_COUNTS_PER_MV
 from firmware.hw.compat import const
 from firmware.hw.sources import ring_read
+from firmware.params import ECG_ADC_MAX_COUNT, ECG_ADC_MIN_COUNT, ECG_COUNTS_PER_MV
 
 _RING = const(256)
 _LIMIT = const(32767)  # numerator and denominator bound (15 bits)

@@ -33,7 +33,7 @@ import binascii
 import hashlib
 import json
 
-from firmware.signal.beats import (
+from firmware.params import (
     BEAT_CHANNELS,
     BEAT_WINDOW_AFTER_MS,
     BEAT_WINDOW_BEFORE_MS,

@@ -57,21 +57,18 @@ operations into buffers made at init.
 from array import array
 
 from firmware.hw.compat import const
-from firmware.signal import filter_tables
 
-#: Beat window, ms before and after the R peak.
-BEAT_WINDOW_BEFORE_MS = const(250)
-BEAT_WINDOW_AFTER_MS = const(500)
-#: Points (bins) in the window: one every 750/90 = 8.33 ms.
-BEAT_WINDOW_POINTS = const(90)
-#: Channels per point: the beat, and the beat minus the patient's average beat.
-BEAT_CHANNELS = const(2)
-#: Context features: 8 RR features, 4 shape summaries, lag-2 irregularity.
-RR_FEATURES = const(13)
-#: The int8 value of the average beat's largest magnitude.
-BEAT_AMPLITUDE_Q = const(32)
-#: Input quantization of both model inputs: float = int8 / 32 (zero point 0).
-INPUT_SCALE_INV = const(32)
+# The model input layout (window, channels, features, input scaling) is the
+# one parameter set's (firmware/params.py).
+from firmware.params import (
+    BEAT_AMPLITUDE_Q,
+    BEAT_CHANNELS,
+    BEAT_WINDOW_AFTER_MS,
+    BEAT_WINDOW_BEFORE_MS,
+    BEAT_WINDOW_POINTS,
+    RR_FEATURES,
+    check_sample_rate_hz,
+)
 
 _LOCAL_RR = const(8)  # RR intervals in the local mean
 _PENDING = const(16)  # R peaks waiting for their post-RR / window end
@@ -112,7 +109,7 @@ class BeatFeatures:
     def __init__(self, fs_hz=None):
         if fs_hz is None:
             raise ValueError("fs_hz is required (no default sample rate)")
-        fs = filter_tables.check_rate_hz(fs_hz)
+        fs = check_sample_rate_hz(fs_hz)
         self.fs_hz = fs
         win_ms = BEAT_WINDOW_BEFORE_MS + BEAT_WINDOW_AFTER_MS
         # Bin k covers samples [R + start[k], R + start[k + 1]), floor of the

@@ -24,14 +24,14 @@ constant input equal to it (:meth:`BiquadCascadeEfQ15.prime_dc`), so a
 signal that starts away from 0 (electrode offset) does not ring for seconds.
 """
 
-from firmware.hw.compat import const
+from firmware.params import (
+    ECG_INPUT_SHIFT_BITS,
+    SUPPORTED_MAINS_HZ,  # noqa: F401  (re-exported)
+    check_mains_hz,
+    check_sample_rate_hz,
+)
 from firmware.signal import filter_tables
 from firmware.signal.dsp import BiquadCascadeEfQ15, BiquadCascadeQ15
-
-#: Input left shift for a 200 counts/mV ADC: 1 mV = 3200 Q15 LSB (see module doc).
-ECG_INPUT_SHIFT_BITS = const(4)
-#: Supported mains frequencies (the notch tables).
-SUPPORTED_MAINS_HZ = filter_tables.SUPPORTED_MAINS_HZ
 
 
 def make_filter(fs_hz, name, kernel=None):
@@ -42,21 +42,6 @@ def make_filter(fs_hz, name, kernel=None):
     if name in filter_tables.NOISE_SHAPED:
         return BiquadCascadeEfQ15(num_stages, coeffs, post_shift, kernel)
     return BiquadCascadeQ15(num_stages, coeffs, post_shift, kernel)
-
-
-def _check_mains_hz(mains_hz):
-    try:
-        mains = int(mains_hz)
-    except (TypeError, ValueError, OverflowError):
-        mains = None
-    if mains is None or isinstance(mains_hz, bool) or mains != mains_hz or (
-        mains not in SUPPORTED_MAINS_HZ
-    ):
-        raise ValueError(
-            "mains_hz must be one of %s, got %r"
-            % (", ".join(str(m) for m in SUPPORTED_MAINS_HZ), mains_hz)
-        )
-    return mains
 
 
 class EcgFilterChain:
@@ -93,8 +78,8 @@ class EcgFilterChain:
             raise ValueError("fs_hz is required (no default sample rate)")
         if mains_hz is None:
             raise ValueError("mains_hz is required (50 or 60; no default)")
-        self.fs_hz = filter_tables.check_rate_hz(fs_hz)
-        self.mains_hz = _check_mains_hz(mains_hz)
+        self.fs_hz = check_sample_rate_hz(fs_hz)
+        self.mains_hz = check_mains_hz(mains_hz)
         if not isinstance(adc_zero, int) or isinstance(adc_zero, bool):
             raise ValueError("adc_zero must be an int, got %r" % (adc_zero,))
         if (

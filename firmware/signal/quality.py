@@ -50,12 +50,12 @@ MicroPython small int (below 2**30).
 
 from firmware.hw.compat import const
 
-QUALITY_GOOD = "good"
-QUALITY_NOISY = "noisy"
-QUALITY_LEAD_OFF = "lead_off"
-QUALITY_SATURATED = "saturated"
+SIGNAL_GOOD = "good"
+SIGNAL_NOISY = "noisy"
+SIGNAL_LEAD_OFF = "lead_off"
+SIGNAL_SATURATED = "saturated"
 #: Flag strings indexed by flag code (``SignalQuality.flag_code``).
-FLAGS = (QUALITY_GOOD, QUALITY_NOISY, QUALITY_LEAD_OFF, QUALITY_SATURATED)
+FLAGS = (SIGNAL_GOOD, SIGNAL_NOISY, SIGNAL_LEAD_OFF, SIGNAL_SATURATED)
 CODE_GOOD = const(0)
 CODE_NOISY = const(1)
 CODE_LEAD_OFF = const(2)
@@ -143,7 +143,7 @@ class SignalQuality:
         self._dir = 0  # turning-point tracker: +1 rising, -1 falling, 0 unknown
         self._ext = 0  # extreme value since the last turn
         self.flag_code = CODE_GOOD
-        self.flag = QUALITY_GOOD
+        self.flag = SIGNAL_GOOD
         self.ready = False  # True once a full window has been assessed
         self.pp_counts = 0
         self.rail_permille = 0

@@ -1,0 +1,66 @@
+"""Heart rate from the detector's R peaks: the mean of the recent RR intervals.
+
+Method: the last ``RR_HISTORY`` (8) RR intervals that fall in the
+physiological range (20..300 bpm) are averaged; an interval outside it (a
+pause, a gap in the signal, a double detection) restarts the average, so one
+bad interval never skews the published rate.  The rate is withheld (None)
+with fewer than 2 intervals, when the last beat is older than
+``max_age_samples`` (asystole or a lost lead must not leave a stale number on
+screen), or when the caller says the signal is not good.
+
+Integers only: ``bpm = round(60 * fs * count / sum(rr))``, rounded half up;
+no allocation per beat.
+"""
+
+from firmware.hw.compat import const
+
+RR_HISTORY = const(8)  # RR intervals averaged for the heart rate
+HR_MIN_BPM = const(20)
+HR_MAX_BPM = const(300)
+
+
+class HeartRate:
+    """Running heart rate over the last RR intervals (module docstring).
+
+    ``fs_hz``: the sample rate of the beat indices; ``max_age_samples``: how
+    long the last beat keeps the rate valid.
+    """
+
+    def __init__(self, fs_hz, max_age_samples):
+        self.fs_hz = fs_hz
+        self.max_age_samples = max_age_samples
+        self._rr_min_samples = (fs_hz * 60) // HR_MAX_BPM
+        self._rr_max_samples = (fs_hz * 60) // HR_MIN_BPM
+        self._rr_samples = [0] * RR_HISTORY
+        self._rr_count = 0
+        self._rr_pos = 0
+        self.last_beat = -1  # sample index of the last R peak, -1 before the first
+        self.beats = 0  # beats seen since boot
+
+    def beat(self, at):
+        """Record one R peak at sample index ``at`` (since boot)."""
+        if self.last_beat >= 0:
+            rr = at - self.last_beat
+            if self._rr_min_samples <= rr <= self._rr_max_samples:
+                self._rr_samples[self._rr_pos] = rr
+                self._rr_pos = (self._rr_pos + 1) % RR_HISTORY
+                if self._rr_count < RR_HISTORY:
+                    self._rr_count += 1
+            else:
+                self._rr_count = 0  # a pause or a gap: start the average afresh
+        self.last_beat = at
+        self.beats += 1
+
+    def bpm(self, now_sample, signal_good):
+        """The mean heart rate (int bpm) at sample ``now_sample``, or None (module doc)."""
+        if (
+            self._rr_count < 2
+            or now_sample - self.last_beat > self.max_age_samples
+            or not signal_good
+        ):
+            return None
+        total = 0
+        for i in range(self._rr_count):
+            total += self._rr_samples[i]
+        num = 60 * self.fs_hz * self._rr_count
+        return (2 * num + total) // (2 * total)
