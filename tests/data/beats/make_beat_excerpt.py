@@ -3,7 +3,7 @@
 Not run by the tests (a fresh clone has no ../shared/data): run it by hand,
 from the repo root::
 
-    .venv/bin/python tests/data/make_beat_excerpt.py [--data ../shared/data/mitdb]
+    .venv/bin/python tests/data/beats/make_beat_excerpt.py [--data ../shared/data/mitdb]
 
 Every DS1 record goes through the device's beat pipeline (``models.dataset``,
 clean and one real-noise variant, using the ``var/beats`` cache when present);
@@ -23,7 +23,7 @@ import numpy as np
 
 from models.dataset import DS1_RECORDS, build
 
-OUT = Path(__file__).resolve().parent / "beats" / "ds1_beats.npz"
+OUT = Path(__file__).resolve().parent / "ds1_beats.npz"
 PER_CLASS = 12
 
 

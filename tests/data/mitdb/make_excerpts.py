@@ -1,9 +1,9 @@
-"""Regenerate the MIT-BIH excerpts in tests/data/mitdb/ from ../shared/data/mitdb.
+"""Regenerate the MIT-BIH excerpts in this folder (tests/data/mitdb/) from ../shared/data/mitdb.
 
 Not run by the tests (a fresh clone has no ../shared/data): run it by hand,
 from the repo root, after changing EXCERPTS::
 
-    .venv/bin/python tests/data/make_excerpts.py [--source ../shared/data/mitdb]
+    .venv/bin/python tests/data/mitdb/make_excerpts.py [--source ../shared/data/mitdb]
 
 Each excerpt keeps both leads, the original storage format (212), gain,
 baseline, ADC resolution and zero, and every annotation of the range (beats,
@@ -23,8 +23,8 @@ import numpy as np
 import wfdb
 
 HERE = Path(__file__).resolve().parent
-OUT_DIR = HERE / "mitdb"
-DEFAULT_SOURCE = HERE.parents[2] / "shared" / "data" / "mitdb"
+OUT_DIR = HERE
+DEFAULT_SOURCE = HERE.parents[3] / "shared" / "data" / "mitdb"
 
 DS1 = frozenset(
     "101 106 108 109 112 114 115 116 118 119 122 124 "
