@@ -1,7 +1,10 @@
-# medge: two commands on a fresh machine (python3, make and Node.js):
+# medge: two commands on a fresh machine (python3 + python3-venv, make, Node.js/npm):
 #   make demo   broker + ingest + simulated devices + live monitor
 #   make test   the whole test suite (firmware also inside the MicroPython VM)
-# Each bootstraps .venv (and the pinned MicroPython VM from npm) on first use.
+# Each bootstraps .venv (and the pinned MicroPython VM from npm) on first use;
+# `make test` first checks the system packages (tests/sysdeps.sh) and installs
+# mosquitto & co. with apt-get when root or passwordless sudo, else stops at once
+# naming the command (MEDGE_NO_INSTALL=1: never install).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -12,7 +15,7 @@ MPY_STAMP := tests/mpy/node_modules/.medge-installed
 DEMO_ARGS ?= --devices 5 --duration 30
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench eval eval-qrs eval-model eval-sim model tables venv mpy clean help
+.PHONY: demo test sysdeps lint bench eval eval-qrs eval-model eval-sim model tables venv mpy clean help
 
 help:
 	@echo "make demo | test | lint | bench | eval | eval-qrs DATA=dir | model DATA=dir | eval-model DATA=dir | tables | clean"
@@ -21,7 +24,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { \
 	  echo "medge: could not create $(VENV); on Debian/Raspberry Pi OS: sudo apt install python3-venv"; exit 1; }
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,serial]'
+	$(PY) -m pip install --quiet -e '.[host,dev,serial]'
 	@touch $@
 
 venv: $(STAMP)
@@ -44,8 +47,17 @@ lint: $(STAMP)
 tables: $(STAMP)
 	$(PY) -m models.filterdesign --write
 
+# System packages the tests need (mosquitto, Node.js/npm, python3-venv): seconds,
+# so a missing binary stops `make test` before the venv install, never after it.
+sysdeps:
+	@PYTHON='$(PYTHON)' MEDGE_VENV='$(VENV)' bash tests/sysdeps.sh
+
+ifneq ($(filter test,$(MAKECMDGOALS)),)
+$(STAMP) $(MPY_STAMP): | sysdeps
+endif
+
 # pytest exits 5 when it collected no test: make treats that as a failure.
-test: $(STAMP) $(MPY_STAMP) lint
+test: sysdeps $(STAMP) $(MPY_STAMP) lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP) $(MPY_STAMP)
@@ -56,7 +68,7 @@ DATA ?= ../shared/data/mitdb
 EVAL_STAMP := $(VENV)/.medge-eval-installed
 
 $(EVAL_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e '.[dev,serial,eval]'
+	$(PY) -m pip install --quiet -e '.[host,dev,serial,eval]'
 	@touch $@
 
 # QRS detection: medge vs wfdb xqrs vs neurokit2, DS1 + noise stress, 360 and 250 Hz.
@@ -68,7 +80,7 @@ eval-qrs: $(EVAL_STAMP)
 TRAIN_STAMP := $(VENV)/.medge-train-installed
 
 $(TRAIN_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e '.[dev,serial,train]'
+	$(PY) -m pip install --quiet -e '.[host,dev,serial,train]'
 	@touch $@
 
 # Train (leave-records-out validation, then all of DS1), quantize to int8 and
