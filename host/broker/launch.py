@@ -15,13 +15,11 @@ host tool down with it:
 
 ``embedded``
     The pure-Python broker from amqtt, run as ``python -m host.broker.embedded``
-    (see that module). With ``persistence=True`` it gets ``--data-dir`` and keeps
-    the same state as mosquitto (persistent sessions with their subscriptions and
-    queued QoS >= 1 messages, retained messages) in
-    ``<data_dir>/embedded_broker.json``, written on a graceful shutdown and every
-    5 s if changed, and restored before it accepts connections. With
-    ``persistence=False`` everything is in memory: persistent sessions survive a
-    *client* reconnect, but nothing survives a *broker* restart.
+    (see that module), for zero-install demos on a trusted loopback. It keeps
+    everything in memory: within one run a persistent session keeps its
+    subscriptions and queued QoS >= 1 messages while its client is away, but
+    nothing (sessions, queued or retained messages) survives a *broker* restart,
+    whatever ``persistence`` says. Its start-up line says so.
 
 Both kinds allow anonymous clients. That is a development default for a broker that
 listens on loopback only; never expose it on a network without authentication and
@@ -254,9 +252,10 @@ class Broker:
     embedded), ``"mosquitto"`` or ``"embedded"``. ``port=0`` picks a free port at
     construction; the port and ``data_dir`` are kept across :meth:`restart`.
     ``data_dir=None`` uses a private temporary directory that lives as long as this
-    object. ``persistence`` (both kinds): keep persistent sessions, their queued
-    QoS >= 1 messages and retained messages in ``data_dir`` across a graceful
-    restart. Not thread-safe: drive one Broker from one thread.
+    object. ``persistence`` (mosquitto only; the embedded broker is in-memory only):
+    keep persistent sessions, their queued QoS >= 1 messages and retained messages
+    in ``data_dir`` across a graceful restart. Not thread-safe: drive one Broker
+    from one thread.
     """
 
     def __init__(
@@ -354,7 +353,7 @@ class Broker:
             str(self.port),
             "--parent-pid",
             str(os.getpid()),
-        ] + (["--data-dir", str(self.data_dir)] if self.persistence else [])
+        ]
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -483,10 +482,16 @@ def run_broker_forever(
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, _on_signal)
+    if broker.kind is BrokerKind.EMBEDDED:
+        from host.broker.embedded import KEEPS  # imports amqtt: only for this kind
+
+        keeps = KEEPS
+    else:
+        keeps = f"data in {broker.data_dir}"
     logger.info(
-        "MQTT broker (%s, pid %s) listening on %s; data in %s; anonymous clients allowed "
+        "MQTT broker (%s, pid %s) listening on %s; %s; anonymous clients allowed "
         "(development default). Press Ctrl-C to stop.",
-        broker.kind.value, broker.pid, broker.url, broker.data_dir,
+        broker.kind.value, broker.pid, broker.url, keeps,
     )
     code = 0
     try:
