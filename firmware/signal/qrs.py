@@ -6,98 +6,9 @@ the first sample ever given, that it decided on during this call; a final
 ``flush()`` returns the rest.  Concatenated, the returned lists are the same
 whatever the block sizes (1 sample, 7, 360, a whole record).
 
-Signal path (per sample, integers only)
----------------------------------------
-1. Input: a running mean of the raw samples (first-order tracker, time
-   constant ``2**dc_shift`` samples: 0.36 s at 360 Hz, 0.26 s at 250 Hz) is
-   subtracted, the difference scaled by ``ECG_INPUT_SHIFT_BITS`` (the filter
-   chain's scaling: 1 mV = 3200 LSB for a 200 counts/mV front end) and
-   saturated to Q15 (counted in ``clamped``).  So any ADC offset works (MIT-BIH
-   11-bit around 1024, signed 16-bit around 0); this baseline-corrected ECG is
-   kept in a ring buffer to place the R peak.
-2. Band-pass 5-15 Hz: the shared ``filter_tables`` ``"qrs_bandpass"`` table
-   (Butterworth, 4 poles) in ``BiquadCascadeEfQ15``: the coefficients the
-   filter chain ships, no second set.  The detector needs no mains frequency.
-3. Derivative ``d[n] = f[n] - f[n - K]``, K = 10 ms (Hamilton & Tompkins'
-   ``deriv1``); ``|d|`` saturated to 32767.
-4. Squaring, shifted: ``e = d*d >> esh``, ``2**esh > W``.
-5. Moving-window integration over W = 150 ms (Pan & Tompkins): running sum
-   of the last W values of ``e``.
-6. Peaks of the integrated signal (Hamilton & Tompkins' ``Peak()``): the
-   running maximum becomes a candidate when the signal falls below half of it
-   or 95 ms after it.
-
-Scaling and overflow: every per-sample value is a small int below 2**30
-(MicroPython's small ints hold 31 bits): input and band-pass Q15 (saturating),
-``|d| <= 32767``, ``d*d < 2**30``, ``e < 2**30 / W``, so the integrated signal
-is below 2**30.  Nothing is allocated per sample (ring buffers and the block
-buffer are made at init).  Sample times are re-based every
-``_REBASE_SAMPLES`` samples, so they stay small ints on a device that runs for
-months; the reported indices add the base back (a long int per beat at most).
-
-Per candidate (a few per second)
---------------------------------
-- ``h``: the integrated-signal peak; ``pf``: the largest ``|f|`` and ``sl``:
-  the largest ``|d|`` in its integration window.
-- R peak: the sample of largest magnitude of the baseline-corrected input
-  (step 1) from 120 ms before to 40 ms after the band-pass extremum moved back
-  by the band-pass group delay (``filter_tables.group_delay_samples`` at
-  10 Hz, rounded to samples), not before the integration window.  The input has
-  no filter delay, so the index is the R peak itself (the S or QS peak for a
-  mainly negative QRS); on ECGSYN it is within 1 sample of the true R.
-- Quiet test (noise gate, below): does the integrated signal drop below
-  ``h / 16`` somewhere in the 400 ms before the integration window?
-
-Decision rules (Pan & Tompkins 1985, Hamilton & Tompkins 1986; changes marked)
------------------------------------------------------------------------------
-- Pre-blanking (Hamilton-Tompkins): a candidate is held 200 ms; a larger one
-  within 200 ms replaces it.  *Added*: a candidate followed 200-300 ms later
-  by one with at least 3x its integrated height is dropped as a P wave (a
-  second QRS that soon is rare; a P wave precedes its QRS by the PR interval,
-  up to ~300 ms with first-degree AV block).
-- Learning (Pan-Tompkins): the first 2 s only collect candidates; then the
-  signal levels start at the largest candidate, the noise levels at half the
-  mean of the integrated (and rectified band-passed) signal, and the held-back
-  candidates are classified in order.
-- Dual thresholds (Pan-Tompkins): a QRS needs ``h > THRESHOLD_I1`` and
-  ``pf > THRESHOLD_F1``, each ``noise + (signal - noise) / 4``, with levels
-  updated as ``level += (peak - level) / 8`` (1/4 for a QRS found by
-  search-back), and ``pf`` of at least 60 uV.
-- T-wave discrimination (Pan-Tompkins): a candidate less than 360 ms after the
-  last QRS whose largest slope is under half of that QRS's is a T wave.
-- *Changed*: Pan-Tompkins halve both thresholds when the rhythm is irregular;
-  here, for every candidate after the 360 ms T-wave window, whatever the
-  rhythm, the thresholds sit at 1/8 instead of 1/4 of the way from the noise
-  to the signal level (T waves, which the full threshold keeps out, do not
-  come that late; small ectopic beats do; never below the noise level).  The
-  same 1/8 applies inside the T-wave window to a candidate whose largest
-  slope is at least 3/4 of the last QRS's: no T wave is that steep, and fast
-  ventricular tachycardia (RR under 360 ms) is a run of such candidates.
-- Search-back (Pan-Tompkins, with Hamilton-Tompkins' interval): when no QRS
-  has come for 150 % (Pan-Tompkins: 166 %) of RR AVERAGE2 (mean of the last 8
-  RR intervals within 92-116 % of it; of the last 8 intervals if none has been
-  regular for 8 beats), the largest noise candidate at least 200 ms from both
-  neighbours that passes half the thresholds (and the T-wave test) is a QRS.
-  *Added*, to bound the latency and to recover from a drop in QRS amplitude:
-  if there is none, the candidates up to the deadline are dropped, the search
-  window moves on one interval and the signal levels move half-way to the
-  noise levels.
-- *Added* noise gate: a QRS passes if the quiet test found a quiet moment
-  (the TP segment of an ECG) or if it repeats the previous QRS (RR within 1/8,
-  ``h`` and ``sl`` within 3/8: runs of fast beats such as ventricular
-  tachycardia leave no quiet time); beats are reported while most of the last
-  8 QRS passed.  Withheld beats still adapt the detector and are counted in
-  ``suppressed``.  Effect: a minute of white or 5-15 Hz noise (0.2-5 mV)
-  yields 0-8 beats instead of ~160; on MIT-BIH DS1 it withholds 11
-  detections in noise bursts (108, 203), none in ventricular tachycardia, and
-  the ventricular flutter waves of 207.
-
-Decision latency: every R peak at index ``t`` is returned by the ``process``
-call that delivers sample ``t + latency_bound_samples`` or earlier
-(``latency_bound_ms``: 3.82 s at 360 Hz, 3.83 s at 250 Hz; that is the
-search-back path at the longest RR average, 2 s).  A beat that passes the
-first threshold is out after ~0.4-0.7 s; beats in the first 2 s wait for the
-end of learning.
+The method (its stages, the thresholds and rules, the worst-case decision
+latency) and the names of the detector's state are in :class:`QrsDetector`'s
+docstring.
 
 Input: ints within int16 (-32768..32767); ValueError otherwise (floats,
 bools, strings, out-of-range values); numpy integers are converted.  A block
@@ -122,7 +33,7 @@ _PWAVE_MS = const(300)  # look-ahead for a dominant QRS after a P wave (added)
 _PWAVE_DOMINANCE = const(3)  # ... at least 3x the integrated height (added)
 _TWAVE_MS = const(360)  # T-wave window (Pan-Tompkins)
 _GAP_SHIFT = const(2)  # THRESHOLD1 = noise + (signal - noise) / 4 (Pan-Tompkins)
-_LATE_GAP_SHIFT = const(3)  # ... / 8 after the T-wave window (changed, see above)
+_LATE_GAP_SHIFT = const(3)  # ... / 8 late or steep candidates (changed, see QrsDetector)
 _LEARN_MS = const(2000)  # learning phase (Pan-Tompkins)
 _RR_INIT_MS = const(1000)  # RR averages before the first beats (Hamilton-Tompkins)
 _RR_MIN_MS = const(200)  # RR intervals outside 200..2000 ms are not averaged
@@ -147,10 +58,194 @@ _REBASE_SAMPLES = const(1 << 28)  # keep sample times below 2**29
 
 
 class QrsDetector:
-    """Streaming QRS detector; see the module docstring.
+    """Streaming QRS detector: ``process(samples)`` -> R-peak indices, ``flush()``.
 
     ``fs_hz`` is required (250 or 360, the rates of ``filter_tables``): a missing
-    or unsupported rate raises ValueError, never a silent default.
+    or unsupported rate raises ValueError, never a silent default.  Every
+    duration is converted to samples once, here (``ms * fs_hz / 1000``, rounded);
+    sample counts below are at 360 Hz, with 250 Hz in brackets.
+
+    Public attributes: ``fs_hz``; ``latency_bound_samples`` and
+    ``latency_bound_ms`` (see Decision latency); ``clamped``, input samples
+    saturated after scaling (a baseline step beyond +-10 mV); ``suppressed``,
+    beats the noise gate withheld.
+
+    Stages (per sample, integers only)
+    ----------------------------------
+    1. Input: a running mean of the raw samples (first-order tracker, time
+       constant ``2**_dc_shift_bits`` samples: 128 = 0.36 s [64 = 0.26 s]) is
+       subtracted, the difference scaled by ``ECG_INPUT_SHIFT_BITS`` (the filter
+       chain's scaling: 1 mV = 3200 LSB for a 200 counts/mV front end) and
+       saturated to Q15 (counted in ``clamped``).  So any ADC offset works
+       (MIT-BIH 11-bit around 1024, signed 16-bit around 0); this
+       baseline-corrected ECG is kept in ``_ring_x`` to place the R peak.
+    2. Band-pass 5-15 Hz: the shared ``filter_tables`` ``"qrs_bandpass"`` table
+       (Butterworth, 4 poles) in ``BiquadCascadeEfQ15`` (``_bp``): the
+       coefficients the filter chain ships, no second set.  The detector needs
+       no mains frequency.  Output ``f`` in ``_ring_f``.
+    3. Derivative ``d[n] = f[n] - f[n - K]``, K = 10 ms = 4 [3] samples
+       (``_deriv_span_samples``; Hamilton & Tompkins' ``deriv1``); ``|d|``
+       saturated to 32767.
+    4. Squaring, shifted: ``e = d*d >> _square_shift_bits`` (6 bits: the least
+       with ``2**bits > W``); ``e`` in ``_ring_e``.
+    5. Moving-window integration over W = 150 ms = 54 [38] samples (``_w``;
+       Pan & Tompkins): the running sum ``_mwi_sum`` of the last W values of
+       ``e``, in ``_ring_s``.
+    6. Peaks of the integrated signal (Hamilton & Tompkins' ``Peak()``): the
+       running maximum ``_peak_i_max`` becomes a candidate when the signal
+       falls below half of it or 95 ms = 34 [24] samples after it
+       (``_peak_timeout_samples``).
+
+    Scaling and overflow: every per-sample value is a small int below 2**30
+    (MicroPython's small ints hold 31 bits): input and band-pass Q15
+    (saturating), ``|d| <= 32767``, ``d*d < 2**30``, ``e < 2**30 / W``, so the
+    integrated signal is below 2**30.  Nothing is allocated per sample (ring
+    buffers and the chunk buffer are made at init).  Sample times are re-based
+    every ``_REBASE_SAMPLES`` samples, so they stay small ints on a device that
+    runs for months; the reported indices add ``_time_base`` back (a long int
+    per beat at most).
+
+    Per candidate (a few per second), in ``_measure_candidate``:
+
+    - ``peak_i``: the integrated-signal peak; ``peak_f_q15``: the largest
+      ``|f|`` and ``slope_q15``: the largest ``|d|`` in its integration window.
+    - R peak: the sample of largest magnitude of the baseline-corrected input
+      (stage 1) from 120 ms before to 40 ms after (``_r_before_samples``,
+      ``_r_after_samples``) the band-pass extremum moved back by the band-pass
+      group delay (``filter_tables.group_delay_samples`` at 10 Hz, rounded:
+      ``_bp_delay_samples`` = 15 [10]), not before the integration window.  The
+      input has no filter delay, so the index is the R peak itself (the S or QS
+      peak for a mainly negative QRS); on ECGSYN it is within 1 sample of the
+      true R.
+    - Quiet test (noise gate, below): does the integrated signal drop below
+      ``peak_i / 16`` somewhere in the 400 ms (``_quiet_samples``) before the
+      integration window?
+
+    Thresholds and decision rules (Pan-Tompkins 1985, Hamilton-Tompkins 1986; changes marked)
+    -----------------------------------------------------------------------------------------
+    - Pre-blanking (Hamilton-Tompkins), ``_preblank``: a candidate is held
+      200 ms (``_refractory_samples``); a larger one within 200 ms replaces it.
+      *Added*: a candidate followed 200-300 ms later (``_pwave_lookahead_samples``)
+      by one with at least 3x its ``peak_i`` is dropped as a P wave (a second
+      QRS that soon is rare; a P wave precedes its QRS by the PR interval, up
+      to ~300 ms with first-degree AV block).
+    - Learning (Pan-Tompkins): the first 2 s only collect candidates; then the
+      signal levels start at the largest candidate, the noise levels at half
+      the mean of the integrated (and rectified band-passed) signal over the
+      learning samples still in the rings (the last 512: 1.4 s [all 2 s]), and
+      the held-back candidates are classified in order.
+    - Levels: ``_spki`` / ``_npki``, the signal and noise peak levels of the
+      integrated signal, and ``_spkf`` / ``_npkf``, the same for the
+      band-passed signal (Q15): Pan-Tompkins' SPKI, NPKI, SPKF, NPKF.  Updated
+      as ``level += (peak - level) / 8``: the signal levels by a QRS (1/4 for a
+      QRS found by search-back), the noise levels by a noise candidate.
+    - Dual thresholds (Pan-Tompkins), ``_thresholds``: a QRS needs
+      ``peak_i > THRESHOLD_I1`` and ``peak_f_q15 > THRESHOLD_F1``, each
+      ``noise + (signal - noise) / 4`` of its pair of levels, and ``peak_f_q15``
+      of at least 60 uV (``_min_peak_f_q15`` = 192 LSB).
+    - T-wave discrimination (Pan-Tompkins): a candidate less than 360 ms
+      (``_twave_window_samples`` = 130 [90]) after the last QRS whose
+      ``slope_q15`` is under half of that QRS's (``_last_qrs_slope_q15``) is a
+      T wave, so noise.
+    - *Changed*, late candidates: Pan-Tompkins halve both thresholds when the
+      rhythm is irregular; here, for every candidate from the end of the
+      360 ms T-wave window on (and before the first QRS), whatever the rhythm,
+      the thresholds sit at 1/8 instead of 1/4 of the way from the noise to
+      the signal level (T waves, which the full threshold keeps out, do not
+      come that late; small ectopic beats do; never below the noise level).
+    - *Changed*, steep candidates: the same 1/8 applies inside the T-wave
+      window to a candidate whose ``slope_q15`` is at least 3/4 of the last
+      QRS's: no T wave is that steep, and fast ventricular tachycardia (RR
+      under 360 ms) is a run of such candidates.
+    - Search-back (Pan-Tompkins, with Hamilton-Tompkins' interval),
+      ``_search_back``: when no QRS has come for 150 % (Pan-Tompkins: 166 %) of
+      RR AVERAGE2 (``_searchback_after_samples``, counted from
+      ``_searchback_start_time``: the last QRS, or where the last failed
+      search-back ended), the largest noise candidate at least 200 ms from
+      both neighbours that passes half the thresholds (and the 60 uV floor and
+      the T-wave test) is a QRS.  RR AVERAGE2
+      (``_rr_average2_samples``) is the mean of the last 8 RR intervals within
+      92-116 % of it (``_rr_regular_samples``); of the last 8 intervals
+      (``_rr_recent_samples``, RR AVERAGE1) once none has been regular for 8
+      beats (``_irregular_beats``).  Intervals outside 200-2000 ms are not
+      averaged; both averages start at 1 s.  *Added*, to bound the latency and
+      to recover from a drop in QRS amplitude (``_search_back_failed``): if
+      there is none, the candidates up to the deadline are dropped, the search
+      window moves on one interval and the signal levels move half-way to the
+      noise levels.
+    - *Added* noise gate, ``_gate``: a QRS passes if the quiet test found a
+      quiet moment (the TP segment of an ECG) or if it repeats the previous
+      QRS (RR within 1/8, ``peak_i`` and ``slope_q15`` within 3/8: runs of fast
+      beats such as ventricular tachycardia leave no quiet time); beats are
+      reported while most of the last 8 QRS passed (``_gate_failed_bits``).
+      Withheld beats still adapt the detector and are counted in
+      ``suppressed``.  Effect: a minute of white or 5-15 Hz noise (0.2-5 mV)
+      yields 0-8 beats instead of ~160; on MIT-BIH DS1 it withholds 11
+      detections in noise bursts (108, 203), none in ventricular tachycardia,
+      and the ventricular flutter waves of 207.
+
+    Decision latency
+    ----------------
+    Every R peak at index ``t`` is returned by the ``process`` call that
+    delivers sample ``t + latency_bound_samples`` or earlier:
+    ``latency_bound_samples`` = 1375 (``latency_bound_ms`` 3.82 s) at 360 Hz,
+    957 (3.83 s) at 250 Hz.  It is the sum of two windows of the code:
+
+    - ``_pipeline_samples`` = 294 [206] (0.82 s), from an R peak to the sample
+      at which its candidate has certainly been classified: its
+      integrated-signal peak comes at most ``_r_before_samples +
+      _bp_delay_samples + _w + _deriv_span_samples`` = 43 + 15 + 54 + 4
+      [30 + 10 + 38 + 3] samples after the R peak (the R peak lies at most
+      120 ms before the band-pass extremum moved back by the group delay, and
+      the extremum at most W + K before the integrated peak); the peak is
+      emitted at most 95 ms after it (``_peak_timeout_samples``, 34 [24]) and
+      released from the pre-blanking hold 300 ms after it
+      (``_pwave_lookahead_samples``, 108 [75]), or up to 95 ms more while a
+      peak that started inside the hold is still tracked; plus 2 samples.
+    - the search-back interval at its longest: 150 % of RR AVERAGE2, which is
+      at most 2 s (``_rr_max_samples``: longer intervals are not averaged), so
+      3 s = 1080 [750] samples.  A beat the thresholds missed lies after the
+      search-back start; the search-back runs once the interval and then
+      ``_pipeline_samples`` more have passed (``_timed_events``), when every
+      candidate up to its deadline has been classified.
+
+    So the bound is 1080 + 294 + 1 = 1375 samples (750 + 206 + 1 = 957), with
+    one sample of margin.  Only the search-back path at the slowest rhythm the
+    averages allow (RR AVERAGE2 of 2 s, 30 bpm) comes near it.  A beat that
+    passes the first threshold is out after ~0.4-0.7 s (at most
+    ``_pipeline_samples``); beats in the first 2 s wait for the end of
+    learning.
+
+    State (besides durations in samples, ``*_samples``, and shifts, ``*_bits``)
+    ---------------------------------------------------------------------------
+    Times ``*_time`` are internal sample times: samples since ``_time_base``
+    (re-based, see above); ``_next_time`` is the time of the next sample.
+
+    - rings of ``_ring_mask + 1`` = 512 values, the newest at ``_ring_pos``:
+      ``_ring_x`` (input, Q15), ``_ring_f`` (band-passed, Q15), ``_ring_e``
+      (squared slope), ``_ring_s`` (integrated); ``_chunk_q15``: one chunk of
+      input, band-passed in place;
+    - stage state: ``_dc_sum`` (running mean times ``2**_dc_shift_bits``),
+      ``_started``, ``_mwi_sum`` and ``_mwi_prev`` (the integrated signal now
+      and one sample before), ``_peak_i_max`` / ``_peak_i_time`` (the peak
+      being tracked, 0: none) and ``_since_peak_samples``;
+    - the held candidate: ``_held``, ``_held_peak_i``, ``_held_peak_i_time``
+      (its integrated peak), ``_held_r_time`` (its R peak),
+      ``_held_peak_f_q15``, ``_held_slope_q15``, ``_held_quiet``;
+    - noise candidates kept for search-back (at most 32, oldest first, by R
+      time): ``_cand_count`` and ``_cand_peak_i``, ``_cand_r_time``,
+      ``_cand_peak_f_q15``, ``_cand_slope_q15``, ``_cand_quiet``;
+    - the last QRS: ``_has_last_qrs``, ``_last_qrs_time``,
+      ``_last_qrs_slope_q15``, ``_last_qrs_peak_i`` and
+      ``_last_qrs_rr_samples`` (for the noise gate);
+    - events: ``_learned`` / ``_learn_end_time``, ``_mwi_full_time`` (the
+      integrator has filled), ``_next_event_time``;
+    - ``_decided``: R-peak indices decided since the last return;
+    - the levels, RR averages, search-back and noise gate state: named with
+      their rules above.
+
+    ``_bp``, ``_w``, the rings and ``_spki`` / ``_npki`` keep their short names:
+    tests/test_qrs.py reads them.
     """
 
     def __init__(self, fs_hz=None):
@@ -163,59 +258,61 @@ class QrsDetector:
             return (v * fs + 500) // 1000
 
         self._bp = make_filter(fs, "qrs_bandpass")
-        self._bp_delay = int(filter_tables.group_delay_samples(fs, "qrs_bandpass") + 0.5)
-        self._k = max(1, ms(_DERIV_MS))
-        self._w = max(1, ms(_MWI_MS))
-        esh = 0  # bits of w (int.bit_length is not in MicroPython)
-        while (1 << esh) <= self._w:
-            esh += 1
-        self._esh = esh
-        self._t95 = ms(_PEAK_TIMEOUT_MS)
-        self._pb = ms(_REFRACTORY_MS)
-        self._pw = max(self._pb, ms(_PWAVE_MS))
-        self._tw = ms(_TWAVE_MS)
-        self._learn_len = ms(_LEARN_MS)
-        self._rr_min = ms(_RR_MIN_MS)
-        self._rr_max = ms(_RR_MAX_MS)
-        self._r_before = ms(_R_BEFORE_MS)
-        self._r_after = ms(_R_AFTER_MS)
+        bp_delay = int(filter_tables.group_delay_samples(fs, "qrs_bandpass") + 0.5)
+        self._bp_delay_samples = bp_delay
+        deriv_span = self._deriv_span_samples = max(1, ms(_DERIV_MS))
+        w = self._w = max(1, ms(_MWI_MS))  # integration window, samples
+        bits = 0  # bits of w (int.bit_length is not in MicroPython)
+        while (1 << bits) <= w:
+            bits += 1
+        self._square_shift_bits = bits
+        peak_timeout = self._peak_timeout_samples = ms(_PEAK_TIMEOUT_MS)
+        self._refractory_samples = ms(_REFRACTORY_MS)
+        pwave = self._pwave_lookahead_samples = max(self._refractory_samples, ms(_PWAVE_MS))
+        self._twave_window_samples = ms(_TWAVE_MS)
+        self._learn_samples = ms(_LEARN_MS)
+        self._rr_min_samples = ms(_RR_MIN_MS)
+        self._rr_max_samples = ms(_RR_MAX_MS)
+        r_before = self._r_before_samples = ms(_R_BEFORE_MS)
+        self._r_after_samples = ms(_R_AFTER_MS)
         dc_shift = 0
         while (2 << dc_shift) <= ms(_DC_TRACK_MS):
             dc_shift += 1
-        self._dc_shift = dc_shift
-        self._pf_min = (_MIN_QRS_UV << ECG_INPUT_SHIFT_BITS) // _UV_PER_COUNT
+        self._dc_shift_bits = dc_shift
+        self._min_peak_f_q15 = (_MIN_QRS_UV << ECG_INPUT_SHIFT_BITS) // _UV_PER_COUNT
         # How far back a candidate reaches from the sample that emits it.
-        self._quiet = ms(_QUIET_MS)
-        reach = self._t95 + self._w + self._k + self._bp_delay + self._r_before + 2
-        if reach < self._t95 + self._w + self._quiet + 2:
-            reach = self._t95 + self._w + self._quiet + 2
+        quiet = self._quiet_samples = ms(_QUIET_MS)
+        reach = peak_timeout + w + deriv_span + bp_delay + r_before + 2
+        if reach < peak_timeout + w + quiet + 2:
+            reach = peak_timeout + w + quiet + 2
         size = 64
         while size < reach + _CHUNK + 8:  # the input stage runs a chunk ahead
             size *= 2
-        self._mask = size - 1
+        self._ring_mask = size - 1
         # From an R peak to the sample at which its candidate has certainly been
-        # emitted (integrated-signal peak at most w + k + bp_delay + r_before
-        # later, emitted t95 after it) and released from the hold (pw, or up to
-        # t95 more while a peak that started inside the hold is tracked).
-        self._pipe = (self._r_before + self._bp_delay + self._w + self._k + self._pw
-                      + 2 * self._t95 + 2)
-        sb_max = (self._rr_max * _RR_MISSED_PERCENT) // 100
+        # emitted (integrated-signal peak at most w + deriv_span + bp_delay +
+        # r_before later, emitted peak_timeout after it) and released from the
+        # hold (pwave, or up to peak_timeout more while a peak that started
+        # inside the hold is tracked).
+        self._pipeline_samples = (r_before + bp_delay + w + deriv_span + pwave
+                                  + 2 * peak_timeout + 2)
+        searchback_max = (self._rr_max_samples * _RR_MISSED_PERCENT) // 100
         #: Every R peak at index t is returned by the ``process`` call that delivers
         #: sample ``t + latency_bound_samples`` (or an earlier one).
-        self.latency_bound_samples = sb_max + self._pipe + 1
+        self.latency_bound_samples = searchback_max + self._pipeline_samples + 1
         self.latency_bound_ms = (self.latency_bound_samples * 1000 + fs - 1) // fs
-        self._ring_x = [0] * size  # baseline-corrected input
-        self._ring_f = [0] * size  # band-passed
+        self._ring_x = [0] * size  # baseline-corrected input, Q15
+        self._ring_f = [0] * size  # band-passed, Q15
         self._ring_e = [0] * size  # squared slope
         self._ring_s = [0] * size  # integrated
-        self._buf = [0] * _CHUNK
-        self._c_h = [0] * _MAX_CANDIDATES
-        self._c_t = [0] * _MAX_CANDIDATES
-        self._c_pf = [0] * _MAX_CANDIDATES
-        self._c_sl = [0] * _MAX_CANDIDATES
-        self._c_quiet = [0] * _MAX_CANDIDATES
-        self._rr1 = [0] * _HISTORY
-        self._rr2 = [0] * _HISTORY
+        self._chunk_q15 = [0] * _CHUNK
+        self._cand_peak_i = [0] * _MAX_CANDIDATES
+        self._cand_r_time = [0] * _MAX_CANDIDATES
+        self._cand_peak_f_q15 = [0] * _MAX_CANDIDATES
+        self._cand_slope_q15 = [0] * _MAX_CANDIDATES
+        self._cand_quiet = [0] * _MAX_CANDIDATES
+        self._rr_recent_samples = [0] * _HISTORY  # RR AVERAGE1's intervals (a ring)
+        self._rr_regular_samples = [0] * _HISTORY  # RR AVERAGE2's intervals (a ring)
         self.reset()
 
     def reset(self):
@@ -224,41 +321,42 @@ class QrsDetector:
         for ring in (self._ring_x, self._ring_f, self._ring_e, self._ring_s):
             for i in range(len(ring)):
                 ring[i] = 0
-        self._base = 0  # sample index of internal time 0 (re-basing)
-        self._n = 0  # internal time of the next sample
-        self._pos = 0
-        self._dc = 0
+        self._time_base = 0  # sample index of internal time 0 (re-basing)
+        self._next_time = 0  # internal time of the next sample
+        self._ring_pos = 0
+        self._dc_sum = 0
         self._started = False
-        self._s = 0  # integrated signal
-        self._last = 0
-        self._pmax = 0  # peak being tracked (0: none)
-        self._ptime = 0
-        self._tsm = 0
+        self._mwi_sum = 0
+        self._mwi_prev = 0
+        self._peak_i_max = 0  # peak being tracked (0: none)
+        self._peak_i_time = 0
+        self._since_peak_samples = 0
         self._held = False
-        self._h_h = self._h_m = self._h_t = self._h_pf = self._h_sl = self._h_quiet = 0
+        self._held_peak_i = self._held_peak_i_time = self._held_r_time = 0
+        self._held_peak_f_q15 = self._held_slope_q15 = self._held_quiet = 0
         self._learned = False
-        self._nc = 0
+        self._cand_count = 0
         self._spki = self._npki = self._spkf = self._npkf = 0
-        self._gate_bits = 0  # 1 per QRS that failed the noise gate, newest lowest
-        self._gate_len = 0
-        self._last_rr = 0
-        self._last_h = 0
-        self._has_last = False  # a QRS has been accepted
-        self._last_t = 0
-        self._last_sl = 0
-        self._sb_start = 0
+        self._gate_failed_bits = 0  # 1 per QRS that failed the noise gate, newest lowest
+        self._gate_beats = 0  # QRS in _gate_failed_bits (up to _GATE_BEATS)
+        self._last_qrs_rr_samples = 0
+        self._last_qrs_peak_i = 0
+        self._has_last_qrs = False  # a QRS has been accepted
+        self._last_qrs_time = 0
+        self._last_qrs_slope_q15 = 0
+        self._searchback_start_time = 0
         rr0 = (_RR_INIT_MS * self.fs_hz) // 1000
         for i in range(_HISTORY):
-            self._rr1[i] = rr0
-            self._rr2[i] = rr0
-        self._rr1_pos = self._rr2_pos = 0
-        self._rr_avg1 = self._rr_avg2 = rr0
-        self._irregular = 0
-        self._sb_int = (rr0 * _RR_MISSED_PERCENT) // 100
-        self._learn = self._learn_len  # internal time at which learning ends
-        self._t_valid = self._w + self._k  # internal time the integrator is full
-        self._next_ev = self._learn
-        self._out = []
+            self._rr_recent_samples[i] = rr0
+            self._rr_regular_samples[i] = rr0
+        self._rr_recent_pos = self._rr_regular_pos = 0
+        self._rr_average1_samples = self._rr_average2_samples = rr0
+        self._irregular_beats = 0  # averaged intervals since the last regular one
+        self._searchback_after_samples = (rr0 * _RR_MISSED_PERCENT) // 100
+        self._learn_end_time = self._learn_samples
+        self._mwi_full_time = self._w + self._deriv_span_samples
+        self._next_event_time = self._learn_end_time
+        self._decided = []
         #: Input samples saturated after scaling (baseline step beyond +-10 mV).
         self.clamped = 0
         #: Beats the noise gate withheld.
@@ -283,110 +381,112 @@ class QrsDetector:
                 cnt = _CHUNK
             self._run(samples, i, cnt)
             i += cnt
-            if self._n >= _REBASE_SAMPLES:
+            if self._next_time >= _REBASE_SAMPLES:
                 self._rebase()
-        out = self._out
-        self._out = []
+        out = self._decided
+        self._decided = []
         return out
 
     def flush(self):
         """End of the stream: decide what is pending and return it."""
-        if self._pmax:
-            self._peak(self._pmax, self._ptime, self._n - 1)
-            self._pmax = 0
-            self._tsm = 0
+        now = self._next_time
+        if self._peak_i_max:
+            self._measure_candidate(self._peak_i_max, self._peak_i_time, now - 1)
+            self._peak_i_max = 0
+            self._since_peak_samples = 0
         if self._held:
             self._release()
         if not self._learned:
-            self._end_learning(self._n)
-        if self._has_last and self._n - self._sb_start > self._sb_int:
-            self._search_back(self._n + self._pb)
-        out = self._out
-        self._out = []
+            self._end_learning(now)
+        if (self._has_last_qrs
+                and now - self._searchback_start_time > self._searchback_after_samples):
+            self._search_back(now + self._refractory_samples)
+        out = self._decided
+        self._decided = []
         return out
 
     def _run(self, samples, i0, cnt):
-        """Filter and scan ``samples[i0:i0 + cnt]`` (cnt <= _CHUNK)."""
-        buf = self._buf
+        """Filter and scan ``samples[i0:i0 + cnt]`` (cnt <= _CHUNK): stages 1-6."""
+        chunk = self._chunk_q15
         ring_x = self._ring_x
-        mask = self._mask
-        dsh = self._dc_shift
+        mask = self._ring_mask
+        dc_shift = self._dc_shift_bits
         if not self._started:
-            self._dc = samples[i0] << dsh
+            self._dc_sum = samples[i0] << dc_shift
             self._started = True
-        dc = self._dc
-        p = self._pos
+        dc_sum = self._dc_sum
+        p = self._ring_pos
         clamped = 0
         for j in range(cnt):
             x = samples[i0 + j]
-            dc += x - (dc >> dsh)
-            u = (x - (dc >> dsh)) << ECG_INPUT_SHIFT_BITS
+            dc_sum += x - (dc_sum >> dc_shift)
+            u = (x - (dc_sum >> dc_shift)) << ECG_INPUT_SHIFT_BITS
             if u > 32767:
                 u = 32767
                 clamped += 1
             elif u < -32768:
                 u = -32768
                 clamped += 1
-            buf[j] = u
+            chunk[j] = u
             p = (p + 1) & mask
             ring_x[p] = u
-        self._dc = dc
+        self._dc_sum = dc_sum
         self.clamped += clamped
-        self._bp.process_inplace(buf, cnt)
+        self._bp.process_inplace(chunk, cnt)
 
         ring_f = self._ring_f
         ring_e = self._ring_e
         ring_s = self._ring_s
-        k = self._k
+        deriv_span = self._deriv_span_samples
         w = self._w
-        esh = self._esh
-        t95 = self._t95
-        pos = self._pos
-        s = self._s
-        last = self._last
-        pmax = self._pmax
-        ptime = self._ptime
-        tsm = self._tsm
-        n = self._n
-        next_ev = self._next_ev
+        square_shift = self._square_shift_bits
+        peak_timeout = self._peak_timeout_samples
+        pos = self._ring_pos
+        mwi = self._mwi_sum
+        mwi_prev = self._mwi_prev
+        peak_max = self._peak_i_max
+        peak_time = self._peak_i_time
+        since_peak = self._since_peak_samples
+        now = self._next_time
+        next_event = self._next_event_time
         for j in range(cnt):
-            f = buf[j]
+            f = chunk[j]  # band-passed, Q15
             pos = (pos + 1) & mask
             ring_f[pos] = f
-            d = f - ring_f[(pos - k) & mask]
+            d = f - ring_f[(pos - deriv_span) & mask]  # derivative
             if d < 0:
                 d = -d
             if d > 32767:
                 d = 32767
-            e = (d * d) >> esh
-            s += e - ring_e[(pos - w) & mask]
+            e = (d * d) >> square_shift  # squared
+            mwi += e - ring_e[(pos - w) & mask]  # integrated
             ring_e[pos] = e
-            ring_s[pos] = s
-            if tsm:
-                tsm += 1
-            if s > last and s > pmax:
-                pmax = s
-                ptime = n
-                tsm = 1
-            elif pmax and (s < (pmax >> 1) or tsm > t95):
-                self._pos = pos
-                self._peak(pmax, ptime, n)
-                pmax = 0
-                tsm = 0
-                next_ev = n
-            last = s
-            if n >= next_ev:
-                self._pos = pos
-                next_ev = self._tick(n, ptime if pmax else -1)
-            n += 1
-        self._pos = pos
-        self._s = s
-        self._last = last
-        self._pmax = pmax
-        self._ptime = ptime
-        self._tsm = tsm
-        self._n = n
-        self._next_ev = next_ev
+            ring_s[pos] = mwi
+            if since_peak:
+                since_peak += 1
+            if mwi > mwi_prev and mwi > peak_max:
+                peak_max = mwi
+                peak_time = now
+                since_peak = 1
+            elif peak_max and (mwi < (peak_max >> 1) or since_peak > peak_timeout):
+                self._ring_pos = pos
+                self._measure_candidate(peak_max, peak_time, now)
+                peak_max = 0
+                since_peak = 0
+                next_event = now
+            mwi_prev = mwi
+            if now >= next_event:
+                self._ring_pos = pos
+                next_event = self._timed_events(now, peak_time if peak_max else -1)
+            now += 1
+        self._ring_pos = pos
+        self._mwi_sum = mwi
+        self._mwi_prev = mwi_prev
+        self._peak_i_max = peak_max
+        self._peak_i_time = peak_time
+        self._since_peak_samples = since_peak
+        self._next_time = now
+        self._next_event_time = next_event
 
     def _rebase(self):
         """Move internal time 0 forward so that sample times stay small ints.
@@ -394,343 +494,369 @@ class QrsDetector:
         Only differences of times matter to the detector; a time so old that it
         would fall below -2**29 is clamped there, which changes no decision (all
         compared intervals are far shorter)."""
-        shift = self._n - self._mask - 1
-        self._base += shift
-        self._n -= shift
-        self._ptime = _older(self._ptime, shift)
-        self._next_ev = _older(self._next_ev, shift)
-        self._learn = _older(self._learn, shift)
-        self._t_valid = _older(self._t_valid, shift)
-        self._h_m = _older(self._h_m, shift)
-        self._h_t = _older(self._h_t, shift)
-        self._sb_start = _older(self._sb_start, shift)
-        self._last_t = _older(self._last_t, shift)
-        for i in range(self._nc):
-            self._c_t[i] = _older(self._c_t[i], shift)
+        shift = self._next_time - self._ring_mask - 1
+        self._time_base += shift
+        self._next_time -= shift
+        self._peak_i_time = _older(self._peak_i_time, shift)
+        self._next_event_time = _older(self._next_event_time, shift)
+        self._learn_end_time = _older(self._learn_end_time, shift)
+        self._mwi_full_time = _older(self._mwi_full_time, shift)
+        self._held_peak_i_time = _older(self._held_peak_i_time, shift)
+        self._held_r_time = _older(self._held_r_time, shift)
+        self._searchback_start_time = _older(self._searchback_start_time, shift)
+        self._last_qrs_time = _older(self._last_qrs_time, shift)
+        for i in range(self._cand_count):
+            self._cand_r_time[i] = _older(self._cand_r_time[i], shift)
 
     # --------------------------------------------------------- candidates
 
-    def _peak(self, h, m, n):
-        """Integrated-signal peak ``h`` at time ``m``, emitted at time ``n``."""
-        mask = self._mask
-        pos = self._pos
+    def _measure_candidate(self, peak_i, peak_time, now):
+        """Integrated-signal peak ``peak_i`` at time ``peak_time``, emitted at time
+        ``now`` (the newest sample, at ``_ring_pos``): its band-pass peak, slope,
+        R peak and quiet test, then pre-blanking."""
+        mask = self._ring_mask
+        pos = self._ring_pos
         ring_f = self._ring_f
-        k = self._k
-        lo = m - self._w + 1 - k
-        if lo < 0:
-            lo = 0
-        pf = -1
-        tf = m
-        sl = 0
-        t = lo
-        while t <= m:
-            i = (pos - (n - t)) & mask
+        deriv_span = self._deriv_span_samples
+        window_start = peak_time - self._w + 1 - deriv_span
+        if window_start < 0:
+            window_start = 0
+        peak_f = -1
+        peak_f_time = peak_time
+        slope = 0
+        t = window_start
+        while t <= peak_time:
+            i = (pos - (now - t)) & mask
             v = ring_f[i]
             a = v if v >= 0 else -v
-            if a > pf:
-                pf = a
-                tf = t
-            if t - k >= lo:
-                d = v - ring_f[(i - k) & mask]
+            if a > peak_f:
+                peak_f = a
+                peak_f_time = t
+            if t - deriv_span >= window_start:
+                d = v - ring_f[(i - deriv_span) & mask]
                 if d < 0:
                     d = -d
-                if d > sl:
-                    sl = d
+                if d > slope:
+                    slope = d
             t += 1
         # R peak: largest |baseline-corrected input| near the band-pass extremum.
-        a = lo - self._bp_delay
-        if a < n - mask:
-            a = n - mask
-        if a < 0:
-            a = 0
-        c = tf - self._bp_delay
-        t = c - self._r_before
-        if t < a:
-            t = a
-        b = c + self._r_after
-        if b > n:
-            b = n
+        first = window_start - self._bp_delay_samples
+        if first < now - mask:
+            first = now - mask
+        if first < 0:
+            first = 0
+        centre = peak_f_time - self._bp_delay_samples
+        t = centre - self._r_before_samples
+        if t < first:
+            t = first
+        last = centre + self._r_after_samples
+        if last > now:
+            last = now
         ring_x = self._ring_x
         best = -1
-        tr = c
-        while t <= b:
-            v = ring_x[(pos - (n - t)) & mask]
+        r_time = centre
+        while t <= last:
+            v = ring_x[(pos - (now - t)) & mask]
             if v < 0:
                 v = -v
             if v > best:
                 best = v
-                tr = t
+                r_time = t
             t += 1
         # Noise gate: is there a quiet moment (the TP segment of an ECG) in
         # the _QUIET_MS before this candidate's integration window?
-        b = m - self._w
-        t = b - self._quiet
-        if t < self._t_valid:
-            t = self._t_valid  # the integrator is still filling before this
-        quiet_level = h >> _QUIET_SHIFT
+        last = peak_time - self._w
+        t = last - self._quiet_samples
+        if t < self._mwi_full_time:
+            t = self._mwi_full_time  # the integrator is still filling before this
+        quiet_level = peak_i >> _QUIET_SHIFT
         ring_s = self._ring_s
-        quiet = 1 if t > b else 0
-        while t <= b:
-            if ring_s[(pos - (n - t)) & mask] <= quiet_level:
+        quiet = 1 if t > last else 0
+        while t <= last:
+            if ring_s[(pos - (now - t)) & mask] <= quiet_level:
                 quiet = 1
                 break
             t += 1
-        self._candidate(h, m, tr, pf, sl, quiet)
+        self._preblank(peak_i, peak_time, r_time, peak_f, slope, quiet)
 
-    def _candidate(self, h, m, t, pf, sl, qt):
+    def _preblank(self, peak_i, peak_time, r_time, peak_f, slope, quiet):
         """Pre-blanking and the P-wave look-ahead."""
         if self._held:
-            dm = m - self._h_m
-            if dm < self._pb:
-                if h > self._h_h:
-                    self._hold(h, m, t, pf, sl, qt)
+            since_held = peak_time - self._held_peak_i_time
+            if since_held < self._refractory_samples:
+                if peak_i > self._held_peak_i:
+                    self._hold(peak_i, peak_time, r_time, peak_f, slope, quiet)
                 return
-            if dm < self._pw and h >= _PWAVE_DOMINANCE * self._h_h:
-                self._hold(h, m, t, pf, sl, qt)
+            if (since_held < self._pwave_lookahead_samples
+                    and peak_i >= _PWAVE_DOMINANCE * self._held_peak_i):
+                self._hold(peak_i, peak_time, r_time, peak_f, slope, quiet)
                 return
             self._release()
-        self._hold(h, m, t, pf, sl, qt)
+        self._hold(peak_i, peak_time, r_time, peak_f, slope, quiet)
 
-    def _hold(self, h, m, t, pf, sl, qt):
+    def _hold(self, peak_i, peak_time, r_time, peak_f, slope, quiet):
         self._held = True
-        self._h_h = h
-        self._h_m = m
-        self._h_t = t
-        self._h_pf = pf
-        self._h_sl = sl
-        self._h_quiet = qt
+        self._held_peak_i = peak_i
+        self._held_peak_i_time = peak_time
+        self._held_r_time = r_time
+        self._held_peak_f_q15 = peak_f
+        self._held_slope_q15 = slope
+        self._held_quiet = quiet
 
     def _release(self):
         self._held = False
-        self._classify(self._h_h, self._h_t, self._h_pf, self._h_sl, self._h_quiet)
+        self._classify(self._held_peak_i, self._held_r_time, self._held_peak_f_q15,
+                       self._held_slope_q15, self._held_quiet)
 
-    def _tick(self, n, tracking):
-        """Timed events at time ``n``; returns the time of the next one.
+    def _searchback_deadline(self):
+        """Time at which the search-back runs if no QRS comes first: the search-back
+        interval after its start, plus the pipeline delay (every candidate up to the
+        end of the interval has been classified by then)."""
+        return (self._searchback_start_time + self._searchback_after_samples
+                + self._pipeline_samples)
+
+    def _timed_events(self, now, tracking):
+        """Timed events at time ``now``; returns the time of the next one.
 
         ``tracking``: time of the integrated-signal peak being tracked, -1 if none.
         """
-        pw = self._pw
-        if self._held and n >= self._h_m + pw and (tracking < 0 or tracking >= self._h_m + pw):
+        pwave = self._pwave_lookahead_samples
+        if (self._held and now >= self._held_peak_i_time + pwave
+                and (tracking < 0 or tracking >= self._held_peak_i_time + pwave)):
             self._release()
-        if not self._learned and n >= self._learn:
-            self._end_learning(n + 1)
-        if self._learned and self._has_last:
-            if n >= self._sb_start + self._sb_int + self._pipe:
-                self._search_back(n)
-                if n >= self._sb_start + self._sb_int + self._pipe:
-                    self._sb_failed()
-        nxt = n + self._rr_max
-        if self._held and self._h_m + pw < nxt:
-            nxt = self._h_m + pw
+        if not self._learned and now >= self._learn_end_time:
+            self._end_learning(now + 1)
+        if self._learned and self._has_last_qrs:
+            if now >= self._searchback_deadline():
+                self._search_back(now)
+                if now >= self._searchback_deadline():
+                    self._search_back_failed()
+        nxt = now + self._rr_max_samples
+        if self._held and self._held_peak_i_time + pwave < nxt:
+            nxt = self._held_peak_i_time + pwave
         if not self._learned:
-            if self._learn < nxt:
-                nxt = self._learn
-        elif self._has_last:
-            dl = self._sb_start + self._sb_int + self._pipe
-            if dl < nxt:
-                nxt = dl
-        if nxt <= n:
-            nxt = n + 1
+            if self._learn_end_time < nxt:
+                nxt = self._learn_end_time
+        elif self._has_last_qrs:
+            deadline = self._searchback_deadline()
+            if deadline < nxt:
+                nxt = deadline
+        if nxt <= now:
+            nxt = now + 1
         return nxt
 
     # ---------------------------------------------------------- decisions
 
     def _end_learning(self, seen):
-        """End of learning; ``seen``: samples scanned so far (the newest at ``_pos``)."""
+        """End of learning; ``seen``: samples scanned so far (the newest at ``_ring_pos``)."""
         self._learned = True
-        nc = self._nc
-        self._nc = 0
-        if nc == 0:
+        count = self._cand_count
+        self._cand_count = 0
+        if count == 0:
             return
-        c_h = self._c_h
-        c_pf = self._c_pf
+        cand_peak_i = self._cand_peak_i
+        cand_peak_f = self._cand_peak_f_q15
         top = 0
-        for i in range(1, nc):
-            if c_h[i] > c_h[top]:
+        for i in range(1, count):
+            if cand_peak_i[i] > cand_peak_i[top]:
                 top = i
-        self._spki = c_h[top]
-        self._spkf = c_pf[top]
+        self._spki = cand_peak_i[top]
+        self._spkf = cand_peak_f[top]
         # Noise levels (Pan-Tompkins): half the mean of the integrated and of
         # the rectified band-passed signal, over the learning samples still in
-        # the ring buffers (the last ~1.4 s of the 2 s).
-        cnt = self._mask + 1
+        # the ring buffers (the last 512: ~1.4 s of the 2 s at 360 Hz).
+        cnt = self._ring_mask + 1
         if cnt > seen:
             cnt = seen
         if cnt < 1:
             cnt = 1
-        tot_s = 0
-        tot_f = 0
-        pos = self._pos
+        total_i = 0
+        total_f = 0
+        pos = self._ring_pos
         for j in range(cnt):
-            i = (pos - j) & self._mask
-            tot_s += self._ring_s[i]
+            i = (pos - j) & self._ring_mask
+            total_i += self._ring_s[i]
             v = self._ring_f[i]
-            tot_f += v if v >= 0 else -v
-        self._npki = tot_s // (2 * cnt)
-        self._npkf = tot_f // (2 * cnt)
-        hs = c_h[:nc]  # once per stream
-        ts = self._c_t[:nc]
-        pfs = c_pf[:nc]
-        sls = self._c_sl[:nc]
-        qts = self._c_quiet[:nc]
-        for i in range(nc):
-            self._classify(hs[i], ts[i], pfs[i], sls[i], qts[i])
+            total_f += v if v >= 0 else -v
+        self._npki = total_i // (2 * cnt)
+        self._npkf = total_f // (2 * cnt)
+        peaks_i = cand_peak_i[:count]  # once per stream
+        r_times = self._cand_r_time[:count]
+        peaks_f = cand_peak_f[:count]
+        slopes = self._cand_slope_q15[:count]
+        quiets = self._cand_quiet[:count]
+        for i in range(count):
+            self._classify(peaks_i[i], r_times[i], peaks_f[i], slopes[i], quiets[i])
 
-    def _add_noise_candidate(self, h, t, pf, sl, qt):
-        nc = self._nc
-        if nc == _MAX_CANDIDATES:
-            for i in range(nc - 1):
-                self._c_h[i] = self._c_h[i + 1]
-                self._c_t[i] = self._c_t[i + 1]
-                self._c_pf[i] = self._c_pf[i + 1]
-                self._c_sl[i] = self._c_sl[i + 1]
-                self._c_quiet[i] = self._c_quiet[i + 1]
-            nc -= 1
-        self._c_h[nc] = h
-        self._c_t[nc] = t
-        self._c_pf[nc] = pf
-        self._c_sl[nc] = sl
-        self._c_quiet[nc] = qt
-        self._nc = nc + 1
+    def _add_noise_candidate(self, peak_i, r_time, peak_f, slope, quiet):
+        count = self._cand_count
+        if count == _MAX_CANDIDATES:
+            for i in range(count - 1):
+                self._cand_peak_i[i] = self._cand_peak_i[i + 1]
+                self._cand_r_time[i] = self._cand_r_time[i + 1]
+                self._cand_peak_f_q15[i] = self._cand_peak_f_q15[i + 1]
+                self._cand_slope_q15[i] = self._cand_slope_q15[i + 1]
+                self._cand_quiet[i] = self._cand_quiet[i + 1]
+            count -= 1
+        self._cand_peak_i[count] = peak_i
+        self._cand_r_time[count] = r_time
+        self._cand_peak_f_q15[count] = peak_f
+        self._cand_slope_q15[count] = slope
+        self._cand_quiet[count] = quiet
+        self._cand_count = count + 1
 
-    def _thresholds(self, t, sl=0):
-        """(THRESHOLD_I1, THRESHOLD_F1) for a candidate at time ``t`` with largest
-        slope ``sl``."""
-        sh = _GAP_SHIFT
-        if (not self._has_last or t - self._last_t >= self._tw
-                or 4 * sl >= 3 * self._last_sl):
-            sh = _LATE_GAP_SHIFT
-        return (self._npki + ((self._spki - self._npki) >> sh),
-                self._npkf + ((self._spkf - self._npkf) >> sh))
+    def _thresholds(self, r_time, slope=0):
+        """(THRESHOLD_I1, THRESHOLD_F1) for a candidate at time ``r_time`` with
+        largest slope ``slope`` (Q15): 1/4 of the way from the noise to the signal
+        level, 1/8 for a late or steep candidate (class docstring)."""
+        gap_shift = _GAP_SHIFT
+        if (not self._has_last_qrs
+                or r_time - self._last_qrs_time >= self._twave_window_samples
+                or 4 * slope >= 3 * self._last_qrs_slope_q15):
+            gap_shift = _LATE_GAP_SHIFT
+        return (self._npki + ((self._spki - self._npki) >> gap_shift),
+                self._npkf + ((self._spkf - self._npkf) >> gap_shift))
 
-    def _classify(self, h, t, pf, sl, qt):
+    def _is_twave(self, r_time, slope):
+        """Within the T-wave window of the last QRS and under half its slope."""
+        return (r_time - self._last_qrs_time < self._twave_window_samples
+                and slope < (self._last_qrs_slope_q15 >> 1))
+
+    def _classify(self, peak_i, r_time, peak_f, slope, quiet):
+        """A released candidate: QRS (accepted) or noise (kept for search-back)."""
         if not self._learned:
-            self._add_noise_candidate(h, t, pf, sl, qt)
+            self._add_noise_candidate(peak_i, r_time, peak_f, slope, quiet)
             return
-        if self._has_last and t - self._sb_start > self._sb_int:
-            self._search_back(t)
-        thr_i, thr_f = self._thresholds(t, sl)
-        qrs = h > thr_i and pf > thr_f and pf >= self._pf_min
-        if qrs and self._has_last:
-            rr = t - self._last_t
-            if rr <= 0 or (rr < self._tw and sl < (self._last_sl >> 1)):
+        if (self._has_last_qrs
+                and r_time - self._searchback_start_time > self._searchback_after_samples):
+            self._search_back(r_time)
+        thr_i, thr_f = self._thresholds(r_time, slope)
+        qrs = peak_i > thr_i and peak_f > thr_f and peak_f >= self._min_peak_f_q15
+        if qrs and self._has_last_qrs:
+            if r_time - self._last_qrs_time <= 0 or self._is_twave(r_time, slope):
                 qrs = False
         if qrs:
-            self._accept(h, t, pf, sl, qt, False)
+            self._accept(peak_i, r_time, peak_f, slope, quiet, False)
             return
-        self._npki += (h - self._npki) >> 3
-        self._npkf += (pf - self._npkf) >> 3
-        if not self._has_last or t > self._last_t:
-            self._add_noise_candidate(h, t, pf, sl, qt)
+        self._npki += (peak_i - self._npki) >> 3
+        self._npkf += (peak_f - self._npkf) >> 3
+        if not self._has_last_qrs or r_time > self._last_qrs_time:
+            self._add_noise_candidate(peak_i, r_time, peak_f, slope, quiet)
 
     def _search_back(self, limit):
         """Take missed beats among the noise candidates before ``limit``."""
-        pb = self._pb
+        refractory = self._refractory_samples
         while True:
-            last = self._last_t
+            last = self._last_qrs_time
             best = -1
-            for i in range(self._nc):
-                t = self._c_t[i]
-                if t - last < pb or limit - t < pb:
+            for i in range(self._cand_count):
+                r_time = self._cand_r_time[i]
+                if r_time - last < refractory or limit - r_time < refractory:
                     continue
-                pf = self._c_pf[i]
-                thr_i, thr_f = self._thresholds(t, self._c_sl[i])
-                if self._c_h[i] <= (thr_i >> 1) or pf <= (thr_f >> 1) or pf < self._pf_min:
+                peak_f = self._cand_peak_f_q15[i]
+                slope = self._cand_slope_q15[i]
+                thr_i, thr_f = self._thresholds(r_time, slope)
+                if (self._cand_peak_i[i] <= (thr_i >> 1) or peak_f <= (thr_f >> 1)
+                        or peak_f < self._min_peak_f_q15):
                     continue
-                if t - last < self._tw and self._c_sl[i] < (self._last_sl >> 1):
+                if self._is_twave(r_time, slope):
                     continue
-                if best < 0 or self._c_h[i] > self._c_h[best]:
+                if best < 0 or self._cand_peak_i[i] > self._cand_peak_i[best]:
                     best = i
             if best < 0:
                 return
-            self._accept(self._c_h[best], self._c_t[best], self._c_pf[best],
-                         self._c_sl[best], self._c_quiet[best], True)
-            if limit - self._sb_start <= self._sb_int:
+            self._accept(self._cand_peak_i[best], self._cand_r_time[best],
+                         self._cand_peak_f_q15[best], self._cand_slope_q15[best],
+                         self._cand_quiet[best], True)
+            if limit - self._searchback_start_time <= self._searchback_after_samples:
                 return
 
-    def _sb_failed(self):
-        end = self._sb_start + self._sb_int
+    def _search_back_failed(self):
+        """No missed beat in the interval: drop its candidates, move the window on
+        one interval and the signal levels half-way to the noise levels."""
+        end = self._searchback_start_time + self._searchback_after_samples
         self._drop_candidates_until(end)
-        self._sb_start = end
+        self._searchback_start_time = end
         self._spki = self._npki + ((self._spki - self._npki) >> 1)
         self._spkf = self._npkf + ((self._spkf - self._npkf) >> 1)
 
     def _drop_candidates_until(self, t_end):
         j = 0
-        for i in range(self._nc):
-            if self._c_t[i] > t_end:
-                self._c_h[j] = self._c_h[i]
-                self._c_t[j] = self._c_t[i]
-                self._c_pf[j] = self._c_pf[i]
-                self._c_sl[j] = self._c_sl[i]
-                self._c_quiet[j] = self._c_quiet[i]
+        for i in range(self._cand_count):
+            if self._cand_r_time[i] > t_end:
+                self._cand_peak_i[j] = self._cand_peak_i[i]
+                self._cand_r_time[j] = self._cand_r_time[i]
+                self._cand_peak_f_q15[j] = self._cand_peak_f_q15[i]
+                self._cand_slope_q15[j] = self._cand_slope_q15[i]
+                self._cand_quiet[j] = self._cand_quiet[i]
                 j += 1
-        self._nc = j
+        self._cand_count = j
 
-    def _accept(self, h, t, pf, sl, qt, from_search_back):
-        sh = 2 if from_search_back else 3
-        self._spki += (h - self._spki) >> sh
-        self._spkf += (pf - self._spkf) >> sh
-        report = self._gate(h, t, sl, qt)
-        if self._has_last:
-            rr = t - self._last_t
-            if self._rr_min <= rr <= self._rr_max:
+    def _accept(self, peak_i, r_time, peak_f, slope, quiet, from_search_back):
+        level_shift = 2 if from_search_back else 3
+        self._spki += (peak_i - self._spki) >> level_shift
+        self._spkf += (peak_f - self._spkf) >> level_shift
+        report = self._gate(peak_i, r_time, slope, quiet)
+        if self._has_last_qrs:
+            rr = r_time - self._last_qrs_time
+            if self._rr_min_samples <= rr <= self._rr_max_samples:
                 self._add_rr(rr)
-        self._has_last = True
-        self._last_t = t
-        self._last_sl = sl
-        self._sb_start = t
-        self._drop_candidates_until(t)
+        self._has_last_qrs = True
+        self._last_qrs_time = r_time
+        self._last_qrs_slope_q15 = slope
+        self._searchback_start_time = r_time
+        self._drop_candidates_until(r_time)
         if report:
-            self._out.append(t + self._base)
+            self._decided.append(r_time + self._time_base)
         else:
             self.suppressed += 1
 
-    def _gate(self, h, t, sl, quiet):
+    def _gate(self, peak_i, r_time, slope, quiet):
         """Noise gate: record whether this QRS looks like one; True to report it."""
         ok = quiet
-        if not ok and self._has_last:
+        if not ok and self._has_last_qrs:
             # No quiet moment before it, but a repeat of the previous QRS (same
             # RR, height and slope: a run of fast beats such as ventricular
             # tachycardia, which leaves no quiet time between its complexes).
-            rr = t - self._last_t
-            ok = (_close(rr, self._last_rr, _RUN_RR_EIGHTHS)
-                  and _close(h, self._last_h, _RUN_SHAPE_EIGHTHS)
-                  and _close(sl, self._last_sl, _RUN_SHAPE_EIGHTHS))
-        if self._has_last:
-            self._last_rr = t - self._last_t
-        self._last_h = h
-        self._gate_bits = ((self._gate_bits << 1) | (0 if ok else 1)) & _GATE_MASK
-        if self._gate_len < _GATE_BEATS:
-            self._gate_len += 1
+            rr = r_time - self._last_qrs_time
+            ok = (_close(rr, self._last_qrs_rr_samples, _RUN_RR_EIGHTHS)
+                  and _close(peak_i, self._last_qrs_peak_i, _RUN_SHAPE_EIGHTHS)
+                  and _close(slope, self._last_qrs_slope_q15, _RUN_SHAPE_EIGHTHS))
+        if self._has_last_qrs:
+            self._last_qrs_rr_samples = r_time - self._last_qrs_time
+        self._last_qrs_peak_i = peak_i
+        self._gate_failed_bits = ((self._gate_failed_bits << 1) | (0 if ok else 1)) & _GATE_MASK
+        if self._gate_beats < _GATE_BEATS:
+            self._gate_beats += 1
         failed = 0
-        v = self._gate_bits
+        v = self._gate_failed_bits
         while v:
             failed += v & 1
             v >>= 1
-        return 2 * failed < self._gate_len
+        return 2 * failed < self._gate_beats
 
     def _add_rr(self, rr):
         """RR AVERAGE1 (last 8) and RR AVERAGE2 (last 8 regular) as Pan-Tompkins."""
-        self._rr1[self._rr1_pos] = rr
-        self._rr1_pos = (self._rr1_pos + 1) % _HISTORY
-        self._rr_avg1 = sum(self._rr1) // _HISTORY
-        lo = (self._rr_avg2 * _RR_LOW_PERCENT) // 100
-        hi = (self._rr_avg2 * _RR_HIGH_PERCENT) // 100
+        self._rr_recent_samples[self._rr_recent_pos] = rr
+        self._rr_recent_pos = (self._rr_recent_pos + 1) % _HISTORY
+        self._rr_average1_samples = sum(self._rr_recent_samples) // _HISTORY
+        lo = (self._rr_average2_samples * _RR_LOW_PERCENT) // 100
+        hi = (self._rr_average2_samples * _RR_HIGH_PERCENT) // 100
         if lo <= rr <= hi:
-            self._rr2[self._rr2_pos] = rr
-            self._rr2_pos = (self._rr2_pos + 1) % _HISTORY
-            self._rr_avg2 = sum(self._rr2) // _HISTORY
-            self._irregular = 0
+            self._rr_regular_samples[self._rr_regular_pos] = rr
+            self._rr_regular_pos = (self._rr_regular_pos + 1) % _HISTORY
+            self._rr_average2_samples = sum(self._rr_regular_samples) // _HISTORY
+            self._irregular_beats = 0
         else:
-            self._irregular += 1
-            if self._irregular >= _HISTORY:
+            self._irregular_beats += 1
+            if self._irregular_beats >= _HISTORY:
                 # No regular interval for 8 beats: the rhythm has changed.
                 for i in range(_HISTORY):
-                    self._rr2[i] = self._rr1[i]
-                self._rr_avg2 = self._rr_avg1
-                self._irregular = 0
-        self._sb_int = (self._rr_avg2 * _RR_MISSED_PERCENT) // 100
+                    self._rr_regular_samples[i] = self._rr_recent_samples[i]
+                self._rr_average2_samples = self._rr_average1_samples
+                self._irregular_beats = 0
+        self._searchback_after_samples = (
+            (self._rr_average2_samples * _RR_MISSED_PERCENT) // 100)
 
 
 def _close(a, b, eighths):
