@@ -26,7 +26,7 @@ at most the one result that is there (call it at least at the data rate).
 from array import array
 
 from firmware.hw.compat import const
-from firmware.hw.sources import ring_read
+from firmware.hw.sources import SamplePacer, ring_read
 from firmware.params import ECG_ADC_MAX_COUNT, ECG_ADC_MIN_COUNT, ECG_COUNTS_PER_MV
 
 _RING = const(256)
@@ -178,7 +178,10 @@ class Ads1115EcgSource(_RingSource):
 
     With ``use_irq`` the ADS1115's ALERT/RDY pin (``ready_pin``, driver made
     with ``ready_pin=True``) triggers each read; otherwise ``clock`` (with
-    ``ticks_ms``) paces the reads at the data rate."""
+    ``ticks_ms``) paces the reads at the data rate: a
+    :class:`firmware.hw.sources.SamplePacer` counts the conversions that came
+    due on bounded tick spans, so polling keeps working past the 2**29 ms
+    (6.2-day) limit of ``ticks_diff``."""
 
     def __init__(self, adc, frontend_gain, ready_pin=None, use_irq=False, clock=None):
         if not isinstance(frontend_gain, int) or frontend_gain < 1:
@@ -190,26 +193,20 @@ class Ads1115EcgSource(_RingSource):
         self.adc = adc
         self.scaler = RatioScaler(adc.full_scale_uv * ECG_COUNTS_PER_MV,
                                   32768 * frontend_gain * 1000)
-        self._use_irq = use_irq
-        self._clock = clock
-        self._fs = adc.data_rate_sps
-        self._t0 = clock.ticks_ms() if clock is not None else 0
-        self._due_done = 0
+        self._pacer = None if use_irq else SamplePacer(clock, adc.data_rate_sps)
         _RingSource.__init__(self, ready_pin, use_irq)
 
     def _sample(self):
         return _saturate(self.scaler.apply(self.adc.read_conversion()))
 
     def _poll(self):
-        if self._use_irq:
+        pacer = self._pacer
+        if pacer is None:
             return
-        from firmware.hw.compat import ticks_diff
-
-        due = ticks_diff(self._clock.ticks_ms(), self._t0) * self._fs // 1000
-        if due > self._due_done:
+        due = pacer.due()
+        if due:
             # Only the latest conversion is there: one read per poll, the rest are lost.
-            self.dropped += due - self._due_done - 1
-            self._due_done = due
+            self.dropped += due - 1
             self._push(self._sample())
 
 

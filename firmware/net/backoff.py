@@ -10,21 +10,25 @@ reproducible.
 Clock: ``ticks_diff`` is only valid for spans under 2**29 ms (about 6.2
 days; ``ticks_ms`` wraps at 2**30 on MicroPython and in
 :mod:`firmware.hw.compat`).  The policy therefore measures only the span from
-the last failure, which is at most ``1.25 * max_ms``, and treats a span that
-reads negative (the loop was not called for over 6.2 days) as elapsed: a
-wrap can make an attempt early, never days late.
+the last failure, which is at most ``1.25 * max_ms`` (``max_ms`` is at most
+2**28 ms, so that span is always valid), and treats a span that reads
+negative (the loop was not called for over 6.2 days) as elapsed: a wrap can
+make an attempt early, never days late.
 """
 
-from firmware.hw.compat import ticks_diff
+from firmware.hw.compat import const, ticks_diff
+
+_MAX_DELAY_MS = const(1 << 28)  # 1.25 * this < 2**29, the longest valid ticks_diff span
 
 
 class Backoff:
     """When the next connect attempt is due (module docstring)."""
 
     def __init__(self, min_ms, max_ms, seed_text):
-        if not isinstance(min_ms, int) or not isinstance(max_ms, int) or not 0 < min_ms <= max_ms:
-            raise ValueError("backoff needs ints 0 < min_ms <= max_ms, got %r, %r"
-                             % (min_ms, max_ms))
+        if (not isinstance(min_ms, int) or not isinstance(max_ms, int)
+                or not 0 < min_ms <= max_ms <= _MAX_DELAY_MS):
+            raise ValueError("backoff needs ints 0 < min_ms <= max_ms <= %d, got %r, %r"
+                             % (_MAX_DELAY_MS, min_ms, max_ms))
         self.min_ms = min_ms
         self.max_ms = max_ms
         self.delay_ms = min_ms
