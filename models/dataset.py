@@ -2,8 +2,10 @@
 
 Every beat's model input comes from :class:`firmware.signal.beatpipe.BeatPipeline`
 (filter chain, QRS detector and beat features: the code the device runs), fed
-a record's samples exactly as ``medge ecg analyze`` feeds them (device counts,
-200 counts/mV around the record's baseline, ``host.ecg.to_device_signal``).
+a record's samples exactly as ``medge ecg analyze`` feeds them (the record
+reader ``sim.records``: device counts, ``ECG_COUNTS_PER_MV`` around the
+record's baseline; a noise variant adds its noise in mV before the
+resampling and quantisation steps).
 Detected beats are labelled with the reference annotation they pair with
 (EC57/bxb pairing within 150 ms, ``models.eval_qrs.match_beats``), mapped to
 the AAMI EC57 classes; a detection with no reference beat gets label -1 (it
@@ -37,13 +39,19 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware.params import BEAT_CHANNELS, BEAT_WINDOW_POINTS, RR_FEATURES
+from firmware.params import (
+    BEAT_CHANNELS,
+    BEAT_WINDOW_POINTS,
+    ECG_ADC_MAX_COUNT,
+    ECG_ADC_MIN_COUNT,
+    RR_FEATURES,
+)
+from models.eval_qrs import DS1_RECORDS as DS1_RECORDS  # for models.train, models.eval_model
+from models.eval_qrs import MATCH_WINDOW_MS, SOURCE_FS_HZ, match_beats
 
 log = logging.getLogger(__name__)
 
-SOURCE_FS_HZ = 360
 MAINS_HZ = 60  # MIT-BIH was recorded in Boston
-MATCH_WINDOW_MS = 150
 CLASSES = ("N", "S", "V", "F", "Q")
 AAMI = {
     "N": 0, "L": 0, "R": 0, "e": 0, "j": 0,
@@ -52,10 +60,6 @@ AAMI = {
     "F": 3,
     "/": 4, "f": 4, "Q": 4,
 }
-DS1_RECORDS = (
-    "101", "106", "108", "109", "112", "114", "115", "116", "118", "119", "122",
-    "124", "201", "203", "205", "207", "208", "209", "215", "220", "223", "230",
-)
 NOISE_KINDS = ("ma", "em", "bw")
 BEAT_LEN = BEAT_WINDOW_POINTS * BEAT_CHANNELS
 
@@ -114,7 +118,8 @@ def run_pipeline(counts: np.ndarray, fs_hz: int, mains_hz: int = MAINS_HZ,
 
     pipe = BeatPipeline(fs_hz, mains_hz, 0)
     feats = pipe.features
-    data = np.clip(np.asarray(counts), -32768, 32767).astype(np.int64).tolist()
+    data = np.clip(np.asarray(counts), ECG_ADC_MIN_COUNT, ECG_ADC_MAX_COUNT)
+    data = data.astype(np.int64).tolist()
     block = block or fs_hz
     rs: list[int] = []
     beats = bytearray()
@@ -137,9 +142,9 @@ def run_pipeline(counts: np.ndarray, fs_hz: int, mains_hz: int = MAINS_HZ,
 
 def mlii_channel(path: str) -> int:
     """The MLII channel of a record (channel 0 if none is named so)."""
-    import wfdb
+    from sim.records import channel_names
 
-    names = wfdb.rdheader(path).sig_name or []
+    names = channel_names(path)
     return names.index("MLII") if "MLII" in names else 0
 
 
@@ -158,34 +163,28 @@ def _noise(kind: str, nstdb: Path, n: int, offset: int) -> np.ndarray:
 def record_beats(data_dir: str, record: str, variant: Variant,
                  nstdb: str | None = None) -> Beats:
     """Run one record (MLII) in one variant through the device pipeline and label it."""
-    import wfdb
-    from scipy.signal import resample_poly
-
-    from host.ecg import DEVICE_COUNTS_PER_MV
-    from models.eval_qrs import match_beats
+    from sim.records import read_annotations, read_channel, to_device_signal
 
     path = str(Path(data_dir) / record)
-    ch = mlii_channel(path)
-    rec = wfdb.rdrecord(path, channels=[ch], physical=False)
-    mv = (rec.d_signal[:, 0].astype(np.float64) - rec.baseline[0]) / rec.adc_gain[0]
-    ann = wfdb.rdann(path, "atr")
-    keep = np.array([s in AAMI for s in ann.symbol], dtype=bool)
-    ref = np.asarray(ann.sample, dtype=np.int64)[keep]
-    ref_cls = np.array([AAMI[s] for s in np.asarray(ann.symbol)[keep]], dtype=np.int8)
+    ch = read_channel(path, mlii_channel(path))
+    if ch.fs_hz != SOURCE_FS_HZ:
+        raise ValueError(f"{path}: expected {SOURCE_FS_HZ} Hz, the header says {ch.fs_hz:g}")
+    mv = ch.millivolts()
+    ann = read_annotations(path)
+    keep = np.array([s in AAMI for s in ann.symbols], dtype=bool)
+    ref = ann.samples[keep]
+    ref_cls = np.array([AAMI[s] for s in np.asarray(ann.symbols)[keep]], dtype=np.int8)
     if variant.noise:
         if not nstdb:
             raise ValueError("noise variants need the nstdb folder")
-        noise = _noise(variant.noise, Path(nstdb), len(mv), int(variant.offset_s * 360))
+        noise = _noise(variant.noise, Path(nstdb), len(mv), int(variant.offset_s * SOURCE_FS_HZ))
         sig = mv - np.median(mv)
         scale = np.sqrt(np.var(sig) / (np.var(noise) * 10 ** (variant.snr_db / 10)))
         mv = variant.gain * (mv + scale * noise)
     fs = variant.fs_hz
-    if fs != SOURCE_FS_HZ:
-        g = int(np.gcd(fs, SOURCE_FS_HZ))
-        mv = resample_poly(mv, fs // g, SOURCE_FS_HZ // g)
-        ref = np.rint(ref * (fs / SOURCE_FS_HZ)).astype(np.int64)
-    counts = np.rint(mv * DEVICE_COUNTS_PER_MV)
-    r, beat, rr = run_pipeline(counts, fs)
+    dev = to_device_signal(mv, ch.fs_hz, fs)
+    ref = dev.to_device_samples(ref)
+    r, beat, rr = run_pipeline(dev.counts, fs)
     window = (MATCH_WINDOW_MS * fs + 500) // 1000
     ref_ok, test_ok = match_beats(ref, r, window)
     label = np.full(len(r), -1, dtype=np.int8)
@@ -203,7 +202,6 @@ SIM_MINUTES = 15
 def sim_beats(rhythm: str, seed: int, minutes: float = SIM_MINUTES) -> Beats:
     """One simulated patient through the device pipeline at 360 Hz, labelled
     with the simulator's ground truth (its AAMI class per beat)."""
-    from models.eval_qrs import match_beats
     from models.eval_sim import rhythm_scenario
     from sim.patient import VirtualPatient
 

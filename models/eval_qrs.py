@@ -8,19 +8,21 @@ Run::
 Every record's channel 0 (MLII in the DS1 records) goes through three detectors,
 in the same run, on the same samples:
 
-* ``medge``: ``firmware.signal.qrs.QrsDetector``, the device code, fed the record's
-  raw digital samples (ADC counts, ``wfdb.rdrecord(..., physical=False)``) as
-  ``array('h')`` blocks of one second, then ``flush()``;
-* ``xqrs``: ``wfdb.processing.xqrs_detect`` on the physical signal (mV),
+* ``medge``: ``firmware.signal.qrs.QrsDetector``, the device code, fed the
+  record as the device's front end delivers it (the record reader
+  ``sim.records``, as ``medge ecg analyze``: ``ECG_COUNTS_PER_MV`` counts per mV
+  around the record's baseline, int16) as ``array('h')`` blocks of one second,
+  then ``flush()``;
+* ``xqrs``: ``wfdb.processing.xqrs_detect`` on those counts in mV,
   default settings;
 * ``neurokit2``: ``nk.ecg_clean`` then ``nk.ecg_peaks``, both with their default
-  method ("neurokit"), on the physical signal -- the pairing ``nk.ecg_process``
+  method ("neurokit"), on those counts in mV -- the pairing ``nk.ecg_process``
   uses (``ecg_peaks`` expects a cleaned signal).
 
-At ``--fs 250`` the digital signal is resampled with
-``scipy.signal.resample_poly(x, 25, 36)`` and rounded to int; the reference
-annotation sample numbers are scaled by 250/360 and rounded; all three
-detectors see that 250 Hz signal.
+At ``--fs 250`` the record is resampled in mV (``scipy.signal.resample_poly``,
+up 25, down 36) before it is rounded to counts; the reference annotation
+sample numbers are scaled by 250/360 and rounded; all three detectors see
+that 250 Hz signal.
 
 Scoring follows the beat-by-beat rules of ANSI/AAMI EC57 as implemented by
 WFDB's ``bxb``: reference beats are the annotations with a beat symbol
@@ -53,6 +55,8 @@ from pathlib import Path
 
 import numpy as np
 
+from firmware.params import SUPPORTED_RATES_HZ
+
 log = logging.getLogger(__name__)
 
 DS1_RECORDS = (
@@ -62,7 +66,7 @@ DS1_RECORDS = (
 NSTDB_RECORDS = ("118e24", "118e12", "118e00")
 BEAT_SYMBOLS = frozenset("NLRejAaJSVEF/fQ")
 MATCH_WINDOW_MS = 150
-SOURCE_FS_HZ = 360
+SOURCE_FS_HZ = 360  # MIT-BIH's rate
 DETECTORS = ("medge", "xqrs", "neurokit2")
 #: nstdb: noise on from minute 5 for 2 minutes, off 2 minutes, and so on.
 NSTDB_NOISE_START_S = 300
@@ -211,30 +215,19 @@ RUNNERS = {"medge": lambda counts, mv, fs: run_medge(counts, fs),
 # ------------------------------------------------------------------ records
 
 
-def load_record(path: str, fs: int) -> tuple[np.ndarray, np.ndarray, float, float,
-                                              np.ndarray, list[str]]:
-    """Channel 0 at ``fs`` as (counts, mV, gain, baseline), and the annotations
-    (sample numbers at ``fs``, symbols)."""
-    import wfdb
-    from scipy.signal import resample_poly
+def load_record(path: str, fs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Channel 0 at ``fs`` as device counts and the same in mV, and the
+    annotations (sample numbers at ``fs``, symbols)."""
+    from firmware.params import ECG_COUNTS_PER_MV
+    from sim.records import read_annotations, read_channel, to_device_signal
 
-    rec = wfdb.rdrecord(path, channels=[0], physical=False)
-    if rec.fs != SOURCE_FS_HZ:
-        raise ValueError(f"{path}: expected {SOURCE_FS_HZ} Hz, the header says {rec.fs}")
-    counts = rec.d_signal[:, 0].astype(np.int64)
-    gain = float(rec.adc_gain[0])
-    base = float(rec.baseline[0])
-    ann = wfdb.rdann(path, "atr")
-    samples = np.asarray(ann.sample, dtype=np.int64)
-    symbols = list(ann.symbol)
-    if fs != SOURCE_FS_HZ:
-        g = int(np.gcd(fs, SOURCE_FS_HZ))
-        counts = np.rint(resample_poly(counts.astype(np.float64), fs // g, SOURCE_FS_HZ // g))
-        counts = counts.astype(np.int64)
-        samples = np.rint(samples * (fs / SOURCE_FS_HZ)).astype(np.int64)
-    counts = np.clip(counts, -32768, 32767)
-    mv = (counts - base) / gain
-    return counts, mv, gain, base, samples, symbols
+    ch = read_channel(path, 0)
+    if ch.fs_hz != SOURCE_FS_HZ:
+        raise ValueError(f"{path}: expected {SOURCE_FS_HZ} Hz, the header says {ch.fs_hz:g}")
+    sig = to_device_signal(ch.millivolts(), ch.fs_hz, fs)
+    ann = read_annotations(path)
+    counts = sig.counts.astype(np.int64)
+    return counts, counts / ECG_COUNTS_PER_MV, sig.to_device_samples(ann.samples), ann.symbols
 
 
 def noise_blocks(n_samples: int, fs: int) -> list[tuple[int, int]]:
@@ -248,7 +241,7 @@ def noise_blocks(n_samples: int, fs: int) -> list[tuple[int, int]]:
 
 def evaluate_record(job: tuple[str, str, int, float, tuple[str, ...]]) -> RecordResult:
     path, database, fs, skip_s, detectors = job
-    counts, mv, _, _, ann_samples, symbols = load_record(path, fs)
+    counts, mv, ann_samples, symbols = load_record(path, fs)
     beat = np.array([s in BEAT_SYMBOLS for s in symbols], dtype=bool)
     ref = ann_samples[beat]
     vf = vf_intervals(ann_samples, symbols)
@@ -347,8 +340,9 @@ def main(argv: list[str] | None = None) -> int:
                                  description="QRS detector evaluation on MIT-BIH records")
     ap.add_argument("data_dir", help="folder with the mitdb records (e.g. ../shared/data/mitdb)")
     ap.add_argument("--records", nargs="+", default=None, help="mitdb records (default: DS1)")
-    ap.add_argument("--fs", type=int, nargs="+", default=[360], choices=[250, 360],
-                    help="sample rate(s) to evaluate at (default: 360)")
+    ap.add_argument("--fs", type=int, nargs="+", default=[SOURCE_FS_HZ],
+                    choices=list(SUPPORTED_RATES_HZ),
+                    help=f"device sample rate(s) to evaluate at (default: {SOURCE_FS_HZ})")
     ap.add_argument("--nstdb", default=None,
                     help="nstdb folder (default: ../nstdb beside DATA_DIR if it exists; "
                          "'' to skip)")

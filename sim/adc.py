@@ -2,9 +2,11 @@
 
 ``counts = round(x * counts_per_unit + offset_counts [+ noise])``, saturated at
 the rails of a ``bits``-bit converter (signed: -2**(bits-1) .. 2**(bits-1) - 1,
-unsigned: 0 .. 2**bits - 1).  The default is the ECG front end of
-``sim.sources`` (signed 16 bit, 200 counts/mV, no offset), and then
-:meth:`AdcModel.to_counts` equals ``sim.sources.mv_to_counts`` sample for sample.
+unsigned: 0 .. 2**bits - 1).  The default is the device's ECG front end
+(``firmware.params``: ``ECG_COUNTS_PER_MV`` counts per mV, signed
+``ECG_ADC_MIN_COUNT..ECG_ADC_MAX_COUNT``, no offset): :data:`ECG_ADC`, and
+:func:`mv_to_counts` is its quantiser, the one mV -> counts conversion of the
+simulator and the record reader (``sim.records``).
 
 Optional quantisation / thermal noise: Gaussian, ``noise_lsb_rms`` LSB RMS,
 added before rounding (it also dithers the quantiser).  :func:`count_saturated`
@@ -18,13 +20,18 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["ECG_ADC", "PPG_ADC", "RESP_ADC", "AdcModel", "count_saturated"]
+from firmware.params import ECG_ADC_MAX_COUNT, ECG_ADC_MIN_COUNT, ECG_COUNTS_PER_MV
+
+__all__ = ["ECG_ADC", "PPG_ADC", "RESP_ADC", "AdcModel", "count_saturated", "mv_to_counts"]
+
+#: Bits of the ECG converter, from its rails (signed: -2**15 .. 2**15 - 1).
+_ECG_BITS = (ECG_ADC_MAX_COUNT - ECG_ADC_MIN_COUNT).bit_length()
 
 
 @dataclass(frozen=True)
 class AdcModel:
-    bits: int = 16
-    counts_per_unit: float = 200.0  # counts per mV for ECG
+    bits: int = _ECG_BITS
+    counts_per_unit: float = float(ECG_COUNTS_PER_MV)  # counts per mV for ECG
     offset_counts: int = 0
     signed: bool = True
     noise_lsb_rms: float = 0.0
@@ -75,8 +82,16 @@ def count_saturated(counts: npt.NDArray[np.integer], adc: AdcModel) -> int:
     return int(np.count_nonzero((counts <= lo) | (counts >= hi)))
 
 
-#: The ECG front end (the same as ``sim.sources.mv_to_counts``): 5 uV per count.
-ECG_ADC = AdcModel(bits=16, counts_per_unit=200.0)
+#: The ECG front end (``firmware.params``): 5 uV per count, the int16 rails.
+ECG_ADC = AdcModel(bits=_ECG_BITS, counts_per_unit=float(ECG_COUNTS_PER_MV))
+if ECG_ADC.rails != (ECG_ADC_MIN_COUNT, ECG_ADC_MAX_COUNT):  # params changed shape
+    raise ImportError(f"ECG_ADC rails {ECG_ADC.rails} do not match firmware.params")
+
+
+def mv_to_counts(signal_mv: npt.ArrayLike) -> npt.NDArray[np.int16]:
+    """Millivolts at the electrodes -> ECG counts: ``rint(mv * ECG_COUNTS_PER_MV)``
+    (half to even), saturated to the rails, int16."""
+    return ECG_ADC.to_counts(signal_mv)
 #: PPG photodiode channel of a MAX30102-class part: 18-bit unsigned; the PPG model
 #: works in counts already, so 1 count per unit.
 PPG_ADC = AdcModel(bits=18, counts_per_unit=1.0, signed=False, noise_lsb_rms=2.0)

@@ -2,11 +2,10 @@
 
 :class:`WfdbReplay` reads one channel of any WFDB record (MIT-BIH at 360 Hz,
 BIDMC at 125 Hz, ...) and turns it into the device's raw counts at the
-device rate, with exactly the conversion ``medge ecg analyze`` uses
-(:func:`host.ecg.read_channel` and :func:`host.ecg.to_device_signal`: counts
-at ``DEVICE_COUNTS_PER_MV`` around the record's baseline, polyphase
-resampling by :func:`scipy.signal.resample_poly` when the rates differ,
-rounded and saturated to int16).  It is a sample source itself
+device rate with the one record reader, :func:`sim.records.device_signal`
+(the conversion ``medge ecg analyze`` uses: counts at
+``firmware.params.ECG_COUNTS_PER_MV`` around the record's baseline, polyphase
+resampling when the rates differ, rounded and saturated to int16).  It is a sample source itself
 (``read_samples(buf, max_count)``), paced by an injected clock like a live
 sensor, and it offers the same samples as a signal (``sim.parts``) in volts
 or counts to drive an emulated part.
@@ -31,8 +30,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from host.ecg import DEVICE_COUNTS_PER_MV, read_channel, to_device_signal
+from firmware.params import ECG_COUNTS_PER_MV
 from sim.bus import I2CBus, SimTime, SPIBus
+from sim.records import device_signal, read_channel
 
 __all__ = [
     "EmulatedFrontEnd",
@@ -56,11 +56,10 @@ class WfdbReplay:
                  clock: Any = None, loop: bool = False) -> None:
         if not isinstance(sample_rate_hz, int) or sample_rate_hz <= 0:
             raise ValueError("sample_rate_hz must be a positive int (no default on purpose)")
-        digital, fs, gain, baseline = read_channel(record, channel)
-        sig = to_device_signal(digital, fs, gain, baseline, (sample_rate_hz,))
+        sig = device_signal(record, channel, sample_rate_hz)
         self.record = record
         self.channel = channel
-        self.record_fs_hz = fs
+        self.record_fs_hz = sig.record_fs_hz
         self.sample_rate_hz = sample_rate_hz
         self.counts = sig.counts  # int16 at sample_rate_hz
         self._device_signal = sig
@@ -100,7 +99,7 @@ class WfdbReplay:
 
     # -- as a signal for an emulated part -----------------------------------
     def millivolts(self) -> np.ndarray:
-        return self.counts.astype(np.float64) / DEVICE_COUNTS_PER_MV
+        return self.counts.astype(np.float64) / ECG_COUNTS_PER_MV
 
     def volts_signal(self, gain: float = 1.0, offset_v: float = 0.0) -> Iterator[float]:
         """Iterator signal: one value per conversion, ``offset + gain * V_electrodes``."""
@@ -197,8 +196,8 @@ def ppg_signal(record: str, channel: int, dc_na_per_ma: float = 200.0,
     interpolated linearly, so any MAX30102 sample rate can read it; past the
     end the last value is held.
     """
-    digital, fs, gain, baseline = read_channel(record, channel)
-    values = (digital - baseline) / gain
+    ch = read_channel(record, channel)
+    values, fs = ch.physical(), ch.fs_hz
     lo, hi = np.percentile(values, [1, 99])
     span = float(hi - lo) or 1.0
     scaled = dc_na_per_ma * (1.0 - ac_fraction * (values - lo) / span)

@@ -166,7 +166,7 @@ def test_mitdb_excerpt_beats_match_annotations(record: str) -> None:
 def test_excerpts_are_small_and_attributed() -> None:
     total = sum(p.stat().st_size for p in EXCERPTS.iterdir())
     assert total < 200 * 1024
-    readme = (EXCERPTS.parent / "README.md").read_text()
+    readme = (EXCERPTS / "README.md").read_text()  # the folder's own README (e34a365)
     assert "ODC-By" in readme and "Moody GB" in readme
     for record in EXCERPT_RECORDS:
         assert f"`{record}`" in readme
@@ -206,6 +206,30 @@ def test_header_without_its_signal_file(tmp_path: Path) -> None:
     write_sim_record(tmp_path, "lost", 250, seconds=5.0)
     (tmp_path / "lost.dat").unlink()
     assert_clean_error(medge("ecg", "analyze", str(tmp_path / "lost")), "lost")
+
+
+@pytest.mark.parametrize("keep_bytes", [3, 3000])
+def test_truncated_signal_file(tmp_path: Path, keep_bytes: int) -> None:
+    """A .dat shorter than the header's length (one frame: 3 bytes of format 212
+    for 2 signals) is an error, not a record of one frame repeated."""
+    for ext in ("hea", "atr"):
+        (tmp_path / f"101.{ext}").write_bytes((EXCERPTS / f"101.{ext}").read_bytes())
+    (tmp_path / "101.dat").write_bytes((EXCERPTS / "101.dat").read_bytes()[:keep_bytes])
+    held = keep_bytes // 3
+    assert_clean_error(medge("ecg", "analyze", str(tmp_path / "101")),
+                       "101", f"header says 7200 samples, the .dat holds {held}")
+
+
+def test_model_option_with_a_missing_model(tmp_path: Path) -> None:
+    proc = medge("ecg", "analyze", str(EXCERPTS / "101"), "--model", str(tmp_path / "nope"))
+    assert_clean_error(proc, "model", "nope")
+
+
+def test_model_option_with_a_model_the_device_refuses(tmp_path: Path) -> None:
+    (tmp_path / "bad.tflite").write_bytes(b"not a flatbuffer")
+    (tmp_path / "bad.json").write_text("{}")
+    proc = medge("ecg", "analyze", str(EXCERPTS / "101"), "--model", str(tmp_path / "bad"))
+    assert_clean_error(proc, "model", "bad")
 
 
 def test_ecg_needs_a_sub_command() -> None:

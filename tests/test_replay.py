@@ -13,8 +13,8 @@ from firmware.device import Device, DeviceConfig
 from firmware.hw.state import MemoryState
 from firmware.net.links.memory import MemoryLink
 from firmware.signal.qrs import QrsDetector
-from host.ecg import read_channel, to_device_signal
 from sim.clock import SimClock
+from sim.records import read_channel, to_device_signal
 from sim.replay import (
     WfdbReplay,
     ads1115_front_end,
@@ -61,8 +61,8 @@ def test_native_rate_replay_is_the_record_itself() -> None:
 
 def test_resampled_replay_reuses_the_analyzer_conversion_and_keeps_the_beats() -> None:
     rep = WfdbReplay(REC_101, 250)
-    digital, fs, gain, baseline = read_channel(REC_101, 0)
-    assert np.array_equal(rep.counts, to_device_signal(digital, fs, gain, baseline, (250,)).counts)
+    ch = read_channel(REC_101, 0)
+    assert np.array_equal(rep.counts, to_device_signal(ch.millivolts(), ch.fs_hz, 250).counts)
     assert len(rep) == 5000 and rep.counts.dtype == np.int16
     # The device's own detector on the replayed samples finds the annotated beats.
     det = QrsDetector(250)
