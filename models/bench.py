@@ -1,8 +1,8 @@
 """``make bench``: throughput of the device's ECG chain, CPython and MicroPython.
 
 Runs exactly the device code on 5 minutes of simulator ECG at 360 Hz (raw ADC
-counts, 200 counts/mV, fixed seed, so it runs on a fresh clone), fed in blocks
-of one second as the device loop does:
+counts at ``firmware.params.ECG_COUNTS_PER_MV``, fixed seed, so it runs on a
+fresh clone), fed in blocks of one second as the device loop does:
 
 - ``EcgFilterChain + QrsDetector``: the filter chain and the beat detector
   side by side on each raw block (the detector takes raw counts, contract 2;
@@ -54,9 +54,6 @@ MAINS_HZ = 50
 HEART_RATE_BPM = 75.0
 SEED = 20240
 REPEATS = 3
-ADC_MIN = -32768
-ADC_MAX = 32767
-COUNTS_PER_MV = 200
 
 STAGES = ("chain+qrs", "qrs", "chain", "quality")
 STAGE_NAMES = {
@@ -66,13 +63,15 @@ STAGE_NAMES = {
     "quality": "SignalQuality",
 }
 
-# The same code runs in both interpreters: it only uses what MicroPython has.
+# The same code runs in both interpreters: it only uses what MicroPython has
+# (the front end's scale and rails from the device's own firmware.params).
 # ``make(stage)`` returns a function that consumes one block.
-STAGE_CODE = f"""
+STAGE_CODE = """
 def make(stage, fs, mains_hz):
     if stage == "quality":
+        from firmware.params import ECG_ADC_MAX_COUNT, ECG_ADC_MIN_COUNT, ECG_COUNTS_PER_MV
         from firmware.signal.quality import SignalQuality
-        q = SignalQuality(fs, {ADC_MIN}, {ADC_MAX}, {COUNTS_PER_MV})
+        q = SignalQuality(fs, ECG_ADC_MIN_COUNT, ECG_ADC_MAX_COUNT, ECG_COUNTS_PER_MV)
         return q.process
     if stage == "qrs":
         from firmware.signal.qrs import QrsDetector
@@ -121,8 +120,8 @@ for stage in %(stages)r:
 
 
 def ecg_counts(duration_s: float) -> np.ndarray:
+    from sim.adc import mv_to_counts
     from sim.ecgsyn import EcgsynParams, ecgsyn
-    from sim.sources import mv_to_counts
 
     params = EcgsynParams(sample_rate_hz=FS_HZ, heart_rate_mean_bpm=HEART_RATE_BPM)
     return mv_to_counts(ecgsyn(duration_s, params, np.random.default_rng(SEED)).signal_mv)

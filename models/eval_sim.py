@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from firmware.params import SUPPORTED_RATES_HZ
 from firmware.signal.qrs import QrsDetector
 from models.eval_qrs import MATCH_WINDOW_MS, match_beats
 from sim.patient import VirtualPatient
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--snr", type=float, nargs="+", default=[24.0, 12.0, 6.0])
-    ap.add_argument("--fs", type=int, nargs="+", default=[250, 360])
+    ap.add_argument("--fs", type=int, nargs="+", default=list(SUPPORTED_RATES_HZ))
     ap.add_argument("--rhythms", nargs="*", default=list(RHYTHMS))
     ap.add_argument("--scenarios", nargs="*", default=list_scenarios())
     ap.add_argument("--seed", type=int, default=1)

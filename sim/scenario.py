@@ -29,6 +29,8 @@ from typing import Any
 
 import tomllib
 
+from firmware.params import SUPPORTED_MAINS_HZ
+
 __all__ = ["SCENARIO_DIR", "SCHEMA", "PiecewiseLinear", "Scenario", "ScenarioError",
            "list_scenarios", "load_scenario", "parse_scenario"]
 
@@ -124,7 +126,7 @@ _NOISE = {
     "enabled": (("bool",), True),
     "snr_db": (("num", -10.0, 60.0), 18.0),
     "weights": (("weights",), {"bw": 1.0, "ma": 1.0, "em": 1.0}),
-    "mains_hz": (("choice", (50, 60)), 50),
+    "mains_hz": (("choice", SUPPORTED_MAINS_HZ), 50),
     "mains_uv": (("num", 0.0, 2000.0), 15.0),
     "resp_wander_mv": (("num", 0.0, 2.0), 0.05),
     "lead_off_per_hour": (("num", 0.0, 60.0), 0.0),

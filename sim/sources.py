@@ -4,27 +4,25 @@
 ADC counts a front end would deliver, paced by the simulation clock: a call to
 ``read_samples`` returns only the samples whose time has come, exactly like a
 driver draining a sensor FIFO.
+
+``ADC_COUNTS_PER_MV``, ``ADC_MIN_COUNT``, ``ADC_MAX_COUNT`` (the front end's
+scale and rails, from ``firmware.params``) and :func:`mv_to_counts` (the
+quantiser, from ``sim.adc``) are re-exported here for older callers.
 """
 
 from __future__ import annotations
 
 from array import array
 
-import numpy as np
-
+from firmware.params import ECG_ADC_MAX_COUNT as ADC_MAX_COUNT
+from firmware.params import ECG_ADC_MIN_COUNT as ADC_MIN_COUNT
+from firmware.params import ECG_COUNTS_PER_MV as ADC_COUNTS_PER_MV
+from sim.adc import mv_to_counts
 from sim.clock import SimClock
 from sim.ecgsyn import EcgStream
 
-#: ADC model of the simulated ECG front end: 5 uV per count, signed 16 bit.
-ADC_COUNTS_PER_MV = 200
-ADC_MIN_COUNT = -32768
-ADC_MAX_COUNT = 32767
-
-
-def mv_to_counts(signal_mv: np.ndarray) -> np.ndarray:
-    """Quantise millivolts to ADC counts: round, then saturate to int16."""
-    counts = np.rint(np.asarray(signal_mv, dtype=np.float64) * ADC_COUNTS_PER_MV)
-    return np.clip(counts, ADC_MIN_COUNT, ADC_MAX_COUNT).astype(np.int16)
+__all__ = ["ADC_COUNTS_PER_MV", "ADC_MAX_COUNT", "ADC_MIN_COUNT", "SyntheticEcgSource",
+           "mv_to_counts"]
 
 
 class SyntheticEcgSource:
