@@ -85,7 +85,7 @@ def check_sample_rate_hz(fs_hz):
     rate = _as_int_in(fs_hz, SUPPORTED_RATES_HZ)
     if rate is None:
         raise ValueError(
-            "sample_rate_hz %r is not supported; supported rates: %s Hz"
+            "sample_rate_hz %r Hz is not supported; supported rates: %s Hz"
             % (fs_hz, _listed(SUPPORTED_RATES_HZ))
         )
     return rate

@@ -85,6 +85,7 @@ from pathlib import Path
 import numpy as np
 from scipy import signal
 
+from firmware import params as firmware_params
 from firmware.signal import dsp
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -96,8 +97,8 @@ class DesignParams:
     """The filter design parameters, units in the names.  The generated
     ``firmware/signal/filter_tables.py`` repeats them as named constants."""
 
-    sample_rates_hz: tuple[int, ...] = (250, 360)
-    mains_hz: tuple[int, ...] = (50, 60)
+    sample_rates_hz: tuple[int, ...] = firmware_params.SUPPORTED_RATES_HZ
+    mains_hz: tuple[int, ...] = firmware_params.SUPPORTED_MAINS_HZ
     #: Baseline-wander removal: ``baseline_order`` identical first-order
     #: high-pass sections, -3 dB in all at ``baseline_corner_hz``.
     baseline_corner_hz: float = 0.5
@@ -479,10 +480,11 @@ _HEADER = '''\
 # tests/test_filterdesign.py fails when this file and the generator disagree.
 """Q15 filter tables of the device's ECG chain (CMSIS-DSP biquad layout).
 
-``table(fs_hz, name)`` returns ``(num_stages, coeffs, post_shift)``, the
-arguments of ``firmware.signal.dsp.BiquadCascadeQ15`` (``coeffs``: per section
+Data only: :mod:`firmware.signal.filters` reads it (``table(fs_hz, name)``
+gives ``(num_stages, coeffs, post_shift)``, the arguments of
+``firmware.signal.dsp.BiquadCascadeQ15`` (``coeffs``: per section
 ``{{b0, 0, b1, b2, a1, a2}}`` in Q15 scaled down by ``2**post_shift``, ``a1``/``a2``
-negated relative to scipy).  Tables named in ``NOISE_SHAPED`` are meant for
+negated relative to scipy)).  Tables named in ``NOISE_SHAPED`` are meant for
 ``firmware.signal.dsp.BiquadCascadeEfQ15`` (same arguments, error feedback): their
 poles sit so close to z = 1 that plain truncation leaves a DC offset (dead
 band) of about a hundred LSB (figures in models/filterdesign.py).
@@ -503,13 +505,13 @@ Sections are paired nearest-zero and L-infinity scaled (the response from
 the input to every section output peaks at 0 dB); one post_shift per
 cascade, the smallest that fits every rounded coefficient in Q15.
 
-``group_delay_samples(fs_hz, name)``: group delay at ``GROUP_DELAY_REF_HZ``,
-in samples (float, 0.01 sample resolution), for aligning detections with
-the raw signal.
+``GROUP_DELAY_SAMPLES``: group delay at ``GROUP_DELAY_REF_HZ``, in samples
+(float, 0.01 sample resolution), for aligning detections with the raw signal.
+
+Rates and mains are those of ``firmware.params`` (``SUPPORTED_RATES_HZ`` =
+{sample_rates_hz!r}, ``SUPPORTED_MAINS_HZ`` = {mains_hz!r}), the one home of both.
 """
 
-SUPPORTED_RATES_HZ = {sample_rates_hz!r}
-SUPPORTED_MAINS_HZ = {mains_hz!r}
 BASELINE_CORNER_HZ = {baseline_corner_hz!r}
 BASELINE_ORDER = {baseline_order!r}
 NOTCH_Q = {notch_q!r}
@@ -524,42 +526,6 @@ FILTER_NAMES = {filter_names}
 NOISE_SHAPED = {noise_shaped}
 
 '''
-
-_FOOTER = '''
-
-def check_rate_hz(fs_hz):
-    """``fs_hz`` as an int if it is a supported rate (250.0 is 250); else ValueError."""
-    try:
-        rate = int(fs_hz)
-    except (TypeError, ValueError, OverflowError):
-        rate = None
-    if rate is None or isinstance(fs_hz, bool) or rate != fs_hz or rate not in SUPPORTED_RATES_HZ:
-        raise ValueError(
-            "unsupported sample rate %r Hz; supported: %s"
-            % (fs_hz, ", ".join(str(r) for r in SUPPORTED_RATES_HZ))
-        )
-    return rate
-
-
-def check_name(name):
-    if name not in FILTER_NAMES:
-        raise ValueError("unknown filter %r; known: %s" % (name, ", ".join(FILTER_NAMES)))
-    return name
-
-
-def table(fs_hz, name):
-    """``(num_stages, coeffs, post_shift)`` of filter ``name`` at ``fs_hz``.
-
-    ValueError names an unsupported rate or an unknown filter.
-    """
-    return _TABLES[(check_rate_hz(fs_hz), check_name(name))]
-
-
-def group_delay_samples(fs_hz, name):
-    """Group delay of ``name`` at ``fs_hz`` and ``GROUP_DELAY_REF_HZ``, in samples."""
-    return _GROUP_DELAY[(check_rate_hz(fs_hz), check_name(name))]
-'''
-
 
 def _str_tuple(items: Sequence[str]) -> str:
     return "(" + ", ".join(f'"{item}"' for item in items) + ("," if len(items) == 1 else "") + ")"
@@ -585,8 +551,9 @@ def render_module(params: DesignParams = DESIGN) -> str:
     )
     names = [n for n in FILTER_NAMES if not n.startswith("notch")]
     names[1:1] = [f"notch{m}" for m in params.mains_hz]
-    lines = ["# (fs_hz, name): (num_stages, coeffs, post_shift)", "_TABLES = {"]
-    delays = ["# (fs_hz, name): group delay in samples at GROUP_DELAY_REF_HZ", "_GROUP_DELAY = {"]
+    lines = ["# (fs_hz, name): (num_stages, coeffs, post_shift)", "TABLES = {"]
+    delays = ["# (fs_hz, name): group delay in samples at GROUP_DELAY_REF_HZ",
+              "GROUP_DELAY_SAMPLES = {"]
     for fs_hz in params.sample_rates_hz:
         for name in names:
             sos = design_sos(fs_hz, name, params)
@@ -604,7 +571,7 @@ def render_module(params: DesignParams = DESIGN) -> str:
             delays.append(f'    ({fs_hz}, "{name}"): {gd + 0.0!r},')
     lines.append("}")
     delays.append("}")
-    return head + "\n".join(lines) + "\n\n" + "\n".join(delays) + "\n" + _FOOTER
+    return head + "\n".join(lines) + "\n\n" + "\n".join(delays) + "\n"
 
 
 # ---------------------------------------------------------------- report

@@ -18,7 +18,8 @@ import cmsisdsp
 import numpy as np
 import pytest
 
-from firmware.signal import dsp, filter_tables
+from firmware import params
+from firmware.signal import dsp, filter_tables, filters
 from firmware.signal.ecgfilter import EcgFilterChain
 
 KERNELS = ("wide", "split")
@@ -133,9 +134,9 @@ def random_stable_coeffs(rng: np.random.Generator, num_stages: int, post_shift: 
 def biquad_cases() -> list[tuple[str, int, list[int], int, str, int]]:
     """(id, num_stages, coeffs, post_shift, signal kind, samples)."""
     cases = []
-    for fs in filter_tables.SUPPORTED_RATES_HZ:
+    for fs in params.SUPPORTED_RATES_HZ:
         for name in filter_tables.FILTER_NAMES:
-            n, c, ps = filter_tables.table(fs, name)
+            n, c, ps = filters.table(fs, name)
             for kind in ("random", "square", "ecg_like"):
                 cases.append((f"{name}@{fs}-{kind}", n, list(c), ps, kind, 12000))
     rng = np.random.default_rng(2024)
@@ -263,7 +264,7 @@ def ef_reference(num_stages: int, coeffs: list[int], post_shift: int, x: list[in
 def test_error_feedback_cascade_matches_its_definition(kernel: str) -> None:
     rng = np.random.default_rng(7)
     names = filter_tables.FILTER_NAMES
-    sets = [filter_tables.table(fs, name) for fs in (250, 360) for name in names]
+    sets = [filters.table(fs, name) for fs in (250, 360) for name in names]
     sets += [(2, random_stable_coeffs(rng, 2, ps), ps) for ps in range(4)]
     for i, (n, c, ps) in enumerate(sets):
         kind = ("random", "square", "ecg_like", "impulses")[i % 4]
@@ -287,17 +288,17 @@ def test_error_feedback_kernels_agree_on_saturating_input() -> None:
 
 
 def test_error_feedback_prime_dc_is_the_steady_state() -> None:
-    for fs in filter_tables.SUPPORTED_RATES_HZ:
-        f = dsp.BiquadCascadeEfQ15(*filter_tables.table(fs, "baseline"))
+    for fs in params.SUPPORTED_RATES_HZ:
+        f = dsp.BiquadCascadeEfQ15(*filters.table(fs, "baseline"))
         f.prime_dc(12345)
         assert f.process([12345] * 1000) == [0] * 1000  # exact: B(1) == 0
         f.reset()
         assert f.process([0] * 10) == [0] * 10
         for name in ("qrs_bandpass", "monitor_lowpass"):
             for x in (12345, -20000, 777):
-                settled = dsp.BiquadCascadeEfQ15(*filter_tables.table(fs, name))
+                settled = dsp.BiquadCascadeEfQ15(*filters.table(fs, name))
                 final = settled.process([x] * 20000)[-1]
-                primed = dsp.BiquadCascadeEfQ15(*filter_tables.table(fs, name))
+                primed = dsp.BiquadCascadeEfQ15(*filters.table(fs, name))
                 primed.prime_dc(x)
                 y = primed.process([x] * 3000)
                 assert max(abs(v - final) for v in y) <= 1  # within an LSB from the start
@@ -488,8 +489,8 @@ def test_filter_chain_accepts_integral_float_rates() -> None:
 
 def test_tables_name_the_unsupported_rate_or_filter() -> None:
     with pytest.raises(ValueError, match=r"300 Hz.*250, 360"):
-        filter_tables.table(300, "baseline")
+        filters.table(300, "baseline")
     with pytest.raises(ValueError, match=r"'highpass'.*baseline"):
-        filter_tables.table(360, "highpass")
+        filters.table(360, "highpass")
     with pytest.raises(ValueError, match="None"):
-        filter_tables.table(None, "baseline")
+        filters.table(None, "baseline")

@@ -20,8 +20,11 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from firmware.signal import dsp, filter_tables
-from firmware.signal.ecgfilter import ECG_INPUT_SHIFT_BITS, EcgFilterChain, make_filter
+from firmware import params
+from firmware.params import ECG_INPUT_SHIFT_BITS
+from firmware.signal import dsp, filters
+from firmware.signal.ecgfilter import EcgFilterChain
+from firmware.signal.filters import make_filter
 
 FS_HZ = 360
 COUNTS_PER_MV = 200  # the simulator's and MIT-BIH's ADC gain
@@ -179,7 +182,7 @@ def test_micropython_vm_computes_what_cpython_computes(micropython, ecg60: np.nd
 
 def test_chain_is_scaling_then_baseline_then_notch(ecg60: np.ndarray) -> None:
     x = ecg60.tolist()
-    for mains in filter_tables.SUPPORTED_MAINS_HZ:
+    for mains in params.SUPPORTED_MAINS_HZ:
         chain = EcgFilterChain(FS_HZ, mains, kernel="wide")
         got: list[int] = []
         for i in range(0, len(x), 1000):
@@ -242,7 +245,7 @@ def test_input_scaling_and_clamp_counter() -> None:
 
 def test_qrs_bandpass_access() -> None:
     chain = EcgFilterChain(250, 50)
-    assert chain.qrs_bandpass_table == filter_tables.table(250, "qrs_bandpass")
+    assert chain.qrs_bandpass_table == filters.table(250, "qrs_bandpass")
     bp = chain.qrs_bandpass()
     assert isinstance(bp, dsp.BiquadCascadeEfQ15)
     assert bp is not chain.qrs_bandpass()

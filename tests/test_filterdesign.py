@@ -25,10 +25,11 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from firmware.signal import dsp, filter_tables
+from firmware import params
+from firmware.signal import dsp, filter_tables, filters
 from models import filterdesign as fd
 
-RATES = filter_tables.SUPPORTED_RATES_HZ
+RATES = params.SUPPORTED_RATES_HZ
 NAMES = filter_tables.FILTER_NAMES
 ALL = [(fs, name) for fs in RATES for name in NAMES]
 IDS = [f"{name}@{fs}" for fs, name in ALL]
@@ -56,8 +57,8 @@ def test_committed_tables_are_what_the_generator_writes_now() -> None:
 
 def test_firmware_constants_repeat_the_design_parameters() -> None:
     d = fd.DESIGN
-    assert filter_tables.SUPPORTED_RATES_HZ == d.sample_rates_hz == (250, 360)
-    assert filter_tables.SUPPORTED_MAINS_HZ == d.mains_hz
+    assert params.SUPPORTED_RATES_HZ == d.sample_rates_hz == (250, 360)
+    assert params.SUPPORTED_MAINS_HZ == d.mains_hz
     assert filter_tables.BASELINE_CORNER_HZ == d.baseline_corner_hz
     assert filter_tables.NOTCH_Q == d.notch_q
     assert (filter_tables.QRS_BAND_LOW_HZ, filter_tables.QRS_BAND_HIGH_HZ) == (
@@ -71,7 +72,7 @@ def test_firmware_constants_repeat_the_design_parameters() -> None:
 @pytest.mark.parametrize(("fs", "name"), ALL, ids=IDS)
 def test_table_is_the_quantized_design(fs: int, name: str) -> None:
     table = fd.q15_table(fs, name)
-    assert filter_tables.table(fs, name) == table.as_tuple()
+    assert filters.table(fs, name) == table.as_tuple()
     n, coeffs, post_shift = table.as_tuple()
     assert all(isinstance(c, int) and -32768 <= c <= 32767 for c in coeffs)
     assert all(coeffs[6 * s + 1] == 0 for s in range(n))
@@ -85,7 +86,7 @@ def test_table_is_the_quantized_design(fs: int, name: str) -> None:
 
 @pytest.mark.parametrize(("fs", "name"), ALL, ids=IDS)
 def test_unit_circle_zeros_stay_exact(fs: int, name: str) -> None:
-    n, c, _ = filter_tables.table(fs, name)
+    n, c, _ = filters.table(fs, name)
     for s in range(n):
         b0, b1, b2 = c[6 * s], c[6 * s + 2], c[6 * s + 3]
         if name == "baseline":
@@ -109,7 +110,7 @@ def test_sections_are_scaled_to_0_db(fs: int, name: str) -> None:
 
 
 def filter_tables_sos(fs: int, name: str) -> np.ndarray:
-    return fd.Q15Table(*filter_tables.table(fs, name)).as_sos()
+    return fd.Q15Table(*filters.table(fs, name)).as_sos()
 
 
 @pytest.mark.parametrize(("fs", "name"), ALL, ids=IDS)
@@ -134,7 +135,7 @@ def test_quantized_response_matches_design(fs: int, name: str) -> None:
 
 @pytest.mark.parametrize(("fs", "name"), ALL, ids=IDS)
 def test_integer_implementation_has_the_designed_response(fs: int, name: str) -> None:
-    table = fd.Q15Table(*filter_tables.table(fs, name))
+    table = fd.Q15Table(*filters.table(fs, name))
     shaped = name in filter_tables.NOISE_SHAPED
     design = fd.design_sos(fs, name)
     for f_hz in MEASURE_HZ[name]:
@@ -152,7 +153,7 @@ def test_integer_implementation_has_the_designed_response(fs: int, name: str) ->
 
 @pytest.mark.parametrize("fs", RATES)
 def test_baseline_noise_floor(fs: int) -> None:
-    table = fd.Q15Table(*filter_tables.table(fs, "baseline"))
+    table = fd.Q15Table(*filters.table(fs, "baseline"))
     shaped = fd.noise_floor(table, fs, noise_shaped=True)
     assert shaped.zero_min == shaped.zero_max == 0  # zero input: exactly 0, no dead band
     assert abs(shaped.dc_min) < 1e-6 and abs(shaped.dc_max) < 1e-6  # DC: exactly blocked
@@ -168,7 +169,7 @@ def test_baseline_noise_floor(fs: int) -> None:
 @pytest.mark.parametrize("fs", RATES)
 @pytest.mark.parametrize("name", ["notch50", "notch60", "qrs_bandpass", "monitor_lowpass"])
 def test_other_noise_floors(fs: int, name: str) -> None:
-    table = fd.Q15Table(*filter_tables.table(fs, name))
+    table = fd.Q15Table(*filters.table(fs, name))
     nf = fd.noise_floor(table, fs, noise_shaped=name in filter_tables.NOISE_SHAPED)
     assert -8 <= nf.zero_min <= nf.zero_max <= 8
     assert abs(nf.err_mean) <= 1.0
@@ -180,8 +181,8 @@ def test_group_delays_are_tabulated() -> None:
     for fs, name in ALL:
         quant = filter_tables_sos(fs, name)
         expected = fd.group_delay_samples(quant, filter_tables.GROUP_DELAY_REF_HZ, fs)
-        assert filter_tables.group_delay_samples(fs, name) == pytest.approx(expected, abs=0.006)
-    assert filter_tables.group_delay_samples(360, "qrs_bandpass") == pytest.approx(15.0, abs=0.5)
+        assert filters.group_delay_samples(fs, name) == pytest.approx(expected, abs=0.006)
+    assert filters.group_delay_samples(360, "qrs_bandpass") == pytest.approx(15.0, abs=0.5)
 
 
 def test_quantizer_rules() -> None:

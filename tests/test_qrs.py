@@ -17,7 +17,7 @@ import pytest
 from scipy import signal
 
 import firmware.signal.qrs as qrs_module
-from firmware.signal import filter_tables
+from firmware.signal import filters
 from firmware.signal.qrs import QrsDetector
 from sim.ecgsyn import EcgsynParams, ecgsyn
 from sim.sources import mv_to_counts
@@ -99,7 +99,7 @@ def test_noisy_synthetic_ecg_with_signed_counts(fs: int) -> None:
 def test_band_pass_is_the_shared_table() -> None:
     for fs in RATES_HZ:
         det = QrsDetector(fs)
-        num_stages, coeffs, post_shift = filter_tables.table(fs, "qrs_bandpass")
+        num_stages, coeffs, post_shift = filters.table(fs, "qrs_bandpass")
         assert det._bp.num_stages == num_stages
         assert det._bp.post_shift == post_shift
         assert det._bp._coeffs == [int(c) for c in coeffs]

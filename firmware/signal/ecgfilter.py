@@ -1,7 +1,7 @@
 """The device's ECG filter chain: raw ADC counts in, clean Q15 ECG out.
 
 Per sample: input scaling to Q15, baseline-wander removal (0.5 Hz high-pass,
-``filter_tables`` ``"baseline"``, with error feedback), then the mains notch
+``firmware.signal.filters`` ``"baseline"``, with error feedback), then the mains notch
 (``"notch50"`` or ``"notch60"``, plain CMSIS DF1).  The QRS band-pass for the
 detector is available too (:func:`make_filter`, :meth:`EcgFilterChain.qrs_bandpass`).
 
@@ -17,7 +17,7 @@ clamped and counted.  A 16-bit signed ADC at full scale uses shift 0.
 
 Output: Q15 in the input's scale (the filters have 0 dB passband gain), so
 ``mV = out / (counts_per_mV << input_shift_bits)``.  Delay: about 0.3-0.4
-samples of group delay at 10 Hz, see ``filter_tables.group_delay_samples``.
+samples of group delay at 10 Hz, see ``firmware.signal.filters.group_delay_samples``.
 
 Start-up: the first sample primes the high-pass to the steady state of a
 constant input equal to it (:meth:`BiquadCascadeEfQ15.prime_dc`), so a
@@ -30,18 +30,7 @@ from firmware.params import (
     check_mains_hz,
     check_sample_rate_hz,
 )
-from firmware.signal import filter_tables
-from firmware.signal.dsp import BiquadCascadeEfQ15, BiquadCascadeQ15
-
-
-def make_filter(fs_hz, name, kernel=None):
-    """A new filter object for table ``name`` at ``fs_hz``, of the class the table
-    is meant for: :class:`BiquadCascadeEfQ15` for ``filter_tables.NOISE_SHAPED``,
-    :class:`BiquadCascadeQ15` otherwise.  ValueError for an unsupported rate or name."""
-    num_stages, coeffs, post_shift = filter_tables.table(fs_hz, name)
-    if name in filter_tables.NOISE_SHAPED:
-        return BiquadCascadeEfQ15(num_stages, coeffs, post_shift, kernel)
-    return BiquadCascadeQ15(num_stages, coeffs, post_shift, kernel)
+from firmware.signal.filters import make_filter, table
 
 
 class EcgFilterChain:
@@ -100,7 +89,7 @@ class EcgFilterChain:
         self.notch = make_filter(self.fs_hz, "notch%d" % self.mains_hz, kernel)
         #: ``(num_stages, coeffs, post_shift)`` of the detector's QRS band-pass
         #: at this rate (meant for BiquadCascadeEfQ15, see :meth:`qrs_bandpass`).
-        self.qrs_bandpass_table = filter_tables.table(self.fs_hz, "qrs_bandpass")
+        self.qrs_bandpass_table = table(self.fs_hz, "qrs_bandpass")
         self.clamped = 0
         self._primed = False
 

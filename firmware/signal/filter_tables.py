@@ -3,10 +3,11 @@
 # tests/test_filterdesign.py fails when this file and the generator disagree.
 """Q15 filter tables of the device's ECG chain (CMSIS-DSP biquad layout).
 
-``table(fs_hz, name)`` returns ``(num_stages, coeffs, post_shift)``, the
-arguments of ``firmware.signal.dsp.BiquadCascadeQ15`` (``coeffs``: per section
+Data only: :mod:`firmware.signal.filters` reads it (``table(fs_hz, name)``
+gives ``(num_stages, coeffs, post_shift)``, the arguments of
+``firmware.signal.dsp.BiquadCascadeQ15`` (``coeffs``: per section
 ``{b0, 0, b1, b2, a1, a2}`` in Q15 scaled down by ``2**post_shift``, ``a1``/``a2``
-negated relative to scipy).  Tables named in ``NOISE_SHAPED`` are meant for
+negated relative to scipy)).  Tables named in ``NOISE_SHAPED`` are meant for
 ``firmware.signal.dsp.BiquadCascadeEfQ15`` (same arguments, error feedback): their
 poles sit so close to z = 1 that plain truncation leaves a DC offset (dead
 band) of about a hundred LSB (figures in models/filterdesign.py).
@@ -27,13 +28,13 @@ Sections are paired nearest-zero and L-infinity scaled (the response from
 the input to every section output peaks at 0 dB); one post_shift per
 cascade, the smallest that fits every rounded coefficient in Q15.
 
-``group_delay_samples(fs_hz, name)``: group delay at ``GROUP_DELAY_REF_HZ``,
-in samples (float, 0.01 sample resolution), for aligning detections with
-the raw signal.
+``GROUP_DELAY_SAMPLES``: group delay at ``GROUP_DELAY_REF_HZ``, in samples
+(float, 0.01 sample resolution), for aligning detections with the raw signal.
+
+Rates and mains are those of ``firmware.params`` (``SUPPORTED_RATES_HZ`` =
+(250, 360), ``SUPPORTED_MAINS_HZ`` = (50, 60)), the one home of both.
 """
 
-SUPPORTED_RATES_HZ = (250, 360)
-SUPPORTED_MAINS_HZ = (50, 60)
 BASELINE_CORNER_HZ = 0.5
 BASELINE_ORDER = 2
 NOTCH_Q = 30.0
@@ -48,7 +49,7 @@ FILTER_NAMES = ("baseline", "notch50", "notch60", "qrs_bandpass", "monitor_lowpa
 NOISE_SHAPED = ("baseline", "qrs_bandpass", "monitor_lowpass")
 
 # (fs_hz, name): (num_stages, coeffs, post_shift)
-_TABLES = {
+TABLES = {
     (250, "baseline"): (
         2,
         (
@@ -126,7 +127,7 @@ _TABLES = {
 }
 
 # (fs_hz, name): group delay in samples at GROUP_DELAY_REF_HZ
-_GROUP_DELAY = {
+GROUP_DELAY_SAMPLES = {
     (250, "baseline"): 0.26,
     (250, "notch50"): 0.03,
     (250, "notch60"): 0.03,
@@ -138,36 +139,3 @@ _GROUP_DELAY = {
     (360, "qrs_bandpass"): 15.0,
     (360, "monitor_lowpass"): 2.06,
 }
-
-
-def check_rate_hz(fs_hz):
-    """``fs_hz`` as an int if it is a supported rate (250.0 is 250); else ValueError."""
-    try:
-        rate = int(fs_hz)
-    except (TypeError, ValueError, OverflowError):
-        rate = None
-    if rate is None or isinstance(fs_hz, bool) or rate != fs_hz or rate not in SUPPORTED_RATES_HZ:
-        raise ValueError(
-            "unsupported sample rate %r Hz; supported: %s"
-            % (fs_hz, ", ".join(str(r) for r in SUPPORTED_RATES_HZ))
-        )
-    return rate
-
-
-def check_name(name):
-    if name not in FILTER_NAMES:
-        raise ValueError("unknown filter %r; known: %s" % (name, ", ".join(FILTER_NAMES)))
-    return name
-
-
-def table(fs_hz, name):
-    """``(num_stages, coeffs, post_shift)`` of filter ``name`` at ``fs_hz``.
-
-    ValueError names an unsupported rate or an unknown filter.
-    """
-    return _TABLES[(check_rate_hz(fs_hz), check_name(name))]
-
-
-def group_delay_samples(fs_hz, name):
-    """Group delay of ``name`` at ``fs_hz`` and ``GROUP_DELAY_REF_HZ``, in samples."""
-    return _GROUP_DELAY[(check_rate_hz(fs_hz), check_name(name))]

@@ -21,8 +21,8 @@ IEEE TBME 33(12):1157-1165, 1986, and Hamilton's open-source OSEA code.
 """
 
 from firmware.hw.compat import const
-from firmware.signal import filter_tables
-from firmware.signal.ecgfilter import ECG_INPUT_SHIFT_BITS, make_filter
+from firmware.params import ECG_INPUT_SHIFT_BITS, ECG_UV_PER_COUNT, check_sample_rate_hz
+from firmware.signal.filters import group_delay_samples, make_filter
 
 _DC_TRACK_MS = const(360)  # running-mean time constant, rounded down to 2**k samples
 _DERIV_MS = const(10)  # derivative span (Hamilton-Tompkins deriv1)
@@ -44,7 +44,6 @@ _RR_MISSED_PERCENT = const(150)  # search-back after 1.5 RR (Hamilton-Tompkins; 
 _R_BEFORE_MS = const(120)  # R-peak search before the band-pass extremum
 _R_AFTER_MS = const(40)  # ... and after it
 _MIN_QRS_UV = const(60)  # smallest band-passed QRS amplitude accepted
-_UV_PER_COUNT = const(5)  # the front end: 200 counts/mV
 _QUIET_MS = const(400)  # noise gate: a QRS has a quiet moment in the 400 ms before it,
 _QUIET_SHIFT = const(4)  # ... the integrated signal below 1/16 of the QRS's peak,
 _RUN_RR_EIGHTHS = const(1)  # ... or repeats the previous QRS: RR within 1/8,
@@ -60,7 +59,7 @@ _REBASE_SAMPLES = const(1 << 28)  # keep sample times below 2**29
 class QrsDetector:
     """Streaming QRS detector: ``process(samples)`` -> R-peak indices, ``flush()``.
 
-    ``fs_hz`` is required (250 or 360, the rates of ``filter_tables``): a missing
+    ``fs_hz`` is required (250 or 360: ``firmware.params.SUPPORTED_RATES_HZ``): a missing
     or unsupported rate raises ValueError, never a silent default.  Every
     duration is converted to samples once, here (``ms * fs_hz / 1000``, rounded);
     sample counts below are at 360 Hz, with 250 Hz in brackets.
@@ -112,7 +111,7 @@ class QrsDetector:
     - R peak: the sample of largest magnitude of the baseline-corrected input
       (stage 1) from 120 ms before to 40 ms after (``_r_before_samples``,
       ``_r_after_samples``) the band-pass extremum moved back by the band-pass
-      group delay (``filter_tables.group_delay_samples`` at 10 Hz, rounded:
+      group delay (``firmware.signal.filters.group_delay_samples`` at 10 Hz, rounded:
       ``_bp_delay_samples`` = 15 [10]), not before the integration window.  The
       input has no filter delay, so the index is the R peak itself (the S or QS
       peak for a mainly negative QRS); on ECGSYN it is within 1 sample of the
@@ -251,14 +250,14 @@ class QrsDetector:
     def __init__(self, fs_hz=None):
         if fs_hz is None:
             raise ValueError("fs_hz is required (no default sample rate)")
-        fs = filter_tables.check_rate_hz(fs_hz)
+        fs = check_sample_rate_hz(fs_hz)
         self.fs_hz = fs
 
         def ms(v):
             return (v * fs + 500) // 1000
 
         self._bp = make_filter(fs, "qrs_bandpass")
-        bp_delay = int(filter_tables.group_delay_samples(fs, "qrs_bandpass") + 0.5)
+        bp_delay = int(group_delay_samples(fs, "qrs_bandpass") + 0.5)
         self._bp_delay_samples = bp_delay
         deriv_span = self._deriv_span_samples = max(1, ms(_DERIV_MS))
         w = self._w = max(1, ms(_MWI_MS))  # integration window, samples
@@ -279,7 +278,7 @@ class QrsDetector:
         while (2 << dc_shift) <= ms(_DC_TRACK_MS):
             dc_shift += 1
         self._dc_shift_bits = dc_shift
-        self._min_peak_f_q15 = (_MIN_QRS_UV << ECG_INPUT_SHIFT_BITS) // _UV_PER_COUNT
+        self._min_peak_f_q15 = (_MIN_QRS_UV << ECG_INPUT_SHIFT_BITS) // ECG_UV_PER_COUNT
         # How far back a candidate reaches from the sample that emits it.
         quiet = self._quiet_samples = ms(_QUIET_MS)
         reach = peak_timeout + w + deriv_span + bp_delay + r_before + 2
