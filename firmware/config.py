@@ -10,6 +10,8 @@ from firmware import params
 from firmware.net import protocol
 
 FW_VERSION = "0.1.0"
+#: Longest reconnect delay: 1.25 x this stays a valid ticks_diff span (firmware.net.backoff).
+BACKOFF_MAX_LIMIT_MS = 1 << 28
 NO_MODEL = "none"
 
 
@@ -45,6 +47,9 @@ class DeviceConfig:
                 raise ValueError("%s must be an int >= %d, got %r" % (name, low, value))
         if backoff_max_ms < backoff_min_ms:
             raise ValueError("backoff_max_ms must be >= backoff_min_ms")
+        if backoff_max_ms > BACKOFF_MAX_LIMIT_MS:
+            raise ValueError("backoff_max_ms must be <= %d (a tick span ticks_diff can measure)"
+                             % BACKOFF_MAX_LIMIT_MS)
         if (report_period_ms * sample_rate_hz) % 1000:
             raise ValueError("report_period_ms must span a whole number of samples")
         if not isinstance(patient_id, str) or len(patient_id) > 64:

@@ -147,3 +147,15 @@ def test_config_validation_names_the_field() -> None:
         DeviceConfig("Dev/1", 250)
     with pytest.raises(ValueError, match="report_period_ms"):
         DeviceConfig("dev-1", 250, report_period_ms=0)
+
+
+def test_config_refuses_a_backoff_cap_ticks_cannot_measure() -> None:
+    with pytest.raises(ValueError, match="backoff_max_ms must be <= 268435456"):
+        DeviceConfig("dev-1", 250, backoff_max_ms=1 << 29)
+    assert DeviceConfig("dev-1", 250, backoff_max_ms=1 << 28).backoff_max_ms == 1 << 28
+
+
+def test_config_refuses_an_unsupported_rate_listing_the_supported_ones() -> None:
+    with pytest.raises(ValueError, match=r"sample_rate_hz 500 Hz is not supported; "
+                                         r"supported rates: 250, 360 Hz"):
+        DeviceConfig("dev-1", 500)
