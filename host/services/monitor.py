@@ -3,7 +3,12 @@
 Reads the store (read-only; WAL lets it read while ingest writes) once per
 refresh and shows one row per device: id, patient, heart rate, state, last
 seen.  When stdout is not a terminal (CI, a pipe, a log file) it prints a
-plain summary line per refresh period instead of redrawing a table.
+plain summary line per refresh period instead of redrawing a table (or the
+caller's own lines: ``medge monitor --json`` prints one JSON document per period).
+
+A store that does not exist yet, or is being created right now, is shown as
+"waiting for devices"; a path that can never be a store is refused before the
+first refresh (:func:`check_store`, :class:`host.services.store.StoreError`).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -18,7 +24,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from host.services.store import DeviceRow, Store, now_ms
+from host.services.store import DeviceRow, Store, StoreError, StoreProblem, now_ms
 
 _PLAIN_DEVICE_LINES_MAX = 10
 
@@ -30,14 +36,30 @@ def _age(ms: int | None, now: int) -> str:
     return f"{seconds:.1f}s ago" if seconds < 120 else f"{seconds / 60:.0f}m ago"
 
 
+def check_store(db_path: str | Path) -> None:
+    """Raise :class:`StoreError` if ``db_path`` exists and is no medge store, or can never
+    become one (a file where a folder should be); a missing store is fine (waited for)."""
+    path = Path(db_path)
+    if path.exists():
+        read_rows(path)
+        return
+    for folder in path.parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise StoreError(path, StoreProblem.OTHER,
+                                 f"cannot be a store: {folder} is a file, not a folder")
+            return
+
+
 def read_rows(db_path: str | Path) -> list[DeviceRow]:
+    """The devices in the store; none while the store does not exist or is being created."""
     try:
         with Store(db_path, readonly=True) as store:
             return store.devices()
     except FileNotFoundError:
         return []
-    except Exception as exc:  # a store being created right now: try again next refresh
-        if "no such table" in str(exc):
+    except StoreError as exc:
+        if exc.problem is StoreProblem.EMPTY:  # being created right now: next refresh
             return []
         raise
 
@@ -94,12 +116,19 @@ def run_monitor(
     out: TextIO | None = None,
     plain: bool | None = None,
     plain_period_s: float = 5.0,
+    lines: Callable[[list[DeviceRow], int], list[str]] | None = None,
 ) -> None:
-    """Show the fleet until ``stop`` is set, ``until`` ends, or Ctrl-C."""
+    """Show the fleet until ``stop`` is set, ``until`` ends, or Ctrl-C.
+
+    ``lines(rows, now_ms)`` (implies ``plain``) makes the text printed each period
+    instead of :func:`plain_lines`.  Raises :class:`StoreError` if the store breaks."""
     out = out or sys.stdout
     stop = stop or threading.Event()
-    if plain is None:
+    if lines is not None:
+        plain = True
+    elif plain is None:
         plain = not out.isatty()
+    make_lines = lines or plain_lines
 
     def done() -> bool:
         return stop.is_set() or (until is not None and not until.is_alive())
@@ -109,7 +138,7 @@ def run_monitor(
         while not done():
             if time.monotonic() >= next_print:
                 next_print = time.monotonic() + plain_period_s
-                for line in plain_lines(read_rows(db_path), now_ms()):
+                for line in make_lines(read_rows(db_path), now_ms()):
                     print(line, file=out, flush=True)
             stop.wait(min(refresh_s, 0.2))
         return

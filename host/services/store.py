@@ -15,14 +15,22 @@ One ``Store`` object is used by one thread at a time (the caller serialises);
 readers in other
 threads or processes open their own.  WAL lets the monitor and the CLI read
 while ingest writes.
+
+Opening checks the path first and says what is wrong in one line
+(:class:`StoreError`, its :class:`StoreProblem`): a folder, a file that is not
+SQLite, a SQLite file without medge's tables, a read-only or unreadable
+location.  A missing store opened read-only is ``FileNotFoundError``.  The
+schema is created in one transaction, so a reader never sees half of it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +81,89 @@ CREATE TABLE IF NOT EXISTS rejections (
 """
 
 
+_SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite 3 file
+
+
+class StoreProblem(str, Enum):
+    """Why a store path cannot be used."""
+
+    FOLDER = "folder"  # the path is a directory
+    NOT_SQLITE = "not-sqlite"  # a file, but not a SQLite database
+    EMPTY = "empty"  # a SQLite database without tables (a store being created right now)
+    NOT_MEDGE = "not-medge"  # a SQLite database without medge's tables
+    READ_ONLY = "read-only"  # the file or its folder cannot be written
+    UNREADABLE = "unreadable"  # no permission to read
+    OTHER = "other"
+
+
+class StoreError(Exception):
+    """The store at ``path`` cannot be used; ``str()`` is one line naming the path."""
+
+    def __init__(self, path: Path, problem: StoreProblem, detail: str) -> None:
+        super().__init__(f"{path}: {detail}")
+        self.path = path
+        self.problem = problem
+
+
+def _check_path(path: Path) -> None:
+    """Refuse a folder or a non-SQLite file before SQLite sees it (its errors are vague)."""
+    if path.is_dir():
+        raise StoreError(path, StoreProblem.FOLDER,
+                         f"is a folder, not a store file (e.g. {path / 'medge.db'})")
+    if path.is_file():
+        try:
+            with open(path, "rb") as f:
+                head = f.read(len(_SQLITE_MAGIC))
+        except OSError as exc:
+            raise StoreError(path, StoreProblem.UNREADABLE,
+                             f"cannot read the store: {exc.strerror or exc}") from None
+        if head and head != _SQLITE_MAGIC:
+            raise StoreError(path, StoreProblem.NOT_SQLITE,
+                             "not a SQLite database (not a medge store: wrong file?)")
+
+
+def _make_parent(path: Path) -> None:
+    parent = path.parent
+    for folder in (parent, *parent.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise StoreError(path, StoreProblem.OTHER,
+                                 f"cannot create the store: {folder} is a file, not a folder")
+            break
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        problem = (StoreProblem.READ_ONLY if isinstance(exc, PermissionError)
+                   or exc.errno == 30 else StoreProblem.OTHER)  # 30: EROFS
+        raise StoreError(path, problem,
+                         f"cannot create the folder {parent}: {exc.strerror or exc}") from None
+
+
+def _open_error(path: Path, exc: sqlite3.Error, readonly: bool) -> StoreError:
+    """Translate SQLite's error at open into the user's terms."""
+    text = str(exc)
+    folder = path.parent
+    if "not a database" in text:
+        return StoreError(path, StoreProblem.NOT_SQLITE, "not a SQLite database")
+    if "readonly database" in text:
+        return StoreError(path, StoreProblem.READ_ONLY,
+                          "the store is read-only here (cannot write to the file)")
+    if "unable to open" in text or "disk I/O" in text:
+        if not os.access(folder, os.W_OK):
+            need = (f"reading a WAL-mode store needs to create {path.name}-shm next to it"
+                    if readonly else "the store and its WAL files are created there")
+            return StoreError(path, StoreProblem.READ_ONLY,
+                              f"the folder {folder} is read-only ({need})")
+        if path.exists() and not os.access(path, os.R_OK | (0 if readonly else os.W_OK)):
+            return StoreError(path, StoreProblem.READ_ONLY if readonly else
+                              StoreProblem.UNREADABLE, "no permission to open the store")
+        return StoreError(path, StoreProblem.OTHER, f"cannot open the store here ({text})")
+    if "locked" in text:
+        return StoreError(path, StoreProblem.OTHER,
+                          "the store is locked by another process (try again)")
+    return StoreError(path, StoreProblem.OTHER, f"cannot open the store ({text})")
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -97,25 +188,55 @@ class DeviceRow:
         return dict(self.__dict__)
 
 
+_NOT_MEDGE = "a SQLite database, but not a medge store (no medge tables: wrong file?)"
+
+
 class Store:
+    """``Store(path)`` creates the store if needed; ``readonly=True`` only reads an
+    existing one (``FileNotFoundError`` if there is none).  Either raises
+    :class:`StoreError` when the path cannot be a medge store."""
+
     def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
-        if readonly:
-            if not self.path.exists():
-                raise FileNotFoundError(f"no medge store at {self.path}")
-            uri = f"file:{self.path}?mode=ro"
-            self.db = sqlite3.connect(uri, uri=True, timeout=10, check_same_thread=False)
-        else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            with self.db:
-                self.db.executescript(_DDL)
-                self.db.execute(
-                    "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
+        _check_path(self.path)
+        if readonly and not self.path.exists():
+            raise FileNotFoundError(f"no medge store at {self.path}")
+        if not readonly:
+            _make_parent(self.path)
+        db: sqlite3.Connection | None = None
+        try:
+            if readonly:
+                uri = f"{self.path.resolve().as_uri()}?mode=ro"
+                db = sqlite3.connect(uri, uri=True, timeout=10, check_same_thread=False)
+                tables = {row[0] for row in db.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            else:
+                db = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                tables = {row[0] for row in db.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if tables and "meta" not in tables:
+                    raise StoreError(self.path, StoreProblem.NOT_MEDGE, _NOT_MEDGE)
+                db.executescript(
+                    "BEGIN;" + _DDL + "INSERT OR IGNORE INTO meta VALUES ('schema_version', "
+                    f"'{SCHEMA_VERSION}');COMMIT;")
+                tables = {"meta", "devices"}
+        except sqlite3.Error as exc:
+            if db is not None:
+                db.close()
+            raise _open_error(self.path, exc, readonly) from None
+        except StoreError:
+            if db is not None:
+                db.close()
+            raise
+        if not tables or not {"meta", "devices"} <= tables:
+            db.close()
+            if not tables:
+                raise StoreError(self.path, StoreProblem.EMPTY,
+                                 "an empty SQLite database, not (yet) a medge store")
+            raise StoreError(self.path, StoreProblem.NOT_MEDGE, _NOT_MEDGE)
+        self.db = db
 
     def close(self) -> None:
         self.db.close()
