@@ -13,11 +13,20 @@ dropped by (device, seq)), ignored (host -> device traffic), or rejected with
 a :class:`host.services.messages.Reason`.  Rejections are logged (rate-limited per
 reason), counted per reason, and written to the ``rejections`` table; ingest
 keeps running whatever arrives.
+
+Reaching the broker (``medge ingest``, :func:`run_ingest_forever`): at start-up
+ingest waits at most ``connect_timeout_s`` (10 s) for its first connection and
+subscription, retrying with paho's capped backoff, then gives up with
+:class:`BrokerUnreachable` (one line: where it tried and why it failed).  Once
+connected it never gives up: each lost connection and each failed reconnect
+is a WARNING, and paho reconnects (0.1 s .. 2 s backoff).  ``connect_timeout_s=None``
+retries from the start for ever, a WARNING per failed attempt.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections import Counter
@@ -30,6 +39,10 @@ from host.services import messages
 from host.services.store import Store, now_ms
 
 log = logging.getLogger(__name__)
+
+
+class BrokerUnreachable(ConnectionError):
+    """Ingest could not connect and subscribe in its start-up time; ``str()`` is one line."""
 
 SUBSCRIPTION = protocol.TOPIC_ROOT + "/#"
 _LOG_FIRST_N = 10  # per reason, then one log line every _LOG_EVERY rejections
@@ -52,6 +65,11 @@ class Ingest:
         self._lock = threading.Lock()
         self._client: mqtt.Client | None = None
         self._connected = threading.Event()
+        #: Log failed connection attempts as WARNINGs (off while a bounded start-up
+        #: wait is running: its caller reports the outcome in one line).
+        self.warn_connect_failures = True
+        self.connect_failures = 0
+        self.refused: str | None = None  # the broker's CONNACK/SUBACK refusal, if any
 
     # -- message handling (no broker needed: tests call it directly) --------
     def handle(self, topic: str, payload: bytes) -> str:
@@ -92,7 +110,10 @@ class Ingest:
     # -- MQTT -----------------------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            log.warning("ingest: broker refused connection: %s", reason_code)
+            self.refused = f"the broker refused the connection: {reason_code}"
+            self.connect_failures += 1
+            if self.warn_connect_failures:
+                log.warning("ingest: broker refused connection: %s", reason_code)
             return
         client.subscribe(SUBSCRIPTION, qos=1)
         log.info(
@@ -104,13 +125,26 @@ class Ingest:
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         if any(rc.is_failure for rc in reason_codes):
-            log.error("ingest: subscription to %s refused: %s", SUBSCRIPTION, reason_codes)
+            self.refused = f"the broker refused the subscription to {SUBSCRIPTION}"
+            if self.warn_connect_failures:
+                log.error("ingest: subscription to %s refused: %s", SUBSCRIPTION, reason_codes)
             return
         self._connected.set()  # ready: connected *and* subscribed
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        was_connected = self._connected.is_set()
         self._connected.clear()
-        log.info("ingest: disconnected (%s); paho reconnects", reason_code)
+        if self._client is None:  # stop(): our own DISCONNECT
+            log.info("ingest: disconnected (%s)", reason_code)
+        elif was_connected:
+            log.warning("ingest: lost the broker at %s:%d (%s); reconnecting",
+                        self.host, self.port, reason_code)
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        self.connect_failures += 1
+        if self.warn_connect_failures:
+            log.warning("ingest: cannot reach the broker at %s:%d (attempt %d); retrying",
+                        self.host, self.port, self.connect_failures)
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
         try:
@@ -134,6 +168,7 @@ class Ingest:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
+        client.on_connect_fail = self._on_connect_fail
         client.reconnect_delay_set(min_delay=0.1, max_delay=2)
         client.max_inflight_messages_set(100)
         self._client = client
@@ -143,6 +178,18 @@ class Ingest:
     def wait_connected(self, timeout_s: float) -> bool:
         """Wait until ingest is connected and its subscription is acknowledged."""
         return self._connected.wait(timeout_s)
+
+    def unreachable_reason(self) -> str:
+        """Why ingest is not connected, in the user's terms (after a failed wait)."""
+        if self.refused:
+            return self.refused
+        try:  # paho does not say why a connect failed: ask the network once
+            with socket.create_connection((self.host, self.port), timeout=2):
+                return "a TCP server answers there, but not as an MQTT broker"
+        except socket.gaierror as exc:
+            return f"cannot resolve the host name ({exc.strerror or exc})"
+        except OSError as exc:
+            return (exc.strerror or str(exc) or type(exc).__name__).lower()
 
     def stop(self) -> None:
         client = self._client
@@ -154,10 +201,35 @@ class Ingest:
             self.store.close()
 
 
-def run_ingest_forever(db_path: str | Path, host: str, port: int, stop: threading.Event) -> int:
-    """``medge ingest``: run until ``stop`` is set; log counters every 10 s."""
+def run_ingest_forever(
+    db_path: str | Path,
+    host: str,
+    port: int,
+    stop: threading.Event,
+    connect_timeout_s: float | None = 10.0,
+) -> int:
+    """``medge ingest``: run until ``stop`` is set; log counters every 10 s.
+
+    Raises :class:`host.services.store.StoreError` before any network traffic when
+    the store cannot be used, and :class:`BrokerUnreachable` when no connection was
+    made within ``connect_timeout_s`` (``None``: keep trying; module docstring)."""
     ingest = Ingest(db_path, host, port)
+    ingest.warn_connect_failures = connect_timeout_s is None
     ingest.start()
+    try:
+        if connect_timeout_s is not None:
+            deadline = time.monotonic() + connect_timeout_s
+            while not ingest.wait_connected(0.1):
+                if stop.is_set():
+                    return 0
+                if time.monotonic() >= deadline:
+                    raise BrokerUnreachable(
+                        f"no MQTT broker reachable at {host}:{port} after "
+                        f"{connect_timeout_s:g} s: {ingest.unreachable_reason()}")
+            ingest.warn_connect_failures = True
+    except BaseException:
+        ingest.stop()
+        raise
     log.info("ingest: storing into %s", db_path)
     last = time.monotonic()
     try:
