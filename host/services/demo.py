@@ -5,17 +5,37 @@ service writing to the SQLite store, and N simulated devices running the real
 firmware loop; shows the live monitor; and with a duration stops by itself:
 devices shut down cleanly (their outboxes drain), ingest waits until every
 message each device sent is stored, and a summary checks every device's
-sequence numbers for gaps.  Exit code 0 only if nothing was lost.
+sequence numbers for gaps.
+
+Two phases.  :class:`Demo` (the constructor) checks everything and starts
+nothing: the numbers, the store (created if needed; :class:`StoreError` names
+the path and the problem), the broker kind, the fleet (scenario, sensor,
+faults, device numbers; ``ValueError``).  :meth:`Demo.run` then starts the
+broker, ingest and the devices, and gives a verdict: exit code 0 only if every
+check passed (every message of every device stored, outboxes drained, no
+message rejected or failed to store, the broker still up) and no part failed
+(an exception in the fleet thread, the monitor or the shutdown is caught,
+recorded and fails the verdict); otherwise 1 and ``demo: FAILED: <reasons>``
+on one line.
+
+Folders: the broker's data and the devices' state files (sequence numbers,
+boot counts) belong to the store: ``<db>.d/broker`` and ``<db>.d/devices``
+next to the ``--db`` file (``var/medge.db`` -> ``var/medge.db.d/``), so two
+stores in one folder never share retained messages or device state
+(:func:`demo_dirs`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from host.broker.launch import Broker
 from host.services.ingest import Ingest
@@ -24,6 +44,17 @@ from host.services.store import Store
 from sim.fleet import Fleet, FleetParams
 
 log = logging.getLogger(__name__)
+
+#: How long the end of a run waits for outboxes to drain and for ingest to store.
+DRAIN_TIMEOUT_S = 15.0
+INGEST_CONNECT_TIMEOUT_S = 10.0
+
+
+def demo_dirs(db_path: str | Path) -> tuple[Path, Path]:
+    """The broker's and the devices' folders of the store at ``db_path``."""
+    db_path = Path(db_path)
+    base = db_path.with_name(db_path.name + ".d")
+    return base / "broker", base / "devices"
 
 
 def wait_stored(store_path: Path, last_seqs: dict[str, int], timeout_s: float) -> dict[str, int]:
@@ -41,86 +72,212 @@ def wait_stored(store_path: Path, last_seqs: dict[str, int], timeout_s: float) -
         time.sleep(0.1)
 
 
-def run_demo(
-    *,
-    devices: int,
-    duration_s: float | None,
-    db_path: Path,
-    speed: float = 1.0,
-    seed: int = 0,
-    broker_kind: str = "auto",
-    sample_rate_hz: int = 250,
-    scenario: str | None = None,
-    sensor: str = "direct",
-    faults: str = "",
-    out: TextIO | None = None,
-) -> int:
-    out = out or sys.stdout
-    work_dir = db_path.parent
-    broker = Broker(broker_kind, data_dir=work_dir / "broker")
-    broker.start()
-    print(
-        f"demo: {broker.kind.value} broker on {broker.host}:{broker.port}; store {db_path}",
-        file=out,
-        flush=True,
-    )
-    ingest = Ingest(db_path, broker.host, broker.port)
-    fleet: Fleet | None = None
-    stop = threading.Event()
-    try:
-        ingest.start()
-        if not ingest.wait_connected(10):
-            print("demo: ingest could not connect to the broker", file=out)
-            return 1
-        fleet = Fleet(
-            FleetParams(n_devices=devices, sample_rate_hz=sample_rate_hz, speed=speed, seed=seed,
-                        scenario=scenario, sensor=sensor, faults=faults),
-            broker.host,
-            broker.port,
-            state_dir=work_dir / "devices",
-            broker=broker,
-        )
-        runner = threading.Thread(target=fleet.run, args=(duration_s, stop), name="fleet")
+@dataclass
+class Verdict:
+    """What a run found: every failure as one short phrase."""
+
+    failures: list[str] = field(default_factory=list)
+    devices: list[dict[str, Any]] = field(default_factory=list)
+    ingest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def fail(self, what: str, exc: BaseException | None = None) -> None:
+        if exc is not None:
+            log.debug("demo: %s", what, exc_info=exc)
+            detail = " ".join(str(exc).split()) or "no detail"
+            what = f"{what}: {type(exc).__name__}: {detail}"
+        self.failures.append(what)
+
+    def line(self) -> str:
+        return "demo: OK, nothing lost" if self.ok else "demo: FAILED: " + "; ".join(self.failures)
+
+
+def check_fleet_spec(params: FleetParams) -> None:
+    """Load the scenario and parse the faults as :class:`sim.fleet.Fleet` will, device
+    numbers included (``ValueError``), without touching a file: a bad spec is refused
+    before a store, a folder or a broker exists (``medge demo`` and ``medge sim``)."""
+    if params.sensor != "direct" and params.sample_rate_hz != 250:
+        raise ValueError(f"the {params.sensor} sensor path runs at 250 Hz (--rate 250) "
+                         "or use --sensor direct")
+    if params.scenario is None:
+        return
+    from sim.faults import parse_faults
+    from sim.scenario import load_scenario
+
+    load_scenario(params.scenario)
+    for position, fault in enumerate(parse_faults(params.faults)):
+        if fault.kind != "outage":  # as sim.faults.FaultInjector selects them
+            fault.devices(params.n_devices, params.seed, position)
+
+
+def _check_seconds(name: str, value: float | None) -> None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+
+
+class Demo:
+    """A demo ready to run: checked, folders made, nothing started (module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        devices: int,
+        duration_s: float | None,
+        db_path: Path,
+        speed: float = 1.0,
+        seed: int = 0,
+        broker_kind: str = "auto",
+        sample_rate_hz: int = 250,
+        scenario: str | None = None,
+        sensor: str = "direct",
+        faults: str = "",
+    ) -> None:
+        _check_seconds("duration", duration_s)
+        _check_seconds("speed", speed)
+        self.db_path = Path(db_path)
+        self.duration_s = duration_s
+        params = FleetParams(n_devices=devices, sample_rate_hz=sample_rate_hz, speed=speed,
+                             seed=seed, scenario=scenario, sensor=sensor, faults=faults)
+        check_fleet_spec(params)  # a bad scenario or fault spec leaves no store behind
+        Store(self.db_path).close()  # create it, or StoreError naming the path
+        broker_dir, devices_dir = demo_dirs(self.db_path)
+        for folder in (broker_dir, devices_dir):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ValueError(f"cannot create {folder}: {exc.strerror or exc}") from None
+        self.broker = Broker(broker_kind, data_dir=broker_dir)  # picks its port, not started
+        # The fleet is built (scenario, faults, device state files) before the broker
+        # starts: a bad spec is refused with nothing running.  Links connect on the
+        # first step.
+        self.fleet = Fleet(params, self.broker.host, self.broker.port, state_dir=devices_dir,
+                           broker=self.broker)
+
+    def run(self, out: TextIO | None = None, *, as_json: bool = False) -> int:
+        """Run until the duration has passed (or Ctrl-C); print the summary; 0 if all passed."""
+        out = out or sys.stdout
+        text = None if as_json else out
+        verdict = Verdict()
+        broker = self.broker
+        try:
+            broker.start()
+        except (RuntimeError, OSError) as exc:
+            verdict.fail("the broker did not start", exc)
+            return self._report(verdict, out, as_json)
+        if text:
+            print(f"demo: {broker.kind.value} broker on {broker.host}:{broker.port}; "
+                  f"store {self.db_path}", file=text, flush=True)
+        ingest: Ingest | None = None
+        stop = threading.Event()
+        try:
+            ingest = Ingest(self.db_path, broker.host, broker.port)
+            ingest.start()
+            if ingest.wait_connected(INGEST_CONNECT_TIMEOUT_S):
+                self._run_fleet(stop, verdict, text)
+                self._finish(ingest, verdict)
+            else:
+                verdict.fail(f"ingest could not connect to the broker in "
+                             f"{INGEST_CONNECT_TIMEOUT_S:g} s")
+        except Exception as exc:  # anything else: still a verdict, never a traceback
+            verdict.fail("the demo failed", exc)
+        finally:
+            stop.set()
+            if ingest is not None:
+                verdict.ingest = ingest.stats()
+                ingest.stop()
+            broker.stop()
+        return self._report(verdict, out, as_json)
+
+    def _run_fleet(self, stop: threading.Event, verdict: Verdict, text: TextIO | None) -> None:
+        crashed: list[BaseException] = []
+
+        def fleet_main() -> None:
+            try:
+                self.fleet.run(self.duration_s, stop)
+            except BaseException as exc:  # recorded: the verdict fails
+                crashed.append(exc)
+                stop.set()
+
+        runner = threading.Thread(target=fleet_main, name="fleet", daemon=True)
         runner.start()
         try:
-            run_monitor(db_path, stop=stop, until=runner, out=out)
+            if text is not None:
+                run_monitor(self.db_path, stop=stop, until=runner, out=text)
+            else:
+                while runner.is_alive() and not stop.is_set():
+                    runner.join(0.2)
         except KeyboardInterrupt:
-            print("demo: interrupted, shutting down", file=out)
+            if text is not None:
+                print("demo: interrupted, shutting down", file=text)
+        except Exception as exc:
+            verdict.fail("the monitor failed", exc)
         stop.set()
         runner.join()
-        drained = fleet.shutdown(timeout_s=15)
-        missing = wait_stored(db_path, fleet.last_seqs(), timeout_s=15)
-        return _summary(db_path, fleet, ingest, drained, missing, out)
-    finally:
-        stop.set()
-        ingest.stop()
-        broker.stop()
+        for exc in crashed:
+            verdict.fail("the fleet thread failed", exc)
+
+    def _finish(self, ingest: Ingest, verdict: Verdict) -> None:
+        fleet = self.fleet
+        try:
+            if not fleet.shutdown(timeout_s=DRAIN_TIMEOUT_S):
+                verdict.fail("some device outboxes did not drain")
+        except Exception as exc:
+            verdict.fail("the device shutdown failed", exc)
+        if not self.broker.running:
+            verdict.fail("the broker is not running at the end of the run")
+        last_seqs = fleet.last_seqs()
+        missing = wait_stored(self.db_path, last_seqs, timeout_s=DRAIN_TIMEOUT_S)
+        lost_total = 0
+        with Store(self.db_path, readonly=True) as store:
+            for device in fleet.devices:
+                device_id = device.cfg.device_id
+                first, last = fleet.first_seqs[device_id], last_seqs[device_id]
+                stored = sum(first <= s <= last for s in store.seqs(device_id))
+                lost = (last - first + 1) - stored
+                lost_total += lost
+                verdict.devices.append({
+                    "device_id": device_id, "first_seq": first, "last_seq": last,
+                    "stored": stored, "missing": lost,
+                    "vitals": store.vitals_count(device_id),
+                    "outbox_dropped": device.outbox.dropped,
+                })
+        if lost_total or missing:
+            short = sum(1 for d in verdict.devices if d["missing"]) or len(missing)
+            verdict.fail(f"{lost_total or sum(missing.values())} messages not stored "
+                         f"(from {short} of {len(verdict.devices)} devices)")
+        stats = ingest.stats()
+        rejected = sum(stats["rejected"].values())
+        if rejected:
+            verdict.fail(f"ingest rejected {rejected} messages ({stats['rejected']})")
+        if stats["errors"]:
+            verdict.fail(f"ingest failed to store {stats['errors']} messages")
+
+    def _report(self, verdict: Verdict, out: TextIO, as_json: bool) -> int:
+        if as_json:
+            doc = {
+                "ok": verdict.ok, "failures": verdict.failures, "store": str(self.db_path),
+                "broker": {"kind": self.broker.kind.value, "host": self.broker.host,
+                           "port": self.broker.port},
+                "devices": verdict.devices, "ingest": verdict.ingest,
+            }
+            print(json.dumps(doc, indent=2), file=out, flush=True)
+            return 0 if verdict.ok else 1
+        for d in verdict.devices:
+            print(f"demo: {d['device_id']}: seq {d['first_seq']}..{d['last_seq']}, "
+                  f"{d['stored']} messages stored, {d['missing']} missing, "
+                  f"{d['vitals']} vitals in store, outbox dropped {d['outbox_dropped']}",
+                  file=out)
+        if verdict.ingest:
+            stats = verdict.ingest
+            print(f"demo: ingest stored {stats['stored']}, duplicates {stats['duplicates']}, "
+                  f"rejected {stats['rejected'] or 'none'}", file=out)
+        print(verdict.line(), file=out, flush=True)
+        return 0 if verdict.ok else 1
 
 
-def _summary(
-    db_path: Path, fleet: Fleet, ingest: Ingest, drained: bool, missing: dict[str, int], out: TextIO
-) -> int:
-    ok = drained and not missing
-    with Store(db_path, readonly=True) as store:
-        for device in fleet.devices:
-            device_id = device.cfg.device_id
-            first, last = fleet.first_seqs[device_id], fleet.last_seqs()[device_id]
-            seqs = [s for s in store.seqs(device_id) if first <= s <= last]
-            lost = (last - first + 1) - len(seqs)
-            ok = ok and lost == 0
-            print(
-                f"demo: {device_id}: seq {first}..{last}, {len(seqs)} messages stored, "
-                f"{lost} missing, {store.vitals_count(device_id)} vitals in store, "
-                f"outbox dropped {device.outbox.dropped}",
-                file=out,
-            )
-    stats = ingest.stats()
-    print(
-        f"demo: ingest stored {stats['stored']}, duplicates {stats['duplicates']}, "
-        f"rejected {stats['rejected'] or 'none'}",
-        file=out,
-    )
-    if missing:
-        print(f"demo: messages not stored: {missing}", file=out)
-    print("demo: OK, nothing lost" if ok else "demo: FAILED", file=out, flush=True)
-    return 0 if ok else 1
+def run_demo(*, out: TextIO | None = None, as_json: bool = False, **options: Any) -> int:
+    """Check, then run (the two phases above); ``options`` are :class:`Demo`'s."""
+    return Demo(**options).run(out, as_json=as_json)
