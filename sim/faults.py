@@ -64,6 +64,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from sim.faultsyntax import FAULT_SYNTAX  # numpy-free: the medge parser reads it
+
 log = logging.getLogger(__name__)
 
 __all__ = ["FAULT_KINDS", "FAULT_SYNTAX", "Fault", "FaultInjector", "FaultyLink",
@@ -72,20 +74,6 @@ __all__ = ["FAULT_KINDS", "FAULT_SYNTAX", "Fault", "FaultInjector", "FaultyLink"
 FAULT_KINDS = ("outage", "partition", "latency", "loss", "sensor", "reboot", "power", "drift")
 _NEEDS_SELECT = set(FAULT_KINDS) - {"outage"}
 _NEEDS_START = {"reboot", "power"}
-
-#: The syntax, for ``medge sim --help``.
-FAULT_SYNTAX = """\
-  FAULT[,FAULT...]  FAULT = KIND[:SELECT][:VALUE][@START[+DURATION]]
-  times: 30s 500ms 2m 1h (simulated, from the start); no @: the whole run
-  SELECT: all | N devices | N% of them | #1/4/7 (device numbers)
-    outage@30s+10s           broker stopped for 10 s (needs --broker)
-    partition:20%@60s+30s    network cut, reconnects refused for 30 s
-    latency:2:300ms@10s+20s  publishes delayed 300 ms
-    loss:10%:5%              5 % packet loss (TCP retransmits: shows as delay)
-    sensor:1:leadoff@20s+5s  electrodes off (or sensor:1:nack: the part stops answering)
-    reboot:#2@40s            clean reboot (seq continues, boot_id + 1)
-    power:#3@50s+5s          abrupt power loss, power back after 5 s
-    drift:#1:+500ppm         device clock 500 ppm fast (- slow)"""
 
 _TIME_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
 _TIME_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, None: 1000}
