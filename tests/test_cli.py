@@ -51,10 +51,43 @@ def test_fleet_list_without_a_store_is_a_clear_error(tmp_path: Path) -> None:
     assert "no medge store" in result.stderr
 
 
-def test_bad_arguments_exit_2_with_usage(tmp_path: Path) -> None:
+def test_bad_arguments_exit_2_in_one_line(tmp_path: Path) -> None:
     result = medge("demo", "--devices", "0", cwd=tmp_path)
     assert result.returncode == 2
-    assert "--devices" in result.stderr
+    assert result.stderr == ("medge demo: --devices: expected a whole number from 1 to 10000, "
+                             "got '0' (see: medge demo --help)\n")
+
+
+def test_monitor_json_is_the_fleet_list(tmp_path: Path) -> None:
+    db = tmp_path / "fleet.db"
+    with Store(db) as store:
+        for device_id in ("bed-1", "bed-2"):
+            store.add("status", device_id, protocol.birth(device_id, 0, T0, {
+                "fw_version": "1.2.3", "model_version": "m", "patient_id": "p",
+                "sample_rate_hz": 250, "boot_id": 1}), T0)
+    env = {k: v for k, v in os.environ.items() if k != "MEDGE_DB"}
+    with subprocess.Popen([MEDGE, "monitor", "--json", "--refresh", "0.2", "--db", str(db)],
+                          cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            first = json.loads(proc.stdout.readline())
+        finally:
+            proc.terminate()
+    listed = json.loads(medge("fleet", "list", "--json", "--db", str(db), cwd=tmp_path).stdout)
+    assert first["devices"] == listed
+    assert isinstance(first["ts_ms"], int)
+
+
+def test_demo_json_summary(tmp_path: Path) -> None:
+    result = medge("demo", "--devices", "2", "--duration", "4", "--speed", "4", "--json",
+                   "--db", str(tmp_path / "j.db"), cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    doc = json.loads(result.stdout)  # the whole of stdout: no monitor lines with --json
+    assert (doc["ok"], doc["failures"], doc["store"]) == (True, [], str(tmp_path / "j.db"))
+    assert [d["device_id"] for d in doc["devices"]] == ["sim-0001", "sim-0002"]
+    for d in doc["devices"]:
+        assert d["stored"] == d["last_seq"] - d["first_seq"] + 1 and d["missing"] == 0
+        assert d["vitals"] == 4
+    assert doc["ingest"]["rejected"] == {} and doc["ingest"]["errors"] == 0
 
 
 def test_demo_five_devices_twenty_seconds(tmp_path: Path) -> None:
@@ -76,6 +109,10 @@ def test_demo_five_devices_twenty_seconds(tmp_path: Path) -> None:
     listed = medge("fleet", "list", "--json", cwd=tmp_path)
     assert listed.returncode == 0
     assert sorted(d["id"] for d in json.loads(listed.stdout)) == devices
+    # The broker's data and the devices' state belong to this store, not to its folder.
+    assert (tmp_path / "var" / "medge.db.d" / "broker").is_dir()
+    assert len(list((tmp_path / "var" / "medge.db.d" / "devices").glob("sim-*.json"))) == 5
+    assert not (tmp_path / "var" / "devices").exists()
 
 
 def test_demo_with_a_scenario_sensor_and_a_partition_loses_nothing(tmp_path: Path) -> None:
