@@ -1,32 +1,45 @@
-"""Device entry point: build a Device from a JSON config file and run its loop.
+"""Device entry point: build a Device from a config file and run it until stopped.
 
-On a Raspberry Pi (CPython, paho-mqtt)::
+On a Raspberry Pi (CPython)::
 
-    python -m firmware.main device.json
+    python -m firmware.main device.json      # or device.toml (CPython >= 3.11)
 
 On a MicroPython board (``firmware/`` copied to ``/lib``)::
 
     import firmware.main
     firmware.main.main("/device.json")
 
-Config (JSON object; units in the names, no default sample rate)::
+Every config key, per source kind, is described in ``docs/device.md``.  In
+short (a JSON object; units in the names; no default sample rate)::
 
-    {"device_id": "bed-12", "sample_rate_hz": 250, "patient_id": "p-0012",
-     "broker_host": "192.0.2.10", "broker_port": 1883,
-     "state_path": "medge_state.json",
-     "source": {"kind": "file", "path": "ecg_250hz_int16le.bin"},
-     "mains_hz": 50, "model": "beatnet"}
+    {"device_id": "bed-12", "sample_rate_hz": 250, "mains_hz": 50,
+     "broker_host": "192.0.2.10", "broker_port": 1883, "state_dir": "/var/lib/medge",
+     "source": {"kind": "ads1115", "i2c": {"bus": 1}, "address": 72,
+                "frontend_gain": 100, "alert": 17}}
 
-``model`` (optional) is a beat model path without extension: ``beatnet.tflite``
-and ``beatnet.json`` (``models/`` in the repo).  It needs ``mains_hz`` (the
-filter chain's notch).  A model that fails the device's checks
-(:mod:`firmware.ml.infer`) is refused with the reason on stderr and the device
-runs without beat classes rather than not at all.
+Sources are a registry of kinds (:func:`register_source`): ``file`` (raw
+little-endian int16 samples replayed at the sample rate; the device shuts
+down cleanly at their end), ``ads1292`` (ADS1292R on SPI), ``ads1115``
+(ADS1115 on I2C behind an analog front end), ``max30102`` (one PPG channel),
+``serial`` (the serial ECG board); ``tmp117`` is known but refused as the
+source (a thermometer, not a sample stream).  The simulator registers
+``sim`` (``sim/device_source.py``): firmware never imports ``sim``.  A
+factory gets the source's settings (keys checked against the kind's key
+lists first, so an unknown or missing key is refused by name) and a
+:class:`SourceContext`: sample rate, clock, loop period, and the platform's
+buses (:mod:`firmware.hw.bus`, made only when a bus kind asks; tests pass
+emulated ones).
 
-Sources available before the sensor-driver issue: ``file``, a recording of
-raw little-endian int16 samples replayed at the sample rate (the device then
-shuts down cleanly at its end).  The MQTT link is chosen here, by platform:
-umqtt on MicroPython, paho-mqtt on CPython; the algorithms never import one.
+The MQTT link is chosen here, by platform: umqtt on MicroPython, paho-mqtt
+on CPython.  ``username``/``password_file`` are checked and kept
+(:class:`Credentials`) but not sent yet: neither link takes credentials.
+
+Exit codes of :func:`main`: 0 everything sent; 1 the outbox was not drained,
+or a hardware or I/O fault (start-up or run); 2 the config cannot be used
+(one line on stderr, ``medge device: <reason>``, never a traceback).  It
+runs until the source ends (``file``), SIGTERM (CPython) or Ctrl-C, then
+shuts down cleanly: offline message, exact sequence number saved, bounded
+drain, disconnect.
 """
 
 import json
@@ -38,38 +51,477 @@ from firmware.hw.compat import IS_MICROPYTHON, SystemClock, sleep_ms, ticks_diff
 from firmware.hw.sources import ArraySource
 from firmware.hw.state import FileState
 
-_CONFIG_KEYS = (
-    "device_id",
-    "sample_rate_hz",
+try:
+    import os
+except ImportError:  # pragma: no cover - MicroPython ports without os
+    import uos as os  # type: ignore[import-not-found,no-redef]
+
+PROGRAM = "medge device"
+DEFAULT_BROKER_PORT = 1883
+DEFAULT_LOOP_PERIOD_MS = 20
+DEFAULT_STATE_PATH = "medge_state.json"
+
+_REQUIRED_KEYS = ("device_id", "sample_rate_hz", "broker_host", "source")
+_OPTIONAL_KEYS = (
     "patient_id",
-    "broker_host",
     "broker_port",
     "state_path",
-    "source",
+    "state_dir",
     "report_period_ms",
     "loop_period_ms",
     "mains_hz",
     "model",
+    "username",
+    "password_file",
 )
+_CONFIG_KEYS = _REQUIRED_KEYS + _OPTIONAL_KEYS
+
+# Kinds the simulator or another layer registers: a hint when they are missing.
+_REGISTERED_ELSEWHERE = {
+    "sim": "registered by the simulator: run  python -m sim.device_source CONFIG",
+}
 
 
-def load_config(path):
-    with open(path) as f:
-        cfg = json.loads(f.read())
+# -- checking values ---------------------------------------------------------
+def _listed(names):
+    return ", ".join(sorted(names))
+
+
+def check_keys(obj, where, required, optional=()):
+    """``obj`` must be a dict with every key of ``required`` and no key outside
+    ``required`` + ``optional``; ValueError naming the key otherwise."""
+    if not isinstance(obj, dict):
+        raise ValueError("%s must be an object, got %r" % (where, obj))
+    known = tuple(required) + tuple(optional)
+    for key in obj:
+        if key not in known:
+            raise ValueError("%s: unknown key %r (known: %s)" % (where, key, _listed(known)))
+    for key in required:
+        if key not in obj:
+            raise ValueError("%s: missing key %r" % (where, key))
+    return obj
+
+
+def get_int(obj, key, where, default=None, low=None, high=None):
+    """``obj[key]`` (or ``default``) as an int within ``low..high``."""
+    value = obj.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError("%s.%s must be an int, got %r" % (where, key, value))
+    if (low is not None and value < low) or (high is not None and value > high):
+        span = ">= %d" % low if high is None else "<= %d" % high if low is None else (
+            "in %d..%d" % (low, high))
+        raise ValueError("%s.%s must be %s, got %r" % (where, key, span, value))
+    return value
+
+
+def get_choice(obj, key, where, choices, default):
+    value = obj.get(key, default)
+    for choice in choices:
+        if value == choice and type(value) is type(choice):
+            return value
+    raise ValueError("%s.%s must be one of %s, got %r"
+                     % (where, key, ", ".join(str(c) for c in choices), value))
+
+
+def get_bool(obj, key, where, default):
+    value = obj.get(key, default)
+    if not isinstance(value, bool):
+        raise ValueError("%s.%s must be true or false, got %r" % (where, key, value))
+    return value
+
+
+def get_str(obj, key, where, default=None):
+    value = obj.get(key, default)
+    if not isinstance(value, str) or not value:
+        raise ValueError("%s.%s must be a non-empty string, got %r" % (where, key, value))
+    return value
+
+
+def _get_number(obj, key, where, low, high, default):
+    value = obj.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ValueError("%s.%s must be a number in %s..%s, got %r"
+                         % (where, key, low, high, value))
+    return value
+
+
+# -- the source registry -----------------------------------------------------
+class SourceContext:
+    """What a source factory may use: ``sample_rate_hz``, ``clock`` (``ticks_ms``,
+    ``epoch_ms``), ``loop_period_ms`` and ``buses`` (the platform's, made on
+    first use, or the ones injected by a test or the simulator)."""
+
+    def __init__(self, sample_rate_hz, clock, loop_period_ms=DEFAULT_LOOP_PERIOD_MS,
+                 buses=None):
+        self.sample_rate_hz = sample_rate_hz
+        self.clock = clock
+        self.loop_period_ms = loop_period_ms
+        self._buses = buses
+
+    @property
+    def buses(self):
+        if self._buses is None:
+            from firmware.hw.bus import platform_buses
+
+            self._buses = platform_buses()
+        return self._buses
+
+
+class _Kind:
+    def __init__(self, factory, required, optional):
+        self.factory = factory
+        keys = ["kind"]
+        keys.extend(required)
+        self.required = tuple(keys)  # "kind" first: every source names one
+        self.optional = tuple(optional)
+
+
+_SOURCES = {}
+
+
+def register_source(kind, factory, required=(), optional=()):
+    """Add source kind ``kind``: ``factory(settings, ctx) -> source`` where
+    ``settings`` is the config's ``source`` object (its keys already checked
+    against ``required`` and ``optional``; ``kind`` is implied) and ``ctx`` a
+    :class:`SourceContext`.  Registering the same factory again is a no-op;
+    another factory for a taken kind is refused."""
+    if not isinstance(kind, str) or not kind:
+        raise ValueError("a source kind is a non-empty string, got %r" % (kind,))
+    old = _SOURCES.get(kind)
+    if old is not None and old.factory is not factory:
+        raise ValueError("source kind %r is already registered" % kind)
+    _SOURCES[kind] = _Kind(factory, required, optional)
+
+
+def source_kinds():
+    """The registered source kinds, sorted."""
+    return sorted(_SOURCES)
+
+
+def check_source(spec):
+    """The ``source`` object's kind and key set (values are checked when it is built)."""
+    if not isinstance(spec, dict):
+        raise ValueError("source must be an object with a \"kind\", got %r" % (spec,))
+    kind = spec.get("kind")
+    entry = _SOURCES.get(kind) if isinstance(kind, str) else None
+    if entry is None:
+        hint = _REGISTERED_ELSEWHERE.get(kind) if isinstance(kind, str) else None
+        raise ValueError("source.kind: unknown source kind %r (known: %s)%s"
+                         % (kind, _listed(_SOURCES), " (%s)" % hint if hint else ""))
+    check_keys(spec, "source (kind %r)" % kind, entry.required, entry.optional)
+    return entry
+
+
+def make_source(spec, ctx):
+    """Build the sample source that ``spec`` (the config's ``source``) describes."""
+    return check_source(spec).factory(spec, ctx)
+
+
+# -- the built-in kinds ------------------------------------------------------
+def _file_source(spec, ctx):
+    path = get_str(spec, "path", "source")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise ValueError("source.path: cannot read %r: %s" % (path, exc)) from None
+    if len(data) % 2:
+        raise ValueError("source.path: %r has an odd length: not int16 samples" % path)
+    if sys.byteorder != "little":  # pragma: no cover - every supported port is little-endian
+        raise ValueError("big-endian hosts are not supported")
+    return ArraySource(array("h", data), sample_rate_hz=ctx.sample_rate_hz, clock=ctx.clock)
+
+
+_I2C_KEYS = (("bus",), ("scl", "sda", "freq_hz"))
+_SPI_KEYS = (("bus", "cs"), ("freq_hz", "sck", "mosi", "miso"))
+_UART_KEYS = (("port",), ("baudrate", "tx", "rx"))
+
+
+def _bus_settings(spec, key, keys):
+    where = "source." + key
+    settings = check_keys(spec[key], where, keys[0], keys[1])
+    for name in settings:
+        if name != "port":
+            get_int(settings, name, where, low=0)
+    return settings
+
+
+def _pin(spec, key):
+    return get_int(spec, key, "source", low=0)
+
+
+def _check_polled(ctx, what):
+    """A part without a FIFO, polled once per loop pass, loses every conversion
+    the loop sleeps through: the pass must be shorter than a sample period."""
+    if ctx.loop_period_ms * ctx.sample_rate_hz >= 1000:
+        raise ValueError(
+            "%s is polled once per loop pass and keeps only its newest result: loop_period_ms"
+            " must be below one sample period (at most %d ms at %d Hz), got %d"
+            % (what, 999 // ctx.sample_rate_hz, ctx.sample_rate_hz, ctx.loop_period_ms))
+
+
+def _data_rate(ctx, part, rates_sps):
+    """The part converts at the device's sample rate, or the config is refused."""
+    fs = ctx.sample_rate_hz
+    if fs not in rates_sps:
+        raise ValueError("sample_rate_hz %d is not an %s data rate (%s SPS)"
+                         % (fs, part, ", ".join(str(r) for r in rates_sps)))
+    return fs
+
+
+def _ads1292_source(spec, ctx):
+    from firmware.hw.bus import DEFAULT_SPI_FREQ_HZ
+    from firmware.hw.drivers import ads1292
+    from firmware.hw.sensors import Ads1292EcgSource
+
+    fs = _data_rate(ctx, "ADS1292", ads1292.DATA_RATES_SPS)
+    spi_settings = _bus_settings(spec, "spi", _SPI_KEYS)
+    channel = get_choice(spec, "channel", "source", (1, 2), 2)
+    gain = get_choice(spec, "gain", "source", ads1292.GAINS, 6)
+    vref_4v = get_bool(spec, "vref_4v", "source", False)
+    lead_off = get_bool(spec, "lead_off_detect", "source", True)
+    use_irq = get_bool(spec, "irq", "source", True)
+    drdy_number = _pin(spec, "drdy")
+    if not use_irq:
+        _check_polled(ctx, "an ADS1292 without its DRDY interrupt (\"irq\": false)")
+    buses = ctx.buses
+    spi, cs = buses.spi(spi_settings)
+    drdy = buses.input_pin(drdy_number, False)
+    afe = ads1292.ADS1292(spi, cs, drdy, data_rate_sps=fs, gain=(gain, gain), vref_4v=vref_4v,
+                          lead_off_detect=lead_off,
+                          baudrate=spi_settings.get("freq_hz", DEFAULT_SPI_FREQ_HZ))
+    source = Ads1292EcgSource(afe, channel=channel, use_irq=use_irq)
+    afe.start()
+    return buses.guard(source)
+
+
+#: ``mux`` names of the ADS1115's input pairs; the index is the MUX[2:0] code.
+ADS1115_MUX_NAMES = ("ain0_ain1", "ain0_ain3", "ain1_ain3", "ain2_ain3",
+                     "ain0_gnd", "ain1_gnd", "ain2_gnd", "ain3_gnd")
+
+
+def _ads1115_source(spec, ctx):
+    from firmware.hw.drivers import ads1115
+    from firmware.hw.sensors import Ads1115EcgSource
+
+    fs = _data_rate(ctx, "ADS1115", ads1115.DATA_RATES_SPS)
+    i2c_settings = _bus_settings(spec, "i2c", _I2C_KEYS)
+    address = get_int(spec, "address", "source", ads1115.DEFAULT_ADDRESS, 0x48, 0x4B)
+    full_scale_mv = get_choice(spec, "full_scale_mv", "source", ads1115.FULL_SCALES_MV, 2048)
+    mux = ADS1115_MUX_NAMES.index(get_choice(spec, "mux", "source", ADS1115_MUX_NAMES, "ain0_ain1"))
+    gain = get_int(spec, "frontend_gain", "source", low=1, high=10000)
+    alert = _pin(spec, "alert") if "alert" in spec else None
+    if alert is None:
+        _check_polled(ctx, "an ADS1115 without its ALERT/RDY pin (\"alert\")")
+    buses = ctx.buses
+    bus = buses.i2c(i2c_settings)
+    ready = buses.input_pin(alert, True) if alert is not None else None
+    adc = ads1115.ADS1115(bus, address, data_rate_sps=fs, full_scale_mv=full_scale_mv, mux=mux,
+                          continuous=True, ready_pin=ready is not None)
+    source = Ads1115EcgSource(adc, gain, ready_pin=ready, use_irq=ready is not None,
+                              clock=ctx.clock)
+    return buses.guard(source)
+
+
+_PPG_SHIFT_BITS = 3  # 18-bit FIFO counts -> 15 bits: they fit the device's int16 buffer
+_PPG_FIFO_MARGIN = 16  # a loop pass may last at most half the 32-sample FIFO
+
+
+def _max30102_source(spec, ctx):
+    from firmware.hw.drivers import max30102
+    from firmware.hw.sensors import Max30102PpgSource
+
+    fs = ctx.sample_rate_hz
+    average = 0
+    for avg in max30102.SAMPLE_AVERAGES:
+        if fs * avg in max30102.SAMPLE_RATES_SPS:
+            average = avg
+            break
+    if not average:
+        raise ValueError("sample_rate_hz %d is not a MAX30102 FIFO rate (sample rate / averaging)"
+                         % fs)
+    if ctx.loop_period_ms * fs >= _PPG_FIFO_MARGIN * 1000:
+        raise ValueError("loop_period_ms %d lets the MAX30102's FIFO overflow at %d Hz: it must"
+                         " be below %d ms"
+                         % (ctx.loop_period_ms, fs, _PPG_FIFO_MARGIN * 1000 // fs))
+    i2c_settings = _bus_settings(spec, "i2c", _I2C_KEYS)
+    address = get_int(spec, "address", "source", max30102.DEFAULT_ADDRESS, 0x08, 0x77)
+    led = get_choice(spec, "led", "source", ("ir", "red"), "ir")
+    width = get_choice(spec, "pulse_width_us", "source", max30102.PULSE_WIDTHS_US, 118)
+    adc_range = get_choice(spec, "adc_range_na", "source", max30102.ADC_RANGES_NA, 4096)
+    currents = spec.get("led_current_ma", [7.0, 7.0])
+    if not isinstance(currents, list) or len(currents) != 2:
+        raise ValueError("source.led_current_ma must be [red_ma, ir_ma], got %r" % (currents,))
+    pair = {"red": currents[0], "ir": currents[1]}
+    red_ma = _get_number(pair, "red", "source.led_current_ma", 0, max30102.LED_CURRENT_MAX_MA, 0)
+    ir_ma = _get_number(pair, "ir", "source.led_current_ma", 0, max30102.LED_CURRENT_MAX_MA, 0)
+    ox = max30102.MAX30102(ctx.buses.i2c(i2c_settings), address, mode=max30102.MODE_SPO2,
+                           sample_rate_sps=fs * average, sample_average=average,
+                           pulse_width_us=width, adc_range_na=adc_range,
+                           led_current_ma=(red_ma, ir_ma))
+    return ctx.buses.guard(Max30102PpgSource(ox, led=led, shift_bits=_PPG_SHIFT_BITS))
+
+
+def _serial_source(spec, ctx):
+    from firmware.hw.drivers.serial_ecg import SerialEcgSource
+
+    settings = _bus_settings(spec, "uart", _UART_KEYS)
+    return ctx.buses.guard(SerialEcgSource(ctx.buses.uart(settings)))
+
+
+def _tmp117_refused(spec, ctx):
+    raise ValueError(
+        "source.kind: 'tmp117' is a thermometer (one reading per conversion cycle), not a sample"
+        " source for the ECG loop, and the device has no temperature input yet: name an ECG"
+        " or PPG source (%s)" % _listed(k for k in _SOURCES if k != "tmp117"))
+
+
+register_source("file", _file_source, ("path",))
+register_source("ads1292", _ads1292_source, ("spi", "drdy"),
+                ("channel", "gain", "vref_4v", "lead_off_detect", "irq"))
+register_source("ads1115", _ads1115_source, ("i2c", "frontend_gain"),
+                ("address", "full_scale_mv", "mux", "alert"))
+register_source("max30102", _max30102_source, ("i2c",),
+                ("address", "led", "led_current_ma", "pulse_width_us", "adc_range_na"))
+register_source("serial", _serial_source, ("uart",))
+register_source("tmp117", _tmp117_refused, (),
+                ("i2c", "address", "averages", "conversion_cycle_ms", "alert"))
+
+
+# -- the config ----------------------------------------------------------------
+def parse_config(text, path):
+    """The config object in ``text``: TOML when ``path`` ends ``.toml`` (CPython >= 3.11,
+    ``tomllib``), else JSON."""
+    if path.endswith(".toml"):
+        try:
+            import tomllib
+        except ImportError:
+            raise ValueError("TOML configs need CPython >= 3.11 (tomllib): write it as JSON"
+                             ) from None
+        try:
+            return tomllib.loads(text)
+        except ValueError as exc:  # tomllib.TOMLDecodeError
+            raise ValueError("not valid TOML: %s" % exc) from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ValueError("not valid JSON: %s" % exc) from None
+
+
+def check_config(cfg):
+    """Check every top-level key and the source's kind and key set; return ``cfg``.
+
+    Values the device's own classes check (rate, mains, report period, id)
+    are checked by building a :class:`DeviceConfig` once."""
     if not isinstance(cfg, dict):
-        raise ValueError("%s: the config must be a JSON object" % path)
+        raise ValueError("the config must be an object")
     for key in cfg:
         if key not in _CONFIG_KEYS:
-            raise ValueError("%s: unknown config key %r" % (path, key))
-    for key in ("device_id", "sample_rate_hz", "broker_host", "source"):
+            raise ValueError("unknown config key %r (known: %s)" % (key, _listed(_CONFIG_KEYS)))
+    for key in _REQUIRED_KEYS:
         if key not in cfg:
-            raise ValueError("%s: missing config key %r" % (path, key))
+            raise ValueError("missing config key %r" % key)
+    device_config(cfg)
+    get_str(cfg, "broker_host", "config")
+    get_int(cfg, "broker_port", "config", DEFAULT_BROKER_PORT, 1, 65535)
+    get_int(cfg, "loop_period_ms", "config", DEFAULT_LOOP_PERIOD_MS, 1, 1000)
+    if "state_path" in cfg and "state_dir" in cfg:
+        raise ValueError("config: state_path and state_dir name the same file: give one")
+    for key in ("state_path", "state_dir", "model", "username", "password_file"):
+        if key in cfg:
+            get_str(cfg, key, "config")
+    if "password_file" in cfg and "username" not in cfg:
+        raise ValueError("config: password_file needs a username")
+    check_source(cfg["source"])
     return cfg
 
 
-def make_link(cfg):
+def load_config(path):
+    """Read and check the config file at ``path``; ValueError ``"<path>: <reason>"``."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as exc:
+        raise ValueError("%s: cannot read the config: %s" % (path, exc)) from None
+    try:
+        return check_config(parse_config(text, path))
+    except ValueError as exc:
+        raise ValueError("%s: %s" % (path, exc)) from None
+
+
+def device_config(cfg):
+    return DeviceConfig(
+        cfg["device_id"],
+        cfg["sample_rate_hz"],
+        patient_id=cfg.get("patient_id", ""),
+        report_period_ms=cfg.get("report_period_ms", 1000),
+        mains_hz=cfg.get("mains_hz"),
+    )
+
+
+class Credentials:
+    """The broker account: ``username`` and the first line of ``password_file``."""
+
+    def __init__(self, username, password):
+        self.username = username
+        self.password = password
+
+    def __repr__(self):
+        return "Credentials(%r, password=%s)" % (self.username, "***" if self.password else None)
+
+
+def load_credentials(cfg):
+    """:class:`Credentials` from ``username`` / ``password_file``, or None."""
+    if "username" not in cfg:
+        return None
+    password = None
+    path = cfg.get("password_file")
+    if path is not None:
+        try:
+            with open(path) as f:
+                password = f.read().split("\n")[0].rstrip("\r")
+        except OSError as exc:
+            raise ValueError("password_file %r: cannot read: %s" % (path, exc)) from None
+        if not password:
+            raise ValueError("password_file %r: the first line (the password) is empty" % path)
+    return Credentials(cfg["username"], password)
+
+
+def _is_dir(path):
+    try:
+        return bool(os.stat(path)[0] & 0x4000)  # S_IFDIR
+    except OSError:
+        return False
+
+
+def _make_dirs(path):
+    if not path or _is_dir(path):
+        return
+    parent = path.rstrip("/").rsplit("/", 1)[0] if "/" in path.rstrip("/") else ""
+    if parent and parent != path:
+        _make_dirs(parent)
+    os.mkdir(path)
+
+
+def state_file(cfg):
+    """Where the device's state lives: ``<state_dir>/<device_id>.json`` (the
+    directory made if missing; the simulator's layout), else ``state_path``."""
+    if "state_dir" not in cfg:
+        return cfg.get("state_path", DEFAULT_STATE_PATH)
+    state_dir = cfg["state_dir"]
+    try:
+        _make_dirs(state_dir)
+    except OSError as exc:
+        raise ValueError("state_dir %r: cannot create it: %s" % (state_dir, exc)) from None
+    return state_dir.rstrip("/") + "/" + cfg["device_id"] + ".json"
+
+
+def make_link(cfg, credentials=None):
     host = cfg["broker_host"]
-    port = cfg.get("broker_port", 1883)
+    port = cfg.get("broker_port", DEFAULT_BROKER_PORT)
+    if credentials is not None:
+        _error("username/password_file are checked but not sent: the MQTT links take no"
+               " credentials yet")
     if IS_MICROPYTHON:
         from firmware.net.links.umqtt import UmqttLink
 
@@ -79,30 +531,13 @@ def make_link(cfg):
     return PahoLink(host, port, cfg["device_id"])
 
 
-def make_source(cfg, clock):
-    src = cfg["source"]
-    if not isinstance(src, dict) or src.get("kind") != "file" or "path" not in src:
-        raise ValueError('source must be {"kind": "file", "path": ...}, got %r' % (src,))
-    with open(src["path"], "rb") as f:
-        data = f.read()
-    if len(data) % 2:
-        raise ValueError("%s: odd length, not int16 samples" % src["path"])
-    samples = array("h", data)
-    if sys.byteorder != "little":  # pragma: no cover - every supported port is little-endian
-        raise ValueError("big-endian hosts are not supported")
-    return ArraySource(samples, sample_rate_hz=cfg["sample_rate_hz"], clock=clock)
-
-
-def build(cfg, clock=None, link=None):
+def build(cfg, clock=None, link=None, buses=None):
+    """The :class:`Device` that ``cfg`` describes.  ``buses`` replaces the
+    platform's (:mod:`firmware.hw.bus`), e.g. with the simulator's emulated ones."""
+    check_config(cfg)
     clock = clock or SystemClock()
-    config = DeviceConfig(
-        cfg["device_id"],
-        cfg["sample_rate_hz"],
-        patient_id=cfg.get("patient_id", ""),
-        report_period_ms=cfg.get("report_period_ms", 1000),
-        mains_hz=cfg.get("mains_hz"),
-    )
-    state = FileState(cfg.get("state_path", "medge_state.json"))
+    config = device_config(cfg)
+    credentials = load_credentials(cfg)
     slot = None
     if cfg.get("model"):
         from firmware.ml.infer import ModelSlot
@@ -110,38 +545,103 @@ def build(cfg, clock=None, link=None):
         slot = ModelSlot()
         base = cfg["model"]
         if not slot.install_files(base + ".tflite", base + ".json"):
-            print("medge: beat model refused: %s" % slot.last_error)
-    return Device(config, make_source(cfg, clock), link or make_link(cfg), clock, state,
-                  model=slot)
+            _error("beat model refused: %s" % slot.last_error)
+    ctx = SourceContext(config.sample_rate_hz, clock,
+                        cfg.get("loop_period_ms", DEFAULT_LOOP_PERIOD_MS), buses)
+    source = make_source(cfg["source"], ctx)
+    state = FileState(state_file(cfg))
+    return Device(config, source, link or make_link(cfg, credentials), clock, state, model=slot)
 
 
-def run(device, loop_period_ms=20, drain_timeout_ms=10000):
-    """Run until the source is exhausted, then shut down cleanly."""
-    source = device.source
-    while not source.exhausted():
+# -- running -------------------------------------------------------------------
+class StopFlag:
+    """Set by SIGTERM (CPython) or by whoever runs the loop on another thread."""
+
+    def __init__(self):
+        self.requested = False
+
+    def set(self, *_):
+        self.requested = True
+
+
+def run(device, loop_period_ms=DEFAULT_LOOP_PERIOD_MS, drain_timeout_ms=10000, stop=None):
+    """Step the device until its source is exhausted (a source with ``exhausted()``),
+    ``stop`` is set, or Ctrl-C; then shut down cleanly.  Return True when the
+    outbox drained.  An OSError from the source (a sensor fault) also ends the
+    run cleanly and is raised again after the shutdown."""
+    exhausted = getattr(device.source, "exhausted", None)
+    fault = None
+    try:
+        while not (stop is not None and stop.requested):
+            if exhausted is not None and exhausted():
+                break
+            device.step()
+            sleep_ms(loop_period_ms)
         device.step()
-        sleep_ms(loop_period_ms)
-    device.step()
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        fault = exc
     device.stop()
     start = ticks_ms()
     while not device.drained() and ticks_diff(ticks_ms(), start) < drain_timeout_ms:
         device.service()
         sleep_ms(loop_period_ms)
     device.link.disconnect()
+    if fault is not None:
+        raise fault
     return device.drained()
 
 
-def main(path):
-    cfg = load_config(path)
-    device = build(cfg)
-    ok = run(device, cfg.get("loop_period_ms", 20))
-    print("medge device %s: %d reports, %s" % (cfg["device_id"], device.reports,
-                                              "all delivered" if ok else "outbox NOT drained"))
+def _error(message):
+    print("%s: %s" % (PROGRAM, message), file=sys.stderr)
+
+
+def _stop_on_sigterm(stop):
+    if IS_MICROPYTHON:
+        return
+    import signal
+
+    try:
+        signal.signal(signal.SIGTERM, stop.set)
+    except ValueError:  # not the main thread: the caller stops it
+        pass
+
+
+def main(path, buses=None, stop=None):
+    """Load ``path``, build the device, run it; return the exit code (module docstring)."""
+    try:
+        cfg = load_config(path)
+    except ValueError as exc:
+        _error(exc)
+        return 2
+    try:
+        device = build(cfg, buses=buses)
+    except (ValueError, ImportError) as exc:
+        _error("%s: %s" % (path, exc))
+        return 2
+    except OSError as exc:
+        _error("%s: start-up failed: %s" % (path, exc))
+        return 1
+    if stop is None:
+        stop = StopFlag()
+        _stop_on_sigterm(stop)
+    try:
+        ok = run(device, cfg.get("loop_period_ms", DEFAULT_LOOP_PERIOD_MS), stop=stop)
+    except OSError as exc:
+        _error("%s: sensor fault, shut down: %s" % (cfg["device_id"], exc))
+        return 1
+    print("%s %s: %d reports, %s" % (PROGRAM, cfg["device_id"], device.reports,
+                                     "all delivered" if ok else "outbox NOT drained"))
     return 0 if ok else 1
 
 
+def cli(argv):
+    if len(argv) != 1:
+        _error("usage: python -m firmware.main CONFIG.json|CONFIG.toml")
+        return 2
+    return main(argv[0])
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        print("usage: python -m firmware.main DEVICE_CONFIG.json")
-        sys.exit(2)
-    sys.exit(main(sys.argv[1]))
+    sys.exit(cli(sys.argv[1:]))

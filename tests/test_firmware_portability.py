@@ -20,6 +20,11 @@ PORTABLE = {
 ADAPTERS = {
     "net/links/paho.py": {"logging", "threading", "paho"},
     "ml/litert.py": {"ai_edge_litert", "tflite_runtime"},
+    # The platform's buses, each library imported only when its bus is made.
+    "hw/bus.py": {"machine", "smbus2", "spidev", "gpiod", "serial", "threading"},
+    # The entry point: SIGTERM and TOML configs on CPython only (its MicroPython
+    # run is tested in tests/test_device_main.py).
+    "main.py": {"signal", "tomllib"},
 }
 
 
