@@ -85,6 +85,12 @@ class SimPin:
     line is driven by its part (``drive(level)``), and an ``irq`` handler
     registered by a driver runs on the matching edge, with the pin as its
     argument, as on MicroPython.
+
+    An exception from the handler propagates by default.  With
+    ``drop_irq_errors`` set, an ``OSError`` (an I2C NACK inside the handler)
+    is counted in ``irq_errors`` and dropped instead, as MicroPython prints
+    and drops an exception raised in a soft (scheduled) IRQ handler: the
+    line keeps firing and the firmware's handler stays registered.
     """
 
     IN = 0
@@ -101,6 +107,8 @@ class SimPin:
         self._irq_handler: Callable[[SimPin], None] | None = None
         self._irq_trigger = 0
         self.sampler: Callable[[], None] | None = None  # the part catches up before a read
+        self.drop_irq_errors = False
+        self.irq_errors = 0  # OSErrors dropped from the handler (drop_irq_errors)
 
     def init(self, mode: int = -1, pull: int = -1, *, value: int | None = None) -> None:
         if value is not None:
@@ -141,7 +149,13 @@ class SimPin:
             self._on_change(level)
         edge = self.IRQ_RISING if level else self.IRQ_FALLING
         if self._irq_handler is not None and self._irq_trigger & edge:
-            self._irq_handler(self)
+            if not self.drop_irq_errors:
+                self._irq_handler(self)
+                return
+            try:
+                self._irq_handler(self)
+            except OSError:
+                self.irq_errors += 1
 
     def __repr__(self) -> str:
         return f"SimPin({self.name!r}, value={self._value})"

@@ -10,19 +10,14 @@
       :class:`PatientEcgSource`: the patient's counts copied straight into the
       device's buffer, paced by the simulation clock (cheap: one array slice
       per read, for big fleets);
-  ``ads1292``
-      the counts as electrode volts on channel 2 of an emulated ADS1292R
-      (``sim.parts.ads1292``) on an emulated SPI bus, read by the real driver
-      (``firmware.hw.drivers.ads1292``) through its DRDY interrupt into
-      ``firmware.hw.sensors.Ads1292EcgSource``.  Gain 6, VREF 2.42 V: one count
-      (5 uV) is ~104 ADC codes, and the source's ratio scaler brings back the
-      patient's count exactly (tests/test_sim_fleet.py checks bit-exactness);
-  ``ads1115``
-      the counts through an AD8232-like amplifier (gain 100, output around
-      1.65 V) into an emulated ADS1115 on an emulated I2C bus, continuous mode
-      at 250 SPS, ALERT/RDY interrupt, ``firmware.hw.sensors.Ads1115EcgSource``.
-      Exact within the ADS1115's +-20 mV electrode range (+-4096 counts);
-      beyond it (a lead-off rail) it saturates, as the real part would;
+  ``ads1292``, ``ads1115``
+      the counts on an emulated part, bus, the real driver and its firmware
+      source: :mod:`sim.frontend` (the one wiring, which record replay uses
+      too).  The ADS1292R path gives the patient's count back exactly
+      (tests/test_sim_fleet.py checks bit-exactness); the ADS1115 path (behind
+      an AD8232-like amplifier, 250 SPS) is exact within the ADS1115's +-20 mV
+      electrode range (+-4096 counts) and saturates beyond it, as the real
+      part would;
 
 - a :class:`DeviceClock`: the device's own clock, the shared simulation clock
   scaled by a drift in ppm (``set_ppm``); the sensor is paced by the true
@@ -52,21 +47,21 @@ import time
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from firmware.device import ECG_ADC_MAX_COUNT, Device, DeviceConfig
+from firmware.device import Device, DeviceConfig
 from firmware.hw.state import FileState
-from sim.bus import I2CBus, SPIBus
+from firmware.params import ECG_ADC_MAX_COUNT
 from sim.clock import SimClock
+from sim.frontend import ECG_FRONT_ENDS, ecg_front_end
 from sim.patient import VirtualPatient
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SENSORS", "DeviceClock", "Ledger", "PatientEcgSource", "PatientFrontEnd",
-           "SimDevice", "make_sensor"]
+__all__ = ["SENSORS", "DeviceClock", "Ledger", "PatientEcgSource", "SimDevice", "make_sensor",
+           "patient_counts"]
 
-SENSORS = ("direct", "ads1292", "ads1115")
-_COUNTS_TO_V = 1e-3 / 200  # 200 counts per mV at the electrodes
+SENSORS = ("direct", *ECG_FRONT_ENDS)
 _TICKS_MASK = (1 << 30) - 1
 
 
@@ -173,126 +168,19 @@ class PatientEcgSource:
         self.disconnected = on
 
 
-class _PatientVolts:
-    """Iterator signal for an emulated part: the patient's next ECG count in volts
-    (times an amplifier gain, plus an offset), one value per conversion."""
-
-    def __init__(self, patient: VirtualPatient, gain: float = 1.0, offset_v: float = 0.0,
-                 chunk_s: float = 2.0) -> None:
-        self.patient = patient
-        self._scale = _COUNTS_TO_V * gain
-        self._offset = offset_v
-        self._chunk = max(1, round(chunk_s * patient.fs))
-        self._values: list[float] = []
-        self._pos = 0
-        self.counts: list[int] = []  # every count handed out (when recording)
-        self.record = False
-        self.rail: float | None = None  # fault hook: a lead-off rail instead of the patient
-
-    def __iter__(self) -> _PatientVolts:
-        return self
-
-    def __next__(self) -> float:
-        if self._pos >= len(self._values):
-            counts = self.patient.next_chunk(self._chunk).ecg
-            if self.record:
-                self.counts.extend(counts.tolist())
-            self._values = (counts.astype("f8") * self._scale + self._offset).tolist()
-            self._pos = 0
-        v = self._values[self._pos]
-        self._pos += 1
-        return v if self.rail is None else self.rail
-
-
-@dataclass
-class PatientFrontEnd:
-    """An emulated part fed by the patient, the real driver and source on top.
-
-    ``read_samples`` lets the part catch up with the clock (on a board the
-    data-ready interrupt fired for every conversion) and drains the firmware
-    source's ring.  An ``OSError`` from the driver inside the interrupt
-    handler (an I2C NACK) is caught and counted, as MicroPython prints and
-    drops an exception raised in a scheduled IRQ handler."""
-
-    kind: str
-    bus: Any
-    part: Any
-    driver: Any
-    source: Any
-    signal: _PatientVolts
-    ready_pin: Any
-    sensor_errors: int = 0
-    disconnected: bool = False
-
-    def __post_init__(self) -> None:
-        on_ready = self.source._on_ready
-
-        def guarded(pin: Any) -> None:
-            try:
-                on_ready(pin)
-            except OSError:
-                self.sensor_errors += 1
-
-        self.ready_pin.irq(guarded, trigger=self.ready_pin.IRQ_FALLING)
-        self._scratch = array("h", bytes(2 * 64))
-
-    def read_samples(self, buf: Any, max_count: int) -> int:
-        self.part.update()
-        return self.source.read_samples(buf, max_count)
-
-    def resync(self) -> None:
-        self.part.update()
-        while self.source.read_samples(self._scratch, 64):
-            pass
-
-    def set_lead_off(self, on: bool) -> None:
-        if self.kind == "ads1292":
-            self.part.set_lead_off(in2p=on, in2n=on)
-        else:  # the AD8232's output goes to its positive rail with a lead off
-            self.signal.rail = 3.3 if on else None
-
-    def set_disconnected(self, on: bool) -> None:
-        self.disconnected = on
-        if self.kind == "ads1292":
-            (self.bus.disconnect if on else self.bus.reconnect)(self.part)
-        else:
-            (self.bus.disconnect if on else self.bus.reconnect)(self.address)
-
-    address = 0x48
+def patient_counts(patient: VirtualPatient, chunk_s: float = 2.0) -> Iterator[Any]:
+    """The patient's ECG counts, chunk after chunk, for an emulated front end."""
+    n = max(1, round(chunk_s * patient.fs))
+    while True:
+        yield patient.next_chunk(n).ecg
 
 
 def make_sensor(kind: str, patient: VirtualPatient, clock: SimClock) -> Any:
     """The sensor path ``kind`` (one of ``SENSORS``) fed by ``patient``."""
     if kind == "direct":
         return PatientEcgSource(patient, clock)
-    if kind == "ads1292":
-        from firmware.hw.drivers.ads1292 import ADS1292 as Driver
-        from firmware.hw.sensors import Ads1292EcgSource
-        from sim.parts.ads1292 import ADS1292
-
-        signal = _PatientVolts(patient)
-        part = ADS1292(clock, ch1=0.0, ch2=signal)
-        spi = SPIBus()
-        cs = spi.attach(part)
-        driver = Driver(spi, cs, part.drdy, data_rate_sps=patient.fs, gain=(6, 6),
-                        sleep=lambda ms: None)
-        source = Ads1292EcgSource(driver, channel=2, use_irq=True)
-        driver.start()
-        return PatientFrontEnd(kind, spi, part, driver, source, signal, part.drdy)
-    if kind == "ads1115":
-        from firmware.hw.drivers.ads1115 import ADS1115 as Driver
-        from firmware.hw.drivers.ads1115 import MUX_AIN0_AIN1
-        from firmware.hw.sensors import Ads1115EcgSource
-        from sim.parts.ads1115 import ADS1115
-
-        ref_v = 1.65
-        signal = _PatientVolts(patient, gain=100.0, offset_v=ref_v)
-        bus = I2CBus()
-        part = bus.attach(PatientFrontEnd.address, ADS1115(clock, inputs=(signal, ref_v, 0, 0)))
-        driver = Driver(bus, PatientFrontEnd.address, data_rate_sps=patient.fs,
-                        full_scale_mv=2048, mux=MUX_AIN0_AIN1, continuous=True, ready_pin=True)
-        source = Ads1115EcgSource(driver, 100, ready_pin=part.alert, use_irq=True)
-        return PatientFrontEnd(kind, bus, part, driver, source, signal, part.alert)
+    if kind in ECG_FRONT_ENDS:
+        return ecg_front_end(kind, patient_counts(patient), clock, patient.fs)
     raise ValueError(f"sensor must be one of {SENSORS}, got {kind!r}")
 
 
@@ -309,18 +197,6 @@ class Ledger:
     lost_unacked: set[int] = field(default_factory=set)  # reached the socket, no PUBACK: maybe
     boots: list[int] = field(default_factory=list)  # boot_id of each boot
     events: list[tuple[int, str]] = field(default_factory=list)  # (true ms, what)
-
-
-def outbox_entries(outbox: Any) -> list[tuple[str, bytes, bool]]:
-    """(topic, payload, sent-and-unacknowledged) of every message still in an outbox.
-
-    Reads the firmware outbox's slots (simulator instrumentation only)."""
-    out = []
-    for i in range(len(outbox)):
-        entry = outbox._slots[(outbox._head + i) % outbox.capacity]
-        if not entry[4]:  # not acknowledged
-            out.append((entry[0], entry[1], entry[3] is not None))
-    return out
 
 
 class SimDevice:
@@ -350,16 +226,14 @@ class SimDevice:
         device = Device(self.cfg, self.sensor, self.link, self.clock, self.state)
         if self.track:
             self.ledger.boots.append(device.boot_id)
-            push = device.outbox.push
             topic_vitals = device.topic_vitals
             vitals = self.ledger.vitals
 
-            def recording_push(topic: str, payload: bytes, retain: bool) -> None:
+            def record_vitals(topic: str, payload: bytes) -> None:
                 if topic == topic_vitals:
                     vitals.append(_message_seq(payload))
-                push(topic, payload, retain)
 
-            device.outbox.push = recording_push  # type: ignore[method-assign]
+            device.outbox.on_push = record_vitals
         return device
 
     def step(self) -> None:
@@ -371,7 +245,7 @@ class SimDevice:
         """Record what is left in the outbox as lost; return (unsent, unacked) counts."""
         unsent = unacked = 0
         sent_seqs = getattr(self.link, "sent_seqs", None)
-        for topic, payload, inflight in outbox_entries(self.device.outbox):
+        for topic, payload, inflight in self.device.outbox.entries():
             if not topic.endswith("/vitals"):
                 continue
             seq = _message_seq(payload)
@@ -410,11 +284,7 @@ class SimDevice:
         if not self.powered:
             return
         self._account_outbox("power loss")
-        abort = getattr(self.link, "abort", None)
-        if abort is not None:
-            abort()
-        else:
-            abort_link(self.link)
+        abort_link(self.link)
         self.powered = False
         log.info("%s: power lost", self.device_id)
 
@@ -435,35 +305,11 @@ class SimDevice:
 def abort_link(link: Any) -> None:
     """Cut a link's connection without an MQTT DISCONNECT (the broker sends the will).
 
-    ``PahoLink``: shut the TCP socket down under paho, then stop its thread.
-    ``MemoryLink``, ``sim.netlink.PolledPahoLink``: ``drop()``."""
-    drop = getattr(link, "drop", None)
-    if drop is not None:
-        drop()
-        return
-    client = getattr(link, "_client", None)
-    if client is None:
-        return
-    import socket
-
-    sock = client.socket()
-    if sock is not None:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-    link._connected.clear()
-    link._client = None
-    try:
-        client.loop_stop()
-    except Exception:  # paho may complain about the dead socket
-        pass
-    try:
-        sock = client.socket()
-        if sock is not None:
-            sock.close()
-    except OSError:
-        pass
+    ``sim.faults.FaultyLink``: its ``abort()`` (it also forgets what it held
+    back); the others (``PahoLink``, ``MemoryLink``, ``sim.netlink.PolledPahoLink``)
+    offer ``drop()``."""
+    abort = getattr(link, "abort", None)
+    (abort if abort is not None else link.drop)()
 
 
 LinkFactory = Callable[[str], Any]

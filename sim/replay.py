@@ -5,17 +5,20 @@ BIDMC at 125 Hz, ...) and turns it into the device's raw counts at the
 device rate with the one record reader, :func:`sim.records.device_signal`
 (the conversion ``medge ecg analyze`` uses: counts at
 ``firmware.params.ECG_COUNTS_PER_MV`` around the record's baseline, polyphase
-resampling when the rates differ, rounded and saturated to int16).  It is a sample source itself
-(``read_samples(buf, max_count)``), paced by an injected clock like a live
-sensor, and it offers the same samples as a signal (``sim.parts``) in volts
-or counts to drive an emulated part.
+resampling when the rates differ, rounded and saturated to int16).  It is a
+sample source itself (``read_samples(buf, max_count)``), paced by an injected
+clock like a live sensor, and it offers the same samples as chunks of counts
+to feed an emulated front end (:meth:`WfdbReplay.counts_chunks`) or as single
+counts for the serial board (:meth:`WfdbReplay.counts_signal`).
 
-:func:`ads1292_front_end` and :func:`ads1115_front_end` wire a replay behind
+:func:`ads1292_front_end` and :func:`ads1115_front_end` put a replay behind
 an emulated ADS1292R (SPI) or an ADS1115 behind an analog ECG amplifier
 (I2C), with the real firmware driver and source on top, so the full driver
-path replays the record: :class:`EmulatedFrontEnd` is the resulting sample
-source.  :func:`ppg_signal` turns a PPG channel (BIDMC ``PLETH``) into the
-MAX30102's photodiode signal and :func:`max30102_front_end` replays it
+path replays the record: the wiring is :mod:`sim.frontend`'s (the same as the
+simulated fleet's sensor paths), and :class:`sim.frontend.EmulatedFrontEnd`
+is the resulting sample source.  :func:`ppg_signal` turns a PPG channel
+(BIDMC ``PLETH``) into the MAX30102's photodiode signal and
+:func:`max30102_front_end` (:func:`sim.frontend.max30102_ppg`) replays it
 through the emulated pulse oximeter and its driver.
 
 The ADS1292R converts at 125, 250, 500 ... SPS and the ADS1115 at 8 ... 860
@@ -25,13 +28,14 @@ is available for direct replay only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
 
 from firmware.params import ECG_COUNTS_PER_MV
-from sim.bus import I2CBus, SimTime, SPIBus
+from sim.bus import SimTime
+from sim.frontend import EmulatedFrontEnd, ads1115_ecg, ads1292_ecg
+from sim.frontend import max30102_ppg as max30102_front_end
 from sim.records import device_signal, read_channel
 
 __all__ = [
@@ -97,72 +101,29 @@ class WfdbReplay:
         self.position += n
         return n
 
-    # -- as a signal for an emulated part -----------------------------------
+    # -- as a signal for an emulated part or the serial board ----------------
     def millivolts(self) -> np.ndarray:
         return self.counts.astype(np.float64) / ECG_COUNTS_PER_MV
 
-    def volts_signal(self, gain: float = 1.0, offset_v: float = 0.0) -> Iterator[float]:
-        """Iterator signal: one value per conversion, ``offset + gain * V_electrodes``."""
-        volts = self.millivolts() * 1e-3 * gain + offset_v
-        values = volts.tolist()
-        if not self.loop:
-            return iter(values)
-
-        def endless() -> Iterator[float]:
-            while True:
-                yield from values
-
-        return endless()
+    def counts_chunks(self) -> Iterator[np.ndarray]:
+        """The counts from the start, as one chunk (again and again with ``loop``):
+        the feed of an emulated front end (:mod:`sim.frontend`)."""
+        yield self.counts
+        while self.loop:
+            yield self.counts
 
     def counts_signal(self) -> Iterator[int]:
         """Iterator of raw counts (for the serial board)."""
-        values = self.counts.astype(int).tolist()
-        if not self.loop:
-            return iter(values)
-
-        def endless() -> Iterator[int]:
-            while True:
-                yield from values
-
-        return endless()
-
-
-@dataclass
-class EmulatedFrontEnd:
-    """An emulated part plus the firmware driver and source on top of it.
-
-    ``read_samples`` first lets the part catch up with the clock (on a board
-    the data-ready interrupt would have fired for every conversion), then
-    drains the firmware source."""
-
-    bus: Any
-    part: Any
-    driver: Any
-    source: Any
-
-    def read_samples(self, buf: Any, max_count: int) -> int:
-        self.part.update()
-        return self.source.read_samples(buf, max_count)
+        for chunk in self.counts_chunks():
+            yield from chunk.astype(int).tolist()
 
 
 def ads1292_front_end(replay: WfdbReplay, clock: Any, gain: int = 6,
                       channel: int = 2) -> EmulatedFrontEnd:
-    """The replay on an ADS1292R channel (``channel`` 1 or 2), read by the
-    firmware driver with its DRDY interrupt into :class:`firmware.hw.sensors.Ads1292EcgSource`."""
-    from firmware.hw.drivers.ads1292 import ADS1292 as Driver
-    from firmware.hw.sensors import Ads1292EcgSource
-    from sim.parts.ads1292 import ADS1292
-
-    signals = {"ch1": 0.0, "ch2": 0.0}
-    signals[f"ch{channel}"] = replay.volts_signal()
-    part = ADS1292(clock, **signals)
-    spi = SPIBus()
-    cs = spi.attach(part)
-    driver = Driver(spi, cs, part.drdy, data_rate_sps=replay.sample_rate_hz,
-                    gain=(gain, gain), sleep=lambda ms: None)
-    source = Ads1292EcgSource(driver, channel=channel, use_irq=True)
-    driver.start()
-    return EmulatedFrontEnd(spi, part, driver, source)
+    """The replay on an ADS1292R channel (``channel`` 1 or 2), read by the firmware
+    driver with its DRDY interrupt into :class:`firmware.hw.sensors.Ads1292EcgSource`."""
+    return ads1292_ecg(replay.counts_chunks(), clock, replay.sample_rate_hz, gain=gain,
+                       channel=channel)
 
 
 def ads1115_front_end(replay: WfdbReplay, clock: Any, frontend_gain: int = 100,
@@ -171,19 +132,9 @@ def ads1115_front_end(replay: WfdbReplay, clock: Any, frontend_gain: int = 100,
     """The replay through an ECG amplifier of gain ``frontend_gain`` (output
     around ``reference_v`` on AIN0, the reference on AIN1) into an ADS1115 in
     continuous mode, read on its ALERT/RDY conversion-ready pulses."""
-    from firmware.hw.drivers.ads1115 import ADS1115 as Driver
-    from firmware.hw.drivers.ads1115 import MUX_AIN0_AIN1
-    from firmware.hw.sensors import Ads1115EcgSource
-    from sim.parts.ads1115 import ADS1115
-
-    bus = I2CBus()
-    part = bus.attach(address, ADS1115(clock, inputs=(
-        replay.volts_signal(gain=frontend_gain, offset_v=reference_v), reference_v, 0.0, 0.0)))
-    driver = Driver(bus, address, data_rate_sps=replay.sample_rate_hz,
-                    full_scale_mv=full_scale_mv, mux=MUX_AIN0_AIN1, continuous=True,
-                    ready_pin=True)
-    source = Ads1115EcgSource(driver, frontend_gain, ready_pin=part.alert, use_irq=True)
-    return EmulatedFrontEnd(bus, part, driver, source)
+    return ads1115_ecg(replay.counts_chunks(), clock, replay.sample_rate_hz,
+                       frontend_gain=frontend_gain, reference_v=reference_v,
+                       full_scale_mv=full_scale_mv, address=address)
 
 
 def ppg_signal(record: str, channel: int, dc_na_per_ma: float = 200.0,
@@ -207,21 +158,3 @@ def ppg_signal(record: str, channel: int, dc_na_per_ma: float = 200.0,
         return float(np.interp(t_s, times, scaled))
 
     return at
-
-
-def max30102_front_end(red: Any, ir: Any, clock: Any, sample_rate_sps: int = 100,
-                       led_current_ma: tuple[float, float] = (10.0, 10.0),
-                       adc_range_na: int = 4096, led: str = "ir") -> EmulatedFrontEnd:
-    """Signals (e.g. :func:`ppg_signal`) on an emulated MAX30102 in SpO2 mode, read by
-    the firmware driver into :class:`firmware.hw.sensors.Max30102PpgSource` (18-bit
-    counts shifted to 15 bits, so they fit an ``array("h")``)."""
-    from firmware.hw.drivers.max30102 import MAX30102 as Driver
-    from firmware.hw.sensors import Max30102PpgSource
-    from sim.parts.max30102 import MAX30102
-
-    bus = I2CBus()
-    part = bus.attach(0x57, MAX30102(clock, red=red, ir=ir))
-    driver = Driver(bus, sample_rate_sps=sample_rate_sps, led_current_ma=led_current_ma,
-                    adc_range_na=adc_range_na)
-    source = Max30102PpgSource(driver, led=led, shift_bits=3)
-    return EmulatedFrontEnd(bus, part, driver, source)

@@ -365,3 +365,20 @@ def test_parts_follow_a_signal_in_simulated_time(clock: SimClock) -> None:
     code = int.from_bytes(bus.readfrom_mem(0x48, 0, 2), "big", signed=True)
     assert code == round(__import__("math").sin(2 * 3.141592653589793 * 0.248) / 4.096 * 32768)
     assert part.conversions == 62
+
+
+def test_pin_irq_handler_errors_propagate_or_are_dropped_as_micropython_does() -> None:
+    pin = SimPin("ALERT/RDY", 1)
+
+    def nacked(p: SimPin) -> None:
+        raise OSError(errno.ENODEV, "I2C address 0x48 did not acknowledge")
+
+    pin.irq(nacked, trigger=SimPin.IRQ_FALLING)
+    with pytest.raises(OSError):
+        pin.drive(0)
+    pin.drive(1)
+    pin.drop_irq_errors = True  # a soft IRQ: MicroPython prints and drops it
+    pin.drive(0)
+    pin.drive(1)
+    pin.drive(0)
+    assert pin.irq_errors == 2 and pin.value() == 0

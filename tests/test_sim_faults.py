@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from firmware.net.links.memory import MemoryLink
+from firmware.net.outbox import Outbox
 from host.broker.launch import Broker, find_mosquitto
 from host.services.demo import wait_stored
 from host.services.ingest import Ingest
@@ -143,6 +144,21 @@ def test_loss_delays_like_tcp_and_resets_after_six_losses_in_a_row() -> None:
     with pytest.raises(OSError, match="reset"):
         link.publish("t/a", b"x", False)
     assert link.resets == 1 and not link.connected()
+
+
+def test_outbox_hooks_the_ledger_reads() -> None:
+    """The firmware outbox's public hooks (no reaching into its slots): entries() lists
+    what is still queued with its in-flight state; on_push hears every push."""
+    ob = Outbox(2)
+    seen: list[bytes] = []
+    ob.on_push = lambda topic, payload: seen.append(payload)
+    ob.push("t/a", b"1", False)
+    ob.push("t/b", b"2", False)
+    ob.send_some(lambda topic, payload, retain: 7, 1)
+    assert ob.entries() == [("t/a", b"1", True), ("t/b", b"2", False)]
+    ob.push("t/c", b"3", False)  # full: the oldest is dropped, on_push heard it first
+    assert seen == [b"1", b"2", b"3"] and ob.dropped == 1
+    assert ob.entries() == [("t/b", b"2", False), ("t/c", b"3", False)]
 
 
 # -- lifecycle faults on in-memory links -------------------------------------------

@@ -11,6 +11,11 @@ the outbox is full, the *oldest* message is dropped and counted in
 ``dropped``: the newest vital signs are worth more to a clinician than the
 oldest.  This copy lives in RAM; a flash-backed outbox (surviving a reboot)
 plugs in behind the same methods.
+
+Observation hooks (diagnostics, and the simulator's loss accounting, which
+must not reach into the slots): :meth:`Outbox.entries` lists what is still
+queued, and ``on_push`` (None, or a callable ``(topic, payload)``) is told of
+every message pushed, before the drop policy runs.
 """
 
 _TOPIC = 0
@@ -32,6 +37,7 @@ class Outbox:
         self.dropped = 0  # messages dropped by the full-outbox policy
         self.sent = 0  # publish attempts (including re-sends)
         self.acked = 0  # messages acknowledged by the broker
+        self.on_push = None  # optional callable(topic, payload): every message pushed
 
     def __len__(self):
         return self._count
@@ -41,6 +47,8 @@ class Outbox:
         return self._inflight
 
     def push(self, topic, payload, retain):
+        if self.on_push is not None:
+            self.on_push(topic, payload)
         if self._count == self.capacity:
             self._drop_head()
             self.dropped += 1
@@ -55,6 +63,17 @@ class Outbox:
         self._slots[self._head] = None
         self._head = (self._head + 1) % self.capacity
         self._count -= 1
+
+    def entries(self):
+        """Every message still queued, oldest first, as ``(topic, payload,
+        in_flight)``: ``in_flight`` is True once it was handed to the link and
+        is waiting for its PUBACK.  Allocates a list: not for a hot path."""
+        out = []
+        for i in range(self._count):
+            entry = self._slots[(self._head + i) % self.capacity]
+            if not entry[_ACKED]:
+                out.append((entry[_TOPIC], entry[_PAYLOAD], entry[_TOKEN] is not None))
+        return out
 
     def send_some(self, publish, max_inflight):
         """Hand waiting messages to ``publish(topic, payload, retain) -> token``.

@@ -6,9 +6,14 @@ used: the device's outbox already re-sends unacknowledged messages after a
 reconnect, and a second re-send layer would only multiply duplicates and
 confuse tokens.  Reconnect timing (capped exponential backoff) lives in the
 device loop so that it is the same on every platform.
+
+:meth:`PahoLink.drop` cuts the connection the way a power cut or a pulled
+cable does (no MQTT DISCONNECT: the broker publishes the will), for fault
+tests and the simulator; ``MemoryLink.drop`` is the in-memory counterpart.
 """
 
 import logging
+import socket
 import threading
 
 import paho.mqtt.client as mqtt
@@ -95,6 +100,32 @@ class PahoLink:
         if client is not None and self._connected.is_set():
             client.disconnect()
         self._close()
+
+    def drop(self):
+        """Cut the connection without an MQTT DISCONNECT: the TCP socket is shut
+        down under paho, so the broker sees it die and publishes the will.
+        Unacknowledged publishes stay unacknowledged; :meth:`connect` starts over."""
+        client = self._client
+        self._client = None
+        self._connected.clear()
+        if client is None:
+            return
+        sock = client.socket()
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        try:
+            client.loop_stop()
+        except Exception:  # paho may complain about the dead socket
+            pass
+        try:
+            sock = client.socket()
+            if sock is not None:
+                sock.close()
+        except OSError:
+            pass
 
     def _close(self):
         client = self._client
