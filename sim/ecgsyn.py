@@ -51,7 +51,7 @@ it generates a minute of ECG in a few milliseconds.
 
 Use in the simulator
 --------------------
-:class:`EcgStream` feeds the virtual bedside devices (``sim.sources``,
+:class:`EcgStream` feeds the virtual bedside devices (``sim.patient.EcgsynPatient``,
 ``sim.fleet``): a continuous, endless ECG in millivolts, generated ahead in
 blocks with bounded memory, with the exact R-peak sample numbers so tests can
 score the device's beat detector against ground truth.  :func:`ecgsyn` returns a

@@ -7,17 +7,17 @@ with its own network thread, or above ``POLLED_LINK_ABOVE`` devices
 persistent state file and its own patient.  One loop advances a shared
 :class:`sim.clock.SimClock` and steps every device; ``speed`` > 1 runs faster than real time.
 
-Two kinds of patient:
-
-- ``FleetParams.scenario`` set (``medge sim`` does: default ``stable``): each
-  device is a :class:`sim.devices.SimDevice` with a
-  :class:`sim.patient.VirtualPatient` of that scenario, seeded per device from
-  the fleet seed, behind the sensor path ``FleetParams.sensor`` (``direct``,
-  ``ads1292``, ``ads1115``); faults from ``FleetParams.faults``
-  (``sim.faults``) are applied on simulated time;
-- ``scenario=None`` (the default, ``medge demo``): the original lightweight
-  patient, a synthetic ECGSYN ECG with a per-patient heart rate drawn from the
-  seed.
+Every device is a :class:`sim.devices.SimDevice`, built one way: a patient
+of the scenario ``FleetParams.scenario``, seeded per device from the fleet
+seed (:func:`patient_seeds`, :func:`sim.patient.patient_factory`), behind the
+sensor path ``FleetParams.sensor`` (``direct``, ``ads1292``, ``ads1115``:
+``sim.devices.make_sensor``), with faults from ``FleetParams.faults``
+(``sim.faults``) applied on simulated time.  The scenario is a bundled name or
+a path (``medge sim`` defaults to ``stable``: :class:`sim.patient.VirtualPatient`)
+or the built-in ``ecgsyn`` (:class:`sim.patient.EcgsynPatient`: an ECGSYN ECG
+alone, a per-patient heart rate drawn from the seed).  ``scenario=None`` (the
+default, ``medge demo``) is ``ecgsyn`` with the direct sensor path and no
+faults; name a scenario (``"ecgsyn"`` included) for the emulated sensors or faults.
 
 Determinism: with ``start_epoch_ms`` fixed, the same parameters and seed give
 the same messages, byte for byte (the clock only moves with the loop, and a
@@ -36,11 +36,9 @@ from typing import Any, Callable
 import numpy as np
 
 from firmware.device import Device, DeviceConfig
-from firmware.hw.state import FileState
 from firmware.net.links.paho import PahoLink
 from sim.clock import SimClock
-from sim.ecgsyn import EcgStream, EcgsynParams
-from sim.sources import SyntheticEcgSource
+from sim.patient import ECGSYN_SCENARIO
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +58,7 @@ class FleetParams:
     seed: int = 0
     tick_wall_s: float = 0.05
     id_prefix: str = "sim"
-    scenario: str | None = None  # a sim/scenarios name or a path; None: ECGSYN patients
+    scenario: str | None = None  # a sim/scenarios name, a path or "ecgsyn"; None: "ecgsyn"
     sensor: str = "direct"  # with a scenario: direct | ads1292 | ads1115
     faults: str = ""  # sim.faults spec
     start_epoch_ms: int | None = None  # None: the wall clock at start
@@ -83,10 +81,18 @@ class FleetParams:
 
         if self.sensor not in SENSORS:
             raise ValueError(f"sensor must be one of {SENSORS}, got {self.sensor!r}")
+        # scenario=None is medge demo's default: ECGSYN patients, straight in.
         if self.sensor != "direct" and self.scenario is None:
-            raise ValueError("the ads1292/ads1115 sensor paths need a scenario patient")
+            raise ValueError(f"the {self.sensor} sensor path needs a named scenario "
+                             f"(FleetParams.scenario; {ECGSYN_SCENARIO!r} for ECGSYN patients)")
         if self.faults and self.scenario is None:
-            raise ValueError("faults need scenario patients (FleetParams.scenario)")
+            raise ValueError("faults need a named scenario (FleetParams.scenario; "
+                             f"{ECGSYN_SCENARIO!r} for ECGSYN patients)")
+
+    @property
+    def scenario_name(self) -> str:
+        """The scenario the patients play (``None`` is ``ecgsyn``)."""
+        return ECGSYN_SCENARIO if self.scenario is None else self.scenario
 
 
 def device_ids(prefix: str, n: int) -> list[str]:
@@ -129,29 +135,12 @@ class Fleet:
             else:
                 def link_factory(device_id: str) -> Any:
                     return PahoLink(broker_host, broker_port, client_id=device_id)
-        self.sims: list[Any] = []  # sim.devices.SimDevice, with a scenario
-        self._devices: list[Device] = []  # without
+        self.sims: list[Any] = []  # sim.devices.SimDevice, one per device
         self.heart_rates_bpm: dict[str, float] = {}
         self.injector = None
-        if params.scenario is None:
-            self._build_ecgsyn(state_dir, link_factory)
-        else:
-            self._build_patients(state_dir, link_factory, broker)
+        self._build(state_dir, link_factory, broker)
         # The first seq each device uses in this run (earlier runs used lower ones).
         self.first_seqs = {d.cfg.device_id: d.seq.peek() for d in self.devices}
-
-    def _build_ecgsyn(self, state_dir: Path, link_factory: LinkFactory) -> None:
-        params = self.params
-        seeds = np.random.SeedSequence(params.seed).spawn(params.n_devices)
-        for i, device_id in enumerate(device_ids(params.id_prefix, params.n_devices)):
-            rng = np.random.default_rng(seeds[i])
-            hr_mean = float(rng.uniform(55.0, 105.0))
-            ecg = EcgsynParams(sample_rate_hz=params.sample_rate_hz, heart_rate_mean_bpm=hr_mean)
-            source = SyntheticEcgSource(EcgStream(ecg, rng), params.sample_rate_hz, self.clock)
-            cfg = self._config(i, device_id)
-            state = FileState(str(state_dir / f"{device_id}.json"))
-            self._devices.append(Device(cfg, source, link_factory(device_id), self.clock, state))
-            self.heart_rates_bpm[device_id] = hr_mean
 
     def _config(self, i: int, device_id: str) -> DeviceConfig:
         return DeviceConfig(
@@ -161,19 +150,18 @@ class Fleet:
             report_period_ms=self.params.report_period_ms,
         )
 
-    def _build_patients(self, state_dir: Path, link_factory: LinkFactory, broker: Any) -> None:
+    def _build(self, state_dir: Path, link_factory: LinkFactory, broker: Any) -> None:
         from sim.devices import DeviceClock, SimDevice, make_sensor
         from sim.faults import FaultInjector, FaultyLink, parse_faults
-        from sim.patient import VirtualPatient
-        from sim.scenario import load_scenario
+        from sim.patient import patient_factory
 
         params = self.params
         faults = parse_faults(params.faults)
-        scenario = load_scenario(params.scenario)
+        make_patient = patient_factory(params.scenario_name)
         wrap = bool(faults) or params.track
         seeds = patient_seeds(params.seed, params.n_devices)
         for i, device_id in enumerate(device_ids(params.id_prefix, params.n_devices)):
-            patient = VirtualPatient(scenario, seeds[i], params.sample_rate_hz)
+            patient = make_patient(seeds[i], params.sample_rate_hz)
             sensor = make_sensor(params.sensor, patient, self.clock)
             link = link_factory(device_id)
             if wrap:
@@ -189,9 +177,7 @@ class Fleet:
     @property
     def devices(self) -> list[Device]:
         """The firmware ``Device`` of every simulated device (the current boot)."""
-        if self.sims:
-            return [s.device for s in self.sims]
-        return self._devices
+        return [s.device for s in self.sims]
 
     def step(self, virtual_ms: int) -> None:
         """Advance simulated time by ``virtual_ms``, in steps of at most ``max_step_ms``."""
@@ -202,13 +188,9 @@ class Fleet:
             self.clock.advance(ms)
             if self.injector is not None:
                 self.injector.tick(self.clock.elapsed_ms)
-            if self.sims:
-                for sim in self.sims:
-                    if sim.powered:
-                        sim.device.step()
-            else:
-                for device in self._devices:
-                    device.step()
+            for sim in self.sims:
+                if sim.powered:
+                    sim.device.step()
 
     def run(self, duration_s: float | None, stop: threading.Event) -> None:
         """Advance simulated time until ``duration_s`` of it has passed or ``stop`` is set."""

@@ -21,25 +21,42 @@ ahead -> ECGSYN beat templates (scaled per beat by respiration) -> low-pass
 term -> + respiratory baseline wander + AF f waves + nstdb noise and mains hum
 (``sim.noise``) -> ECG ADC, with lead-off episodes at the rail (or 0).  PPG
 pulses per perfused beat (``sim.ppg``).
+
+:class:`EcgsynPatient` is the lightweight patient of the built-in scenario
+``ecgsyn`` (:data:`ECGSYN_SCENARIO`, the default of ``medge demo``): an ECGSYN
+ECG alone (``sim.ecgsyn``, no noise, PPG or respiration) at a mean heart rate
+drawn from the seed, uniform in :data:`ECGSYN_HEART_RATE_BPM`.  It has the
+surface the sensor paths and the fleet use (``fs``, ``next_chunk(n).ecg``,
+``heart_rate_bpm(t)``, ``truth`` with every beat).  :func:`patient_factory`
+makes the patients of any scenario, so a fleet builds every device one way.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import numpy.typing as npt
 
-from sim.adc import ECG_ADC, PPG_ADC, RESP_ADC
+from sim.adc import ECG_ADC, PPG_ADC, RESP_ADC, mv_to_counts
+from sim.ecgsyn import EcgStream, EcgsynParams
 from sim.noise import EcgNoise
 from sim.ppg import PpgModel
 from sim.respiration import Respiration
-from sim.rhythm import EcgRenderer, RhythmEvent, RhythmGenerator, RhythmSettings
+from sim.rhythm import Beat, EcgRenderer, RhythmEvent, RhythmGenerator, RhythmSettings
 from sim.scenario import PiecewiseLinear, Scenario, load_scenario
 from sim.truth import GroundTruth, NibpReading
 
-__all__ = ["PatientChunk", "VirtualPatient"]
+__all__ = ["ECGSYN_HEART_RATE_BPM", "ECGSYN_SCENARIO", "EcgChunk", "EcgsynPatient",
+           "PatientChunk", "VirtualPatient", "patient_factory"]
+
+#: The built-in scenario of ECGSYN-only patients (no file in sim/scenarios).
+ECGSYN_SCENARIO = "ecgsyn"
+#: Range of an ECGSYN patient's mean heart rate (uniform, drawn from its seed).
+ECGSYN_HEART_RATE_BPM = (55.0, 105.0)
 
 _BLOCK_S = 2.0
 _LOOKAHEAD_S = 1.0
@@ -284,3 +301,59 @@ class VirtualPatient:
     def run(self, duration_s: float) -> PatientChunk:
         """The next ``duration_s`` seconds as one chunk."""
         return self.next_chunk(round(duration_s * self.fs))
+
+
+@dataclass(frozen=True)
+class EcgChunk:
+    start_sample: int
+    ecg: npt.NDArray[np.int16]
+
+
+class EcgsynPatient:
+    """An ECGSYN ECG at a mean heart rate drawn from ``seed`` (module docstring)."""
+
+    def __init__(self, seed: int, fs_hz: int) -> None:
+        if not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        rng = np.random.default_rng(seed)
+        self.fs = fs_hz
+        self.seed = seed
+        self.mean_heart_rate_bpm = float(rng.uniform(*ECGSYN_HEART_RATE_BPM))
+        params = EcgsynParams(sample_rate_hz=fs_hz, heart_rate_mean_bpm=self.mean_heart_rate_bpm)
+        self.stream = EcgStream(params, rng)
+        self.truth = GroundTruth(fs_hz=fs_hz, scenario=ECGSYN_SCENARIO, seed=seed,
+                                 patient={"heart_rate_mean_bpm": self.mean_heart_rate_bpm})
+        self._rr_prev_s = 0.0
+
+    @property
+    def position(self) -> int:
+        """Absolute index of the next sample :meth:`next_chunk` returns."""
+        return self.truth.samples
+
+    def heart_rate_bpm(self, t_s: float) -> float:
+        return self.mean_heart_rate_bpm
+
+    def next_chunk(self, n_samples: int) -> EcgChunk:
+        """The next ``n_samples`` of ECG in counts; their beats go to :attr:`truth`."""
+        start = self.truth.samples
+        ecg = mv_to_counts(self.stream.next_chunk(n_samples))
+        for r, rr in zip(self.stream.last_r_peaks.tolist(), self.stream.last_rr_s.tolist()):
+            self.truth.beats.append(Beat(int(r), "N", "normal", "NSR", 60.0 / rr, 1.0,
+                                         self._rr_prev_s))
+            self._rr_prev_s = rr
+        self.truth.samples = start + n_samples
+        return EcgChunk(start, ecg)
+
+
+def patient_factory(scenario: str | Path | Scenario) -> Callable[[int, int], Any]:
+    """``make(seed, fs_hz)`` for the patients of ``scenario``: :data:`ECGSYN_SCENARIO`
+    (an :class:`EcgsynPatient`), else a bundled scenario name, a path or a
+    :class:`sim.scenario.Scenario` (a :class:`VirtualPatient`; the file is read once)."""
+    if isinstance(scenario, str) and scenario == ECGSYN_SCENARIO:
+        return EcgsynPatient
+    sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+
+    def make(seed: int, fs_hz: int) -> VirtualPatient:
+        return VirtualPatient(sc, seed, fs_hz)
+
+    return make

@@ -33,7 +33,8 @@ T0 = 1_764_000_000_000
 
 
 def run_fleet(tmp: Path, seed: int, sensor: str = "direct", n: int = 3, duration_s: float = 30,
-              scenario: str = "stable", faults: str = "") -> tuple[Fleet, dict[str, MemoryLink]]:
+              scenario: str | None = "stable", faults: str = ""
+              ) -> tuple[Fleet, dict[str, MemoryLink]]:
     links: dict[str, MemoryLink] = {}
 
     def factory(device_id: str) -> MemoryLink:
@@ -74,6 +75,22 @@ def test_ads1292_path_same_messages_as_direct(tmp_path: Path) -> None:
     _, direct = run_fleet(tmp_path / "d", seed=5, sensor="direct", n=2, duration_s=20)
     _, spi = run_fleet(tmp_path / "s", seed=5, sensor="ads1292", n=2, duration_s=20)
     assert vitals_payloads(direct) == vitals_payloads(spi)
+
+
+def test_ecgsyn_patients_are_built_like_every_other_patient(tmp_path: Path) -> None:
+    """medge demo's default (scenario=None) is the built-in scenario "ecgsyn": the same
+    SimDevice stack, deterministic, and it can sit behind an emulated sensor too."""
+    fleet, a = run_fleet(tmp_path / "a", seed=4, scenario=None, duration_s=12)
+    _, b = run_fleet(tmp_path / "b", seed=4, scenario=None, duration_s=12)
+    _, c = run_fleet(tmp_path / "c", seed=4, scenario="ecgsyn", sensor="ads1292", duration_s=12)
+    va = vitals_payloads(a)
+    assert all(len(v) == 12 for v in va.values())
+    assert va == vitals_payloads(b) == vitals_payloads(c)
+    for sim in fleet.sims:  # ground truth: every beat, at the patient's drawn rate
+        hr = fleet.heart_rates_bpm[sim.device_id]
+        assert 55 <= hr <= 105
+        assert abs(len(sim.patient.truth.beat_samples()) - hr * 12 / 60) <= 2
+    assert len({round(h) for h in fleet.heart_rates_bpm.values()}) == 3
 
 
 def _read_all(source, clock: SimClock, seconds: int, step_ms: int = 200) -> np.ndarray:
