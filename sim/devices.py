@@ -284,7 +284,7 @@ class SimDevice:
         if not self.powered:
             return
         self._account_outbox("power loss")
-        abort_link(self.link)
+        self.link.drop()  # no DISCONNECT: the broker publishes the will
         self.powered = False
         log.info("%s: power lost", self.device_id)
 
@@ -300,16 +300,6 @@ class SimDevice:
         resync = getattr(self.sensor, "resync", None)
         if resync is not None:
             resync()
-
-
-def abort_link(link: Any) -> None:
-    """Cut a link's connection without an MQTT DISCONNECT (the broker sends the will).
-
-    ``sim.faults.FaultyLink``: its ``abort()`` (it also forgets what it held
-    back); the others (``PahoLink``, ``MemoryLink``, ``sim.netlink.PolledPahoLink``)
-    offer ``drop()``."""
-    abort = getattr(link, "abort", None)
-    (abort if abort is not None else link.drop)()
 
 
 LinkFactory = Callable[[str], Any]

@@ -216,14 +216,14 @@ class FaultyLink:
     def set_partitioned(self, on: bool) -> None:
         self.partitioned = on
         if on:
-            self.abort()
+            self.drop()
 
-    def abort(self) -> None:
-        """Cut the connection without DISCONNECT (the broker publishes the will)."""
-        from sim.devices import abort_link
-
+    def drop(self) -> None:
+        """Cut the connection without DISCONNECT (the broker publishes the will):
+        what was held back is forgotten, the inner link drops (``drop()``, as
+        ``PahoLink``, ``MemoryLink`` and ``sim.netlink.PolledPahoLink`` offer)."""
         self._clear()
-        abort_link(self.inner)
+        self.inner.drop()
 
     def _clear(self) -> None:
         self._queue.clear()
@@ -254,7 +254,7 @@ class FaultyLink:
                     self.resets += 1
                     log.info("%s: connection reset after %d losses in a row",
                              getattr(self.inner, "client_id", "link"), losses)
-                    self.abort()
+                    self.drop()
                     raise OSError("connection reset: too many retransmissions")
                 delay += _RTO_MS << (losses - 1)
         if delay or self._queue:
