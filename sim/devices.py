@@ -2,8 +2,10 @@
 
 :class:`SimDevice` assembles, for one device of a fleet (``sim.fleet``):
 
-- a :class:`sim.patient.VirtualPatient` (scenario + per-device seed) that
-  streams the ECG in ADC counts (200 counts/mV, int16);
+- a patient of the fleet's scenario and a per-device seed
+  (:class:`sim.patient.VirtualPatient`, or :class:`sim.patient.EcgsynPatient`
+  for the built-in ``ecgsyn``) that streams the ECG in ADC counts
+  (``firmware.params.ECG_COUNTS_PER_MV``, int16);
 - a *sensor path* that brings those counts to the device (``SENSORS``):
 
   ``direct``
