@@ -29,7 +29,7 @@ from typing import TextIO
 
 import numpy as np
 
-from sim.records import RecordError, device_signal
+from sim.records import MITDB_MAINS_HZ, RecordError, device_signal
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ BLOCK_MS = 1000
 #: Label of every beat when no model can be used.
 DEFAULT_LABEL = "N"
 #: Mains frequency for the notch (MIT-BIH was recorded in the USA).
-DEFAULT_MAINS_HZ = 60
+DEFAULT_MAINS_HZ = MITDB_MAINS_HZ
 #: The shipped model, without extension (``.tflite`` + ``.json``).
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "beatnet"
 

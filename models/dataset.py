@@ -48,10 +48,11 @@ from firmware.params import (
 )
 from models.eval_qrs import DS1_RECORDS as DS1_RECORDS  # for models.train, models.eval_model
 from models.eval_qrs import MATCH_WINDOW_MS, SOURCE_FS_HZ, match_beats
+from sim.records import MITDB_MAINS_HZ
 
 log = logging.getLogger(__name__)
 
-MAINS_HZ = 60  # MIT-BIH was recorded in Boston
+MAINS_HZ = MITDB_MAINS_HZ  # MIT-BIH was recorded in Boston
 CLASSES = ("N", "S", "V", "F", "Q")
 AAMI = {
     "N": 0, "L": 0, "R": 0, "e": 0, "j": 0,

@@ -53,6 +53,7 @@ from firmware.params import (
     BEAT_WINDOW_POINTS,
     INPUT_SCALE_INV,
     RR_FEATURES,
+    SUPPORTED_RATES_HZ,
 )
 from models.dataset import CLASSES, DS1_RECORDS, SIM_PATIENTS, Beats, build, build_sim
 
@@ -329,7 +330,7 @@ def metadata(model: bytes, records: list[str], cv: dict, settings: dict) -> dict
         "labels": list(CLASSES),
         "sha256": hashlib.sha256(model).hexdigest(),
         "size_bytes": len(model),
-        "sample_rates_hz": [250, 360],
+        "sample_rates_hz": list(SUPPORTED_RATES_HZ),
         "window": {"before_ms": BEAT_WINDOW_BEFORE_MS, "after_ms": BEAT_WINDOW_AFTER_MS,
                    "points": BEAT_WINDOW_POINTS, "channels": BEAT_CHANNELS},
         "rr_features": RR_FEATURES,

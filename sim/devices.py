@@ -63,7 +63,8 @@ log = logging.getLogger(__name__)
 __all__ = ["SENSORS", "DeviceClock", "Ledger", "PatientEcgSource", "SimDevice", "make_sensor",
            "patient_counts"]
 
-SENSORS = ("direct", *ECG_FRONT_ENDS)
+from sim.choices import SENSORS  # noqa: E402  (the names; ECG_FRONT_ENDS builds them)
+
 _TICKS_MASK = (1 << 30) - 1
 
 

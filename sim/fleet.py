@@ -37,6 +37,7 @@ import numpy as np
 
 from firmware.device import Device, DeviceConfig
 from firmware.net.links.paho import PahoLink
+from sim.choices import MAX_DEVICES, SENSORS
 from sim.clock import SimClock
 from sim.patient import ECGSYN_SCENARIO
 
@@ -67,8 +68,8 @@ class FleetParams:
     link: str = "auto"  # paho (a thread per device) | polled (sim.netlink) | auto
 
     def __post_init__(self) -> None:
-        if not 1 <= self.n_devices <= 10_000:
-            raise ValueError(f"n_devices must be in 1..10000, got {self.n_devices}")
+        if not 1 <= self.n_devices <= MAX_DEVICES:
+            raise ValueError(f"n_devices must be in 1..{MAX_DEVICES}, got {self.n_devices}")
         if self.speed <= 0:
             raise ValueError(f"speed must be > 0, got {self.speed}")
         if self.tick_wall_s <= 0:
@@ -77,8 +78,6 @@ class FleetParams:
             raise ValueError("max_step_ms must be >= 1")
         if self.link not in ("auto", "paho", "polled"):
             raise ValueError(f"link must be auto, paho or polled, got {self.link!r}")
-        from sim.devices import SENSORS
-
         if self.sensor not in SENSORS:
             raise ValueError(f"sensor must be one of {SENSORS}, got {self.sensor!r}")
         # scenario=None is medge demo's default: ECGSYN patients, straight in.
@@ -93,6 +92,24 @@ class FleetParams:
     def scenario_name(self) -> str:
         """The scenario the patients play (``None`` is ``ecgsyn``)."""
         return ECGSYN_SCENARIO if self.scenario is None else self.scenario
+
+
+def check_fleet_spec(params: FleetParams) -> None:
+    """Load the scenario and parse the faults as :class:`sim.fleet.Fleet` will, device
+    numbers included (``ValueError``), without touching a file: a bad spec is refused
+    before a store, a folder or a broker exists (``medge demo`` and ``medge sim``)."""
+    if params.sensor != "direct" and params.sample_rate_hz != 250:
+        raise ValueError(f"the {params.sensor} sensor path runs at 250 Hz (--rate 250) "
+                         "or use --sensor direct")
+    if params.scenario is None:
+        return
+    from sim.faults import parse_faults
+    from sim.scenario import load_scenario
+
+    load_scenario(params.scenario)
+    for position, fault in enumerate(parse_faults(params.faults)):
+        if fault.kind != "outage":  # as sim.faults.FaultInjector selects them
+            fault.devices(params.n_devices, params.seed, position)
 
 
 def device_ids(prefix: str, n: int) -> list[str]:

@@ -46,6 +46,7 @@ import numpy as np
 
 from firmware.params import ECG_COUNTS_PER_MV
 from sim.bus import I2CBus, SPIBus
+from sim.choices import ECG_FRONT_END_NAMES
 
 __all__ = ["ECG_FRONT_ENDS", "CountsVolts", "EmulatedFrontEnd", "ads1115_ecg", "ads1292_ecg",
            "ecg_front_end", "max30102_ppg"]
@@ -183,10 +184,9 @@ def ads1115_ecg(counts: Iterable[Any], clock: Any, sample_rate_sps: int,
 
 
 #: The ECG front ends by sensor-path name.
-ECG_FRONT_ENDS: dict[str, Callable[..., EmulatedFrontEnd]] = {
-    "ads1292": ads1292_ecg,
-    "ads1115": ads1115_ecg,
-}
+ECG_FRONT_ENDS: dict[str, Callable[..., EmulatedFrontEnd]] = dict(
+    zip(ECG_FRONT_END_NAMES, (ads1292_ecg, ads1115_ecg))
+)
 
 
 def ecg_front_end(kind: str, counts: Iterator[Any], clock: Any,

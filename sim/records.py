@@ -70,6 +70,8 @@ __all__ = [
 
 #: WFDB's default ADC gain (adu per physical unit) when a header gives 0.
 WFDB_DEFAULT_ADC_GAIN = 200.0
+#: Mains frequency of the MIT-BIH recordings (Boston, USA): the notch used on them.
+MITDB_MAINS_HZ = 60
 #: mV per physical unit for the units an ECG header may name (others: taken as mV).
 _MV_PER_UNIT = {"mV": 1.0, "uV": 1e-3, "\u00b5V": 1e-3, "V": 1e3}
 #: Bits per sample of the uncompressed WFDB signal formats (310/311: 3 in 32 bits).

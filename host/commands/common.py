@@ -20,12 +20,11 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from firmware.params import SUPPORTED_RATES_HZ
+from sim.choices import MAX_DEVICES, SENSORS  # noqa: F401  (the parser's choices; numpy-free)
+
 DEFAULT_DB = "var/medge.db"
 
-#: Most simulated devices one ``medge demo`` / ``medge sim`` process runs; the same
-#: limit as ``sim.fleet.FleetParams`` (tests/test_cli_boundary.py keeps the two equal),
-#: stated here so the parser refuses a bigger fleet before anything starts.
-MAX_DEVICES = 10_000
 
 
 class CliError(Exception):
@@ -95,7 +94,7 @@ def one_of(values: Sequence[int]) -> Callable[[str], int]:
 DEVICES = whole_number(1, MAX_DEVICES)
 SEED = whole_number(0)
 PORT = whole_number(1, 65535)
-RATES_HZ = (250, 360)
+RATES_HZ = SUPPORTED_RATES_HZ
 RATE = one_of(RATES_HZ)
 
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from host.commands.common import CliError, add_command, add_db, add_fleet_options, add_json
+from host.commands.common import (
+    SENSORS,
+    CliError,
+    add_command,
+    add_db,
+    add_fleet_options,
+    add_json,
+)
 
 NAME = "demo"
 
@@ -27,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scenario", default=None,
                    help="patient scenario (sim/scenarios name or .toml path; default: ECGSYN "
                         "patients)")
-    p.add_argument("--sensor", choices=("direct", "ads1292", "ads1115"), default="direct",
+    p.add_argument("--sensor", choices=SENSORS, default="direct",
                    help="with --scenario: how devices read the ECG (direct)")
     p.add_argument("--faults", default="", metavar="SPEC",
                    help="faults to inject, as for medge sim (see medge sim --help); "

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from host.commands.common import (
     PORT,
+    SENSORS,
     CliError,
     add_command,
     add_fleet_options,
@@ -33,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_fleet_options(p)
     p.add_argument("--scenario", default="stable",
                    help="patient scenario: a name in sim/scenarios or a .toml path (stable)")
-    p.add_argument("--sensor", choices=("direct", "ads1292", "ads1115"), default="ads1292",
+    p.add_argument("--sensor", choices=SENSORS, default="ads1292",
                    help="how the ECG reaches the firmware: ads1292 (emulated ADS1292R on SPI, "
                    "real driver; default), ads1115 (emulated ADS1115 on I2C behind an ECG "
                    "amplifier), direct (counts straight in: cheapest, for big fleets)")
@@ -69,8 +70,7 @@ def _check_dir(path: Path, what: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from host.broker.launch import Broker
-    from host.services.demo import check_fleet_spec
-    from sim.fleet import Fleet, FleetParams
+    from sim.fleet import Fleet, FleetParams, check_fleet_spec
 
     broker = None
     host, port = args.host, 1883 if args.port is None else args.port

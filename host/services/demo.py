@@ -41,7 +41,7 @@ from host.broker.launch import Broker
 from host.services.ingest import Ingest
 from host.services.monitor import run_monitor
 from host.services.store import Store
-from sim.fleet import Fleet, FleetParams
+from sim.fleet import Fleet, FleetParams, check_fleet_spec
 
 log = logging.getLogger(__name__)
 
@@ -93,24 +93,6 @@ class Verdict:
 
     def line(self) -> str:
         return "demo: OK, nothing lost" if self.ok else "demo: FAILED: " + "; ".join(self.failures)
-
-
-def check_fleet_spec(params: FleetParams) -> None:
-    """Load the scenario and parse the faults as :class:`sim.fleet.Fleet` will, device
-    numbers included (``ValueError``), without touching a file: a bad spec is refused
-    before a store, a folder or a broker exists (``medge demo`` and ``medge sim``)."""
-    if params.sensor != "direct" and params.sample_rate_hz != 250:
-        raise ValueError(f"the {params.sensor} sensor path runs at 250 Hz (--rate 250) "
-                         "or use --sensor direct")
-    if params.scenario is None:
-        return
-    from sim.faults import parse_faults
-    from sim.scenario import load_scenario
-
-    load_scenario(params.scenario)
-    for position, fault in enumerate(parse_faults(params.faults)):
-        if fault.kind != "outage":  # as sim.faults.FaultInjector selects them
-            fault.devices(params.n_devices, params.seed, position)
 
 
 def _check_seconds(name: str, value: float | None) -> None:
