@@ -333,6 +333,11 @@ class FaultInjector:
                 if broker is None:
                     raise ValueError(f"fault {f.text!r}: a broker outage needs the broker "
                                      "(medge sim --broker ...)")
+                if getattr(getattr(broker, "kind", None), "value", None) == "embedded":
+                    log.warning("fault %s: the embedded broker keeps nothing across a restart: "
+                                "messages the devices re-send before their subscribers are "
+                                "back are lost (the tests and docs say so; use mosquitto "
+                                "to lose nothing)", f.text)
                 self._window(f, "outage", self._blocking(broker.stop),
                              self._blocking(broker.start))
                 continue

@@ -185,7 +185,8 @@ def _medge(*args: str, cwd: Path, timeout: float = 90) -> subprocess.CompletedPr
 
 
 def test_cli_sim_with_its_own_broker_writes_ground_truth(tmp_path: Path) -> None:
-    kind = "mosquitto" if find_mosquitto() else "embedded"
+    assert find_mosquitto(), "mosquitto is required (apt-get install mosquitto)"
+    kind = "mosquitto"
     result = _medge("sim", "--devices", "2", "--duration", "10", "--speed", "5",
                     "--scenario", "new_onset_af", "--sensor", "ads1292", "--seed", "3",
                     "--broker", kind, "--truth-dir", "truth",
