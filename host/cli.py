@@ -3,7 +3,7 @@
 This module is only the parser: each command group is a module in
 ``host/commands/`` with ``add_parser(sub)`` (its options, help and an example)
 and ``run(args) -> int`` (a thin call into ``host/services``, ``host/broker``,
-``sim`` or ``host.ecg``).  Every argument is checked while parsing, before
+``sim`` or ``host.services.ecg``).  Every argument is checked while parsing, before
 anything starts; every error is one line ``medge COMMAND: ...`` on stderr with
 exit code 2 (bad input) or 1 (the run failed), never a traceback (``-vv``
 logs one when a command crashes).  Building the parser imports no numpy,

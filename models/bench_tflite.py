@@ -1,4 +1,4 @@
-"""Per-invoke latency of the pure-Python int8 engine (firmware/ml/tflite.py) and of LiteRT.
+"""Per-invoke latency of the pure-Python int8 engine (firmware/ml/tflite/) and of LiteRT.
 
 For one ``.tflite`` file: milliseconds per invoke of
 

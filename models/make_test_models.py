@@ -1,4 +1,4 @@
-"""Make the small int8 TFLite models that test the pure-Python engine (firmware/ml/tflite.py).
+"""Make the small int8 TFLite models that test the pure-Python engine (firmware/ml/tflite/).
 
 Run by hand with a Python that has TensorFlow (not in the project venv)::
 

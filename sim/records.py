@@ -1,7 +1,7 @@
 """WFDB records as the device's ECG front end delivers them: the one record reader.
 
 Everything that feeds a recorded signal to the device's code reads it here:
-``medge ecg analyze`` (``host/ecg.py``), the replay sources
+``medge ecg analyze`` (``host/services/ecg.py``), the replay sources
 (``sim/replay.py``), the beat datasets (``models/dataset.py``) and the QRS
 evaluation (``models/eval_qrs.py``).  The steps are separate functions so a
 caller can work between them (the training set adds noise in mV between

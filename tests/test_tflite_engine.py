@@ -1,4 +1,4 @@
-"""firmware/ml/tflite.py against LiteRT's reference kernels, bit for bit.
+"""firmware/ml/tflite/ against LiteRT's reference kernels, bit for bit.
 
 Every committed test model (tests/data/tflite/, made by models/make_test_models.py)
 runs on thousands of random int8 inputs (plus the extremes -128 / 127 and

@@ -1,4 +1,4 @@
-"""firmware/ml/tflite.py inside the real MicroPython VM equals LiteRT BUILTIN_REF bit for bit.
+"""firmware/ml/tflite/ inside the real MicroPython VM equals LiteRT BUILTIN_REF bit for bit.
 
 The .tflite bytes and a block of random int8 inputs (with the -128 / 127 extremes)
 go into the VM's file system; the script builds the model, runs every input and

@@ -1,4 +1,4 @@
-"""``medge ecg``: ECG records through the device's code (host.ecg)."""
+"""``medge ecg``: ECG records through the device's code (host.services.ecg)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         example=["medge ecg analyze data/mitdb/101",
                  "medge ecg analyze data/mitdb/208 --channel 1 --runtime python"])
     q.add_argument("record", help="WFDB record path without extension, e.g. data/mitdb/101")
-    # Any whole number: host.ecg says which channels the record has.
+    # Any whole number: host.services.ecg says which channels the record has.
     q.add_argument("--channel", type=whole_number(), default=0,
                    help="signal number, from 0 (0)")
     q.add_argument("--model", default=None,
@@ -34,6 +34,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_analyze(args: argparse.Namespace) -> int:
-    from host.ecg import run_analyze as analyze
+    from host.services.ecg import run_analyze as analyze
 
     return analyze(args.record, args.channel, model=args.model, runtime=args.runtime)

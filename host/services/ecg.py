@@ -40,7 +40,7 @@ DEFAULT_LABEL = "N"
 #: Mains frequency for the notch (MIT-BIH was recorded in the USA).
 DEFAULT_MAINS_HZ = MITDB_MAINS_HZ
 #: The shipped model, without extension (``.tflite`` + ``.json``).
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "beatnet"
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "beatnet"
 
 __all__ = ["ModelRefused", "RecordError", "analyze_record", "classify_beats",
            "load_classifier", "run_analyze"]
