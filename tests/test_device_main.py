@@ -136,11 +136,13 @@ def test_sim_device_runs_until_sigterm_and_seq_stays_contiguous(tmp_path: Path) 
                 proc.kill()
         assert proc.returncode == 0, out + err
         assert "all delivered" in out
-        # A second run that ends by itself (duration_s) carries on from the saved seq.
+        # A second run that ends by itself (duration_s) carries on from the saved seq,
+        # started the contract's way: medge device run --config PATH (contract 13).
         source2 = dict(source, duration_s=2)
         cfg2 = write_config(tmp_path, "again.json", **base_config(
             tmp_path, source2, broker_host=broker.host, broker_port=broker.port))
-        again = subprocess.run([sys.executable, "-m", "sim.device_source", str(cfg2)],
+        again = subprocess.run([sys.executable, "-m", "host.cli", "device", "run", "--config",
+                                str(cfg2)],
                                capture_output=True, text=True, timeout=60, check=False,
                                cwd=REPO)
         assert again.returncode == 0, again.stdout + again.stderr
@@ -497,6 +499,15 @@ def test_readme_example_on_a_machine_without_the_bus_library_is_one_line(
 
 
 # -- the CLI ---------------------------------------------------------------------
+def test_medge_device_run_refuses_a_missing_config_in_one_line(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "host.cli", "device", "run", "--config",
+                             str(tmp_path / "nope.json")], capture_output=True, text=True,
+                            timeout=60, check=False, cwd=REPO)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"medge device run: --config: no such file: {tmp_path / 'nope.json'}"]
+
+
 def test_cli_bad_configs_print_one_line_and_exit_2(tmp_path: Path) -> None:
     assert_one_line_error(cli(), 2, "usage: python -m firmware.main CONFIG")
     assert_one_line_error(cli(str(tmp_path / "none.json")), 2, "cannot read the config")
