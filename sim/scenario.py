@@ -27,7 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import tomllib
+try:
+    import tomllib
+except ImportError:  # Python 3.10: the same parser from PyPI (the host extra pulls it in)
+    import tomli as tomllib  # type: ignore[no-redef]
 
 from firmware.params import SUPPORTED_MAINS_HZ
 
