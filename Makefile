@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { \
 	  echo "medge: could not create $(VENV); on Debian/Raspberry Pi OS: sudo apt install python3-venv"; exit 1; }
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[host,dev,serial]'
+	$(PY) -m pip install --quiet -e '.[host,dev,serial,pg]'
 	@touch $@
 
 venv: $(STAMP)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 from mpyvm import run_micropython
+from pgserver import PgServer, PgServerError
 
 
 @pytest.fixture(scope="session")
@@ -13,3 +14,19 @@ def micropython() -> Callable[..., str]:
     """``run_micropython`` from tests/mpyvm.py: run a script in the real MicroPython VM
     (firmware/ importable as ``firmware``) and return its stdout."""
     return run_micropython
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """A throw-away PostgreSQL server (tests/pgserver.py) on a free loopback port for the
+    whole session: yields ``postgresql://medge@127.0.0.1:PORT/medge``; stopped and
+    deleted at the end.  Missing server binaries fail (never skip) naming the install."""
+    server = PgServer()
+    try:
+        server.start()
+    except PgServerError as exc:
+        pytest.fail(f"medge: {exc}", pytrace=False)
+    try:
+        yield server.url
+    finally:
+        server.stop()

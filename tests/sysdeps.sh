@@ -2,6 +2,7 @@
 # The system packages `make test` needs, checked in milliseconds before the venv
 # install and pytest (which take minutes):
 #   mosquitto      the broker tests (a real broker, never skipped)
+#   postgresql     the PostgreSQL tests (initdb + postgres: a throw-away server, tests/pgserver.py)
 #   node, npm      the MicroPython VM tests (npm @micropython/micropython-webassembly-pyscript)
 #   python3-venv   creating .venv (only checked while .venv does not exist yet)
 # A missing one is installed with apt-get when we are root or have passwordless
@@ -14,6 +15,8 @@
 #   MEDGE_SYSDEPS_PATH   where to look for the binaries (default: $PATH plus the
 #                        sbin folders, where Debian puts mosquitto; host/broker/launch.py
 #                        looks in the same places)
+#   MEDGE_SYSDEPS_PGLIB  where else to look for initdb (default /usr/lib/postgresql, as
+#                        <major>/bin/initdb: Debian keeps the server binaries off PATH)
 #   PYTHON               the interpreter that creates .venv (default python3)
 #   MEDGE_VENV           the venv folder (default .venv beside this repo's Makefile)
 #
@@ -21,6 +24,7 @@
 set -u
 
 search_path=${MEDGE_SYSDEPS_PATH-"${PATH}:/usr/local/sbin:/usr/sbin:/sbin"}
+pglib=${MEDGE_SYSDEPS_PGLIB-/usr/lib/postgresql}
 python=${PYTHON:-python3}
 here=${BASH_SOURCE[0]}
 [[ $here == */* ]] && here=${here%/*} || here=.
@@ -43,12 +47,26 @@ locate() {
 
 has() { locate "$1" >/dev/null; }
 
+# has_pg_server: initdb and postgres side by side, on search_path or in pglib/<major>/bin
+# (the places tests/pgserver.py looks).
+has_pg_server() {
+    local dir
+    if dir=$(locate initdb); then
+        [[ -x ${dir%/*}/postgres ]] && return 0
+    fi
+    for dir in "$pglib"/*/bin; do
+        [[ -x $dir/initdb && -x $dir/postgres ]] && return 0
+    done
+    return 1
+}
+
 pkgs=()
 needs=()
 check() {
     pkgs=()
     needs=()
     has mosquitto || { pkgs+=(mosquitto); needs+=("mosquitto is needed by the broker tests"); }
+    has_pg_server || { pkgs+=(postgresql); needs+=("PostgreSQL (initdb, postgres) is needed by the database tests"); }
     has node || { pkgs+=(nodejs); needs+=("Node.js is needed by the MicroPython VM tests"); }
     has npm || { pkgs+=(npm); needs+=("npm is needed to install the MicroPython VM"); }
     if [[ ! -x $venv/bin/python ]]; then

@@ -2,8 +2,9 @@
 (tests/sysdeps.sh) and what `pip install '.[device]'` puts on a Raspberry Pi.
 
 The check runs here with MEDGE_NO_INSTALL=1 and a search path (MEDGE_SYSDEPS_PATH,
-also PATH) made of symlinks to the tools that should be found, so it neither
-installs anything nor sees /usr/sbin/mosquitto.
+also PATH) made of symlinks to the tools that should be found, and no PostgreSQL
+folder (MEDGE_SYSDEPS_PGLIB), so it neither installs anything nor sees
+/usr/sbin/mosquitto or /usr/lib/postgresql.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import tomllib
+from pgserver import find_bin_dir
 
 from host.broker.launch import find_mosquitto
 
@@ -26,10 +28,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = REPO_ROOT / "tests" / "sysdeps.sh"
 CHECK_BUDGET_S = 5.0  # "stops at once": milliseconds in practice
 HOST_ONLY = {"numpy", "scipy", "wfdb", "amqtt", "pandas", "matplotlib"}
+PG_SERVER = ["initdb", "postgres"]  # found side by side (tests/pgserver.py)
 
 
 def _tool(name: str) -> str:
     path = shutil.which(name) or (find_mosquitto() if name == "mosquitto" else None)
+    if path is None and name in PG_SERVER and (pg_bin := find_bin_dir()) is not None:
+        path = str(pg_bin / name)
     if path is None:
         pytest.fail(f"{name} is needed by this test (`make test` installs it first)")
     return path
@@ -54,7 +59,7 @@ def _fake_venv(tmp_path: Path) -> Path:
 
 def _env(bin_dir: Path, **extra: str) -> dict[str, str]:
     return {"PATH": str(bin_dir), "MEDGE_SYSDEPS_PATH": str(bin_dir), "MEDGE_NO_INSTALL": "1",
-            **extra}
+            "MEDGE_SYSDEPS_PGLIB": str(bin_dir / "no-postgresql"), **extra}
 
 
 def _check(env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], float]:
@@ -66,7 +71,7 @@ def _check(env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], float
 
 def test_missing_mosquitto_stops_at_once_with_one_line_naming_the_command(
         tmp_path: Path) -> None:
-    bin_dir = _bin_dir(tmp_path, ["node", "npm"])
+    bin_dir = _bin_dir(tmp_path, ["node", "npm", *PG_SERVER])
     result, elapsed = _check(_env(bin_dir, MEDGE_VENV=str(_fake_venv(tmp_path))))
     assert result.returncode != 0
     assert elapsed < CHECK_BUDGET_S, f"the check took {elapsed:.2f} s"
@@ -76,8 +81,25 @@ def test_missing_mosquitto_stops_at_once_with_one_line_naming_the_command(
     assert re.search(r": run  (sudo )?apt-get install -y mosquitto$", lines[0]), lines
 
 
+def test_missing_postgresql_server_names_the_package(tmp_path: Path) -> None:
+    bin_dir = _bin_dir(tmp_path, ["mosquitto", "node", "npm", "initdb"])  # no postgres beside it
+    result, elapsed = _check(_env(bin_dir, MEDGE_VENV=str(_fake_venv(tmp_path))))
+    assert result.returncode != 0 and elapsed < CHECK_BUDGET_S
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("medge: PostgreSQL"), lines
+    assert re.search(r": run  (sudo )?apt-get install -y postgresql$", lines[0]), lines
+    # Debian's place for them (off PATH) is found too.
+    pg_lib = tmp_path / "pglib"
+    (pg_lib / "15").mkdir(parents=True)
+    (tmp_path / "pg").mkdir()
+    (pg_lib / "15" / "bin").symlink_to(_bin_dir(tmp_path / "pg", PG_SERVER))
+    result, _ = _check(_env(bin_dir, MEDGE_VENV=str(_fake_venv(tmp_path / "pg")),
+                            MEDGE_SYSDEPS_PGLIB=str(pg_lib)))
+    assert result.returncode == 0, result.stderr
+
+
 def test_every_tool_present_passes_silently(tmp_path: Path) -> None:
-    bin_dir = _bin_dir(tmp_path, ["mosquitto", "node", "npm"])
+    bin_dir = _bin_dir(tmp_path, ["mosquitto", "node", "npm", *PG_SERVER])
     result, elapsed = _check(_env(bin_dir, MEDGE_VENV=str(_fake_venv(tmp_path))))
     assert result.returncode == 0, result.stderr
     assert (result.stdout, result.stderr) == ("", "")
@@ -85,7 +107,7 @@ def test_every_tool_present_passes_silently(tmp_path: Path) -> None:
 
 
 def test_python_without_venv_support_names_python3_venv(tmp_path: Path) -> None:
-    bin_dir = _bin_dir(tmp_path, ["mosquitto", "node", "npm"])
+    bin_dir = _bin_dir(tmp_path, ["mosquitto", "node", "npm", *PG_SERVER])
     no_venv = tmp_path / "python3"  # a python whose `import ensurepip, venv` fails
     no_venv.write_text("#!/bin/sh\nexit 1\n")
     no_venv.chmod(0o755)
