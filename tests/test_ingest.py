@@ -55,7 +55,7 @@ def wait_for(predicate, timeout_s: float = 10) -> bool:
         if predicate():
             return True
         time.sleep(0.02)
-    return False
+    return predicate()
 
 
 def test_each_malformed_kind_is_rejected_counted_and_ingest_keeps_running(

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
+from pathlib import Path
 
-from host.commands.common import CliError, add_broker_addr, add_command, add_db, stop_on_signals
+from host.commands.common import (
+    CliError,
+    add_broker_addr,
+    add_command,
+    add_db,
+    add_json,
+    stop_on_signals,
+)
 
 NAME = "ingest"
 #: Seconds ``medge ingest`` waits for its first connection to the broker (the default).
@@ -23,6 +32,15 @@ def _timeout(text: str) -> float:
     return value
 
 
+def _group(text: str) -> str:
+    from host.services.ingest import check_group
+
+    try:
+        return check_group(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub, NAME, help="store validated device messages",
@@ -33,23 +51,81 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "exits 1\nwith one line saying where it tried and why it failed.  Once connected it "
         "never gives\nup: a lost broker is a WARNING per disconnect and failed reconnect "
         "while it retries\n(0.1 s .. 2 s apart).  --connect-timeout 0 retries from the start "
-        "for ever, a\nWARNING per failed attempt.",
-        example=["medge ingest --host 127.0.0.1 --port 1883 --db var/medge.db"])
+        "for ever, a\nWARNING per failed attempt.\n\n"
+        "--group NAME joins the MQTT v5 shared subscription $share/NAME/medge/v1/#: run any\n"
+        "number of ingest processes with the same group (each its own --client-id) and the\n"
+        "broker spreads the messages over them.  --stats prints the store's counters and\n"
+        "each worker's health (storage failing since ...) and exits.",
+        example=["medge ingest --host 127.0.0.1 --port 1883 --db var/medge.db",
+                 "medge ingest --db var/medge.db --group ward --client-id ingest-1",
+                 "medge ingest --db var/medge.db --stats --json"])
     add_broker_addr(p)
     add_db(p)
     p.add_argument("--connect-timeout", type=_timeout, default=CONNECT_TIMEOUT_S,
                    metavar="SECONDS", help=f"give up if no broker answers in this time at "
                    f"start-up ({CONNECT_TIMEOUT_S:g}; 0: retry for ever)")
+    p.add_argument("--group", type=_group, metavar="NAME",
+                   help="share the load with other ingest processes of this group (MQTT v5 "
+                   "shared subscription)")
+    p.add_argument("--client-id", metavar="ID",
+                   help="MQTT client id, stable across restarts (its session holds what was "
+                   "not acknowledged; default medge-ingest, or medge-ingest-GROUP-HOSTNAME)")
+    p.add_argument("--username", metavar="U", help="broker account")
+    p.add_argument("--password-file", type=Path, metavar="F",
+                   help="file whose first line is the account's password")
+    p.add_argument("--stats", action="store_true",
+                   help="print the counters and the workers' health, then exit")
+    add_json(p, "--stats")
     p.set_defaults(func=run, prog=p.prog)
+
+
+def _password(args: argparse.Namespace) -> str | None:
+    if args.password_file is None:
+        return None
+    try:
+        lines = args.password_file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"--password-file {args.password_file}: cannot read it "
+                       f"({getattr(exc, 'strerror', None) or exc})") from None
+    return lines[0] if lines else ""
+
+
+def _print_stats(args: argparse.Namespace) -> int:
+    from host.services.ingest import read_stats
+    from host.services.store import StoreError
+
+    try:
+        doc = read_stats(args.db)
+    except FileNotFoundError:
+        raise CliError(f"no medge store at {args.db}") from None
+    except StoreError as exc:
+        raise CliError(str(exc)) from None
+    if args.json:
+        print(json.dumps(doc, indent=2, sort_keys=True))
+        return 0
+    print(f"received {doc['received']}, stored {doc['stored']}, duplicates "
+          f"{doc['duplicates']}, conflicts {doc['conflicts']}, rejected "
+          f"{doc['rejected'] or 'none'}")
+    for w in doc["workers"]:
+        print(f"worker {w.get('client_id')} (pid {w.get('pid')}): connected "
+              f"{w.get('connected')}, {w.get('storage')}, lag {w.get('lag_ms')} ms, "
+              f"queued {w.get('queued')}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     from host.services.ingest import BrokerUnreachable, run_ingest_forever
     from host.services.store import StoreError
 
+    if args.stats:
+        return _print_stats(args)
+    if args.password_file is not None and args.username is None:
+        raise CliError("--password-file needs --username")
     try:
         return run_ingest_forever(args.db, args.host, args.port, stop_on_signals(),
-                                  connect_timeout_s=args.connect_timeout or None)
+                                  connect_timeout_s=args.connect_timeout or None,
+                                  group=args.group, client_id=args.client_id,
+                                  username=args.username, password=_password(args))
     except StoreError as exc:
         raise CliError(str(exc)) from None
     except BrokerUnreachable as exc:

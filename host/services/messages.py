@@ -5,9 +5,15 @@ which returns either an :class:`Accepted` message or a :class:`Rejected` one
 with a :class:`Reason` and a human-readable detail.  Nothing here raises on
 bad input: a rejection is a value to log and count, never a crash.
 
-The checks run cheapest first: size, topic shape, message type, JSON, schema,
-with the payload's type checked against the topic before the schema and its
-device id after.
+The checks run cheapest first: size, topic shape, message type, JSON nesting
+depth (counted on the bytes before parsing, so a payload nested 5,000 deep never
+reaches the recursive parser), JSON, schema, with the payload's type checked
+against the topic before the schema and its device id after.
+
+Integers are integers: the schemas' ``"integer"`` means a JSON number written
+without a fraction or exponent (``5.0``, ``1e300`` and booleans are refused,
+unlike JSON Schema's default, which calls ``5.0`` an integer), and every
+numeric field in the v1 schemas has a minimum and a maximum.
 """
 
 from __future__ import annotations
@@ -19,12 +25,15 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 
 from firmware.net import protocol
 
 #: Largest payload accepted, in bytes.  Device messages are a few hundred bytes.
 MAX_PAYLOAD_BYTES = 16 * 1024
+
+#: Deepest JSON nesting accepted (objects and arrays; device messages use 2).
+MAX_JSON_DEPTH = 16
 
 #: Message types a device sends (host -> device types are ignored by ingest).
 DEVICE_TYPES = (protocol.MSG_STATUS, protocol.MSG_VITALS, protocol.MSG_ACK)
@@ -44,6 +53,8 @@ class Reason(str, Enum):
     SCHEMA = "schema"
     DEVICE_MISMATCH = "device_mismatch"
     TYPE_MISMATCH = "type_mismatch"
+    TOO_DEEP = "too_deep"  # JSON nested deeper than MAX_JSON_DEPTH
+    INTERNAL = "internal"  # an unexpected exception while handling (ingest's guard)
 
 
 @dataclass(frozen=True)
@@ -71,12 +82,49 @@ def schema_path(msg_type: str) -> str:
     return str(resources.files("host") / "schemas" / "v1" / f"{msg_type}.schema.json")
 
 
+def _is_strict_integer(checker: object, instance: object) -> bool:
+    return type(instance) is int  # not bool, not a float with a zero fraction
+
+
+_StrictValidator = validators.extend(
+    Draft202012Validator,
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_strict_integer),
+)
+
+
 @cache
 def validator(msg_type: str) -> Draft202012Validator:
     with open(schema_path(msg_type), encoding="utf-8") as f:
         schema = json.load(f)
     Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
+    return _StrictValidator(schema)
+
+
+def json_depth_exceeds(payload: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True if ``payload`` nests objects/arrays deeper than ``limit`` (brackets in
+    strings do not count).  Linear in the payload, no recursion; payloads are
+    already bounded by :data:`MAX_PAYLOAD_BYTES`."""
+    if payload.count(b"[") + payload.count(b"{") <= limit:
+        return False  # the common case: too few brackets to be too deep
+    depth = 0
+    in_string = escaped = False
+    for byte in payload:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return False
 
 
 def _reject_constant(name: str) -> Any:
@@ -113,9 +161,11 @@ def check(topic: str, payload: bytes) -> Accepted | Rejected | Ignored:
         )
     if msg_type in HOST_TYPES:
         return Ignored(msg_type)
+    if json_depth_exceeds(payload):
+        return Rejected(Reason.TOO_DEEP, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         doc = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         return Rejected(Reason.NOT_JSON, str(exc)[:200])
     if not isinstance(doc, dict):
         return Rejected(Reason.NOT_JSON, f"top level is {type(doc).__name__}, not an object")
