@@ -100,8 +100,11 @@ RATE = one_of(RATES_HZ)
 
 # -- common options -----------------------------------------------------------
 def add_db(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", type=Path, default=default_db(),
-                   help="SQLite store (default: $MEDGE_DB or var/medge.db)")
+    from host.services.storage.target import db_argument  # no driver imported
+
+    p.add_argument("--db", type=db_argument, default=db_argument(str(default_db())),
+                   help="the store: a SQLite file, sqlite:///PATH or postgresql://USER@HOST/DB "
+                   "(default: $MEDGE_DB or var/medge.db)")
 
 
 def add_broker_addr(p: argparse.ArgumentParser, port_default: int | None = 1883) -> None:

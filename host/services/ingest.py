@@ -59,6 +59,7 @@ from paho.mqtt.properties import Properties
 
 from firmware.net import protocol
 from host.services import messages
+from host.services.storage.target import parse_target
 from host.services.store import Accept, Item, Outcome, Reject, StorageUnavailable, Store, now_ms
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ class Ingest:
         if not 1 <= batch_max <= 10_000 or not 0 <= batch_ms <= 10_000:
             raise ValueError(f"batch_max {batch_max} (1..10000), batch_ms {batch_ms} (0..10000)")
         self.store = Store(db_path, busy_timeout_s=1.0)
-        self.db_path = Path(db_path)
+        self.db_path = db_path
         self.host = host
         self.port = port
         self.group = group
@@ -463,8 +464,7 @@ def _outcome_name(item: Item, outcome: Outcome) -> str:
 
 def stats_dir(db_path: str | Path) -> Path:
     """Where ingest workers of the store ``db_path`` write their health (``<db>.d/ingest``)."""
-    path = Path(db_path)
-    return path.with_name(path.name + ".d") / "ingest"
+    return parse_target(db_path).state_dir() / "ingest"
 
 
 def read_stats(db_path: str | Path) -> dict[str, object]:

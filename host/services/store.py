@@ -1,53 +1,101 @@
-"""SQLite store of everything the ingest service accepts (WAL mode).
+"""The store of everything medge keeps: one interface, two backends.
 
-Tables
-------
-``messages``   every accepted sequenced message, primary key
-               (device_id, incarnation, seq): the de-duplication key
-               (``incarnation`` is '' when the device does not send one).
-               Storing is idempotent: a re-delivered message (QoS 1 re-send,
-               retained replay) with the same content is a *duplicate*; one
-               with the same key and different content is a *conflict*.
-``conflicts``  messages whose key was already stored with other content (a
-               forged or corrupted message, or a reset unit without an
-               incarnation): kept aside, at most CONFLICTS_KEEP_PER_DEVICE per
-               device; the first-committed message stays in ``messages``.
-``vitals``     the vitals messages in columns, for queries and the monitor.
-               Its key is (device_id, seq): a later incarnation's vitals with
-               a seq already there stays in ``messages`` only (logged).
-``devices``    one row per known device: description from its birth, state
-               from its last status message, last-seen time (host clock).
-``rejections`` rejected messages: reason, detail, topic, first 1 KB of the
-               payload; the newest REJECTIONS_KEEP_PER_REASON per reason (a ring).
-``counters``   running totals (received, stored, duplicates, conflicts,
-               rejected.<reason>), written in the same transaction as the
-               messages they count, so they agree with the store.
+``Store(db)``: ``db`` is a SQLite file path (the default kind; WAL mode) or a URL,
+``sqlite:///path`` or ``postgresql://user@host:port/dbname`` (psycopg 3; see
+:mod:`host.services.storage.target`).  The SQL is written once
+(:mod:`host.services.storage.dialect` holds what differs), the schema is one
+logical schema with versioned migrations (:mod:`host.services.storage.migrate`;
+applied on every writable open, or by ``medge store migrate``), retention is
+:mod:`host.services.storage.prune` (``medge store prune``).
+
+Tables (schema 4).  Times are integer milliseconds since 1970 UTC (``*_ms``);
+every write from a device is idempotent on (device_id, incarnation, seq), where
+``incarnation`` is '' when the device sends none.  Time-series tables have an
+index on (device, time).
+
+Ingest (written today)
+    ``messages``     every accepted sequenced message, key (device_id, incarnation,
+                     seq): the de-duplication key.  A re-delivered message (QoS 1
+                     re-send, retained replay) with the same content is a
+                     *duplicate*; the same key with other content is a *conflict*.
+                     Indexes (device_id, ts_ms), (received_ms).
+    ``conflicts``    messages whose key was already stored with other content (a
+                     forged or corrupted message, a reset unit without an
+                     incarnation): kept aside, at most CONFLICTS_KEEP_PER_DEVICE per
+                     device; the first-committed message stays in ``messages``.
+    ``vitals``       the vitals messages in columns, key (device_id, incarnation,
+                     seq) (schema 3; it was (device_id, seq)), index (device_id, ts_ms).
+    ``devices``      one row per known device: description from its birth, state from
+                     its last status message, last-seen time (host clock), its
+                     ``incarnation`` and ``provisioned_ms`` (set by provisioning).
+    ``rejections``   rejected messages: reason, detail, topic, first 1 KB of the
+                     payload; the newest REJECTIONS_KEEP_PER_REASON per reason.
+    ``counters``     running totals (received, stored, duplicate, conflict,
+                     rejected.<reason>), written in the same transaction as the
+                     messages they count, so they agree with the store.
+    ``meta``, ``schema_version``  the schema's version and migration history.
+
+For the coming issues (created now, written by nothing yet)
+    ``accounts``       username (key), device_id (unique when set), role
+                       (device|host|operator|admin), password_hash, incarnation,
+                       created_ms, disabled_ms.
+    ``patients``       patient_id (pseudonymous key), profile (JSON text), created/updated.
+    ``assignments``    device_id, patient_id, from_ms, until_ms (NULL: still
+                       assigned); unique (device_id, from_ms); index (patient_id, from_ms).
+    ``bp_readings``    NIBP: systolic/diastolic/mean mmHg, pulse, method, quality;
+                       key (device_id, incarnation, seq); index (device_id, ts_ms).
+    ``beat_counts``    beats per class (N S V F Q) per minute (minute_ms); key
+                       (device_id, incarnation, seq); index (device_id, minute_ms).
+    ``rhythm_events``  rhythm, onset_ms, offset_ms, evidence (JSON); key (device_id,
+                       incarnation, seq); index (device_id, onset_ms).
+    ``event_beats``    the individual beats around an event: key (device_id,
+                       incarnation, seq, beat_index), ts_ms, label, rr_ms.
+    ``observations``   manual observations: obs_uid (unique, the idempotency key of
+                       a client's retry), patient, optional device, kind, value, unit,
+                       entered_by/entered_ms; index (patient_id, ts_ms).
+    ``alerts``         alert_uid (unique), device/patient, kind, severity, source
+                       (rule), detail JSON, acked_ms/by, cleared_ms; indexes (device,
+                       time), (patient, time).
+    ``advice``         advice_uid (unique), patient, rule, score, text, rationale JSON.
+    ``commands``       command_id (key), device, kind, body JSON, created/sent/expires;
+                       ``command_acks`` keyed (device_id, incarnation, seq), with
+                       command_id, result, detail.
+    ``ota_campaigns``  campaign_id, artifact_kind (firmware|model), version, sha256,
+                       signature, state, rollout JSON; ``ota_jobs`` (campaign_id,
+                       device_id) with state, attempts, updated_ms.
+    ``audit_log``      append-only: id, ts_ms, actor, action, subject, detail JSON,
+                       prev_hash, hash (unique; each row hashes its content and the
+                       previous row's hash).  Never pruned.
+
+PostgreSQL partitioning of the time-series tables: not used; measured in
+:mod:`host.services.storage.partbench` (figures and the decision there).
 
 Writes go through :meth:`Store.write_batch`: one transaction for a batch of
 accepted and rejected messages (group commit), one outcome per message.  A
 message that makes the write raise something other than a storage failure is
 rolled back alone (a savepoint) and recorded as a rejection ``internal``.  A
-storage failure (locked database, disk full, read-only file) rolls the whole
-batch back and raises :class:`StorageUnavailable`: the caller retries and
-acknowledges nothing meanwhile.
+storage failure (locked database, disk full, read-only file, a lost PostgreSQL
+connection) rolls the whole batch back and raises :class:`StorageUnavailable`:
+the caller retries (a lost PostgreSQL connection is re-opened) and acknowledges
+nothing meanwhile.
 
 One ``Store`` object is used by one thread at a time (the caller serialises);
-readers in other
-threads or processes open their own.  WAL lets the monitor and the CLI read
-while ingest writes.
+readers in other threads or processes open their own.  WAL lets the monitor and
+the CLI read while ingest writes.
 
-Opening checks the path first and says what is wrong in one line
+Opening checks the store first and says what is wrong in one line
 (:class:`StoreError`, its :class:`StoreProblem`): a folder, a file that is not
-SQLite, a SQLite file without medge's tables, a read-only or unreadable
-location.  A missing store opened read-only is ``FileNotFoundError``.  The
-schema is created in one transaction, so a reader never sees half of it.
+SQLite, a database without medge's tables, a read-only or unreadable location,
+an unreachable PostgreSQL server, a store made by a newer medge, or (read-only)
+one that needs ``medge store migrate``.  A missing store opened read-only is
+``FileNotFoundError``.  A new store is created in one transaction, so a reader
+never sees half of it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import sqlite3
 import time
 from collections import Counter
@@ -57,172 +105,36 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Union
 
+from host.services.storage import sqlite as sqlite_backend
+from host.services.storage.dialect import POSTGRESQL, SQLITE, Dialect
+from host.services.storage.errors import StoreError, StoreProblem
+from host.services.storage.migrate import LATEST, NewerSchema, current_version, migrate
+from host.services.storage.target import Backend, Target, parse_target
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Accept",
+    "DeviceRow",
+    "Item",
+    "Outcome",
+    "Reject",
+    "StorageUnavailable",
+    "Store",
+    "StoreError",
+    "StoreProblem",
+    "Target",
+    "now_ms",
+]
+
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = LATEST
 #: Rejected messages kept per reason (older ones are deleted; the counters keep counting).
 REJECTIONS_KEEP_PER_REASON = 1000
 #: Conflicting messages kept per device.
 CONFLICTS_KEEP_PER_DEVICE = 1000
 #: Bytes of a rejected payload kept for inspection.
 REJECTION_HEAD_BYTES = 1024
-
-_MESSAGES_TABLE = """(
-    device_id    TEXT NOT NULL,
-    seq          INTEGER NOT NULL,
-    type         TEXT NOT NULL,
-    ts_ms        INTEGER NOT NULL,
-    received_ms  INTEGER NOT NULL,
-    payload      TEXT NOT NULL,
-    incarnation  TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (device_id, incarnation, seq)
-) WITHOUT ROWID;
-"""
-
-_DDL = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS devices (
-    device_id      TEXT PRIMARY KEY,
-    patient_id     TEXT,
-    fw_version     TEXT,
-    model_version  TEXT,
-    sample_rate_hz INTEGER,
-    boot_id        INTEGER,
-    state          TEXT NOT NULL DEFAULT 'offline',
-    state_reason   TEXT,
-    first_seen_ms  INTEGER NOT NULL,
-    last_seen_ms   INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS messages """ + _MESSAGES_TABLE + """
-CREATE TABLE IF NOT EXISTS conflicts (
-    id           INTEGER PRIMARY KEY AUTOINCREMENT,
-    received_ms  INTEGER NOT NULL,
-    device_id    TEXT NOT NULL,
-    incarnation  TEXT NOT NULL,
-    seq          INTEGER NOT NULL,
-    type         TEXT NOT NULL,
-    payload      TEXT NOT NULL,
-    UNIQUE (device_id, incarnation, seq, payload)
-);
-CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS vitals (
-    device_id  TEXT NOT NULL,
-    seq        INTEGER NOT NULL,
-    ts_ms      INTEGER NOT NULL,
-    window_ms  INTEGER NOT NULL,
-    hr_bpm     INTEGER,
-    beats      INTEGER NOT NULL,
-    quality    TEXT NOT NULL,
-    PRIMARY KEY (device_id, seq)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS vitals_by_time ON vitals (device_id, ts_ms);
-CREATE TABLE IF NOT EXISTS rejections (
-    id           INTEGER PRIMARY KEY AUTOINCREMENT,
-    received_ms  INTEGER NOT NULL,
-    reason       TEXT NOT NULL,
-    detail       TEXT NOT NULL,
-    topic        TEXT NOT NULL,
-    payload_head TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS rejections_by_reason ON rejections (reason, id);
-"""
-
-# Schema 1 -> 2: the messages key gains the incarnation; counters start from the rows.
-_MIGRATE_1_TO_2 = """
-CREATE TABLE messages_v2 """ + _MESSAGES_TABLE + """
-INSERT INTO messages_v2 (device_id, seq, type, ts_ms, received_ms, payload)
-    SELECT device_id, seq, type, ts_ms, received_ms, payload FROM messages;
-DROP TABLE messages;
-ALTER TABLE messages_v2 RENAME TO messages;
-INSERT OR IGNORE INTO counters SELECT 'rejected.' || reason, COUNT(*) FROM rejections
-    GROUP BY reason;
-INSERT OR IGNORE INTO counters SELECT 'stored', COUNT(*) FROM messages;
-UPDATE meta SET value = '2' WHERE key = 'schema_version';
-"""
-
-
-_SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite 3 file
-
-
-class StoreProblem(str, Enum):
-    """Why a store path cannot be used."""
-
-    FOLDER = "folder"  # the path is a directory
-    NOT_SQLITE = "not-sqlite"  # a file, but not a SQLite database
-    EMPTY = "empty"  # a SQLite database without tables (a store being created right now)
-    NOT_MEDGE = "not-medge"  # a SQLite database without medge's tables
-    READ_ONLY = "read-only"  # the file or its folder cannot be written
-    UNREADABLE = "unreadable"  # no permission to read
-    OTHER = "other"
-
-
-class StoreError(Exception):
-    """The store at ``path`` cannot be used; ``str()`` is one line naming the path."""
-
-    def __init__(self, path: Path, problem: StoreProblem, detail: str) -> None:
-        super().__init__(f"{path}: {detail}")
-        self.path = path
-        self.problem = problem
-
-
-def _check_path(path: Path) -> None:
-    """Refuse a folder or a non-SQLite file before SQLite sees it (its errors are vague)."""
-    if path.is_dir():
-        raise StoreError(path, StoreProblem.FOLDER,
-                         f"is a folder, not a store file (e.g. {path / 'medge.db'})")
-    if path.is_file():
-        try:
-            with open(path, "rb") as f:
-                head = f.read(len(_SQLITE_MAGIC))
-        except OSError as exc:
-            raise StoreError(path, StoreProblem.UNREADABLE,
-                             f"cannot read the store: {exc.strerror or exc}") from None
-        if head and head != _SQLITE_MAGIC:
-            raise StoreError(path, StoreProblem.NOT_SQLITE,
-                             "not a SQLite database (not a medge store: wrong file?)")
-
-
-def _make_parent(path: Path) -> None:
-    parent = path.parent
-    for folder in (parent, *parent.parents):
-        if folder.exists():
-            if not folder.is_dir():
-                raise StoreError(path, StoreProblem.OTHER,
-                                 f"cannot create the store: {folder} is a file, not a folder")
-            break
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        problem = (StoreProblem.READ_ONLY if isinstance(exc, PermissionError)
-                   or exc.errno == 30 else StoreProblem.OTHER)  # 30: EROFS
-        raise StoreError(path, problem,
-                         f"cannot create the folder {parent}: {exc.strerror or exc}") from None
-
-
-def _open_error(path: Path, exc: sqlite3.Error, readonly: bool) -> StoreError:
-    """Translate SQLite's error at open into the user's terms."""
-    text = str(exc)
-    folder = path.parent
-    if "not a database" in text:
-        return StoreError(path, StoreProblem.NOT_SQLITE, "not a SQLite database")
-    if "readonly database" in text:
-        return StoreError(path, StoreProblem.READ_ONLY,
-                          "the store is read-only here (cannot write to the file)")
-    if "unable to open" in text or "disk I/O" in text:
-        if not os.access(folder, os.W_OK):
-            need = (f"reading a WAL-mode store needs to create {path.name}-shm next to it"
-                    if readonly else "the store and its WAL files are created there")
-            return StoreError(path, StoreProblem.READ_ONLY,
-                              f"the folder {folder} is read-only ({need})")
-        if path.exists() and not os.access(path, os.R_OK | (0 if readonly else os.W_OK)):
-            return StoreError(path, StoreProblem.READ_ONLY if readonly else
-                              StoreProblem.UNREADABLE, "no permission to open the store")
-        return StoreError(path, StoreProblem.OTHER, f"cannot open the store here ({text})")
-    if "locked" in text:
-        return StoreError(path, StoreProblem.OTHER,
-                          "the store is locked by another process (try again)")
-    return StoreError(path, StoreProblem.OTHER, f"cannot open the store ({text})")
-
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
@@ -286,80 +198,124 @@ class StorageUnavailable(Exception):
     nothing of the batch was committed.  ``str()`` is the reason, one line."""
 
 
-_NOT_STORAGE = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError,
-                sqlite3.InterfaceError, sqlite3.NotSupportedError)
-
-
-def _is_storage_failure(exc: BaseException) -> bool:
-    return (isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, _NOT_STORAGE)) \
-        or isinstance(exc, StorageUnavailable)
-
-
 def _storage_reason(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text.splitlines()[0][:200]
 
 
-_NOT_MEDGE = "a SQLite database, but not a medge store (no medge tables: wrong file?)"
+_NOT_MEDGE = "a database, but not a medge store (no medge tables: wrong file?)"
 
 
 class Store:
-    """``Store(path)`` creates the store if needed; ``readonly=True`` only reads an
-    existing one (``FileNotFoundError`` if there is none).  Either raises
-    :class:`StoreError` when the path cannot be a medge store."""
+    """``Store(db)`` creates the store if needed and migrates it to the latest schema;
+    ``readonly=True`` only reads an existing, up-to-date one (``FileNotFoundError``
+    if there is none).  Either raises :class:`StoreError` when ``db`` cannot be a
+    medge store.  ``migrate=False`` opens a writable store as it is (``medge store
+    info`` and ``migrate``)."""
 
-    def __init__(self, path: str | Path, *, readonly: bool = False,
-                 busy_timeout_s: float = 10.0) -> None:
-        self.path = Path(path)
-        _check_path(self.path)
-        if readonly and not self.path.exists():
-            raise FileNotFoundError(f"no medge store at {self.path}")
-        if not readonly:
-            _make_parent(self.path)
-        db: sqlite3.Connection | None = None
+    def __init__(self, path: str | Path | Target, *, readonly: bool = False,
+                 busy_timeout_s: float = 10.0, migrate: bool = True) -> None:
         try:
-            if readonly:
-                uri = f"{self.path.resolve().as_uri()}?mode=ro"
-                db = sqlite3.connect(uri, uri=True, timeout=busy_timeout_s,
-                                     check_same_thread=False)
-                tables = {row[0] for row in db.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table'")}
-            else:
-                db = sqlite3.connect(self.path, timeout=busy_timeout_s, check_same_thread=False)
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
-                tables = {row[0] for row in db.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table'")}
-                if tables and "meta" not in tables:
-                    raise StoreError(self.path, StoreProblem.NOT_MEDGE, _NOT_MEDGE)
-                db.executescript(
-                    "BEGIN;" + _DDL + "INSERT OR IGNORE INTO meta VALUES ('schema_version', "
-                    f"'{SCHEMA_VERSION}');")
-                columns = {row[1] for row in db.execute("PRAGMA table_info(messages)")}
-                if "incarnation" not in columns:  # a schema-1 store: migrate in this transaction
-                    for statement in _MIGRATE_1_TO_2.split(";"):
-                        if statement.strip():
-                            db.execute(statement)
-                db.execute("COMMIT")
-                tables = {"meta", "devices"}
-        except sqlite3.Error as exc:
-            if db is not None:
-                db.close()
-            raise _open_error(self.path, exc, readonly) from None
-        except StoreError:
-            if db is not None:
-                db.close()
-            raise
-        if not tables or not {"meta", "devices"} <= tables:
-            db.close()
-            if not tables:
-                raise StoreError(self.path, StoreProblem.EMPTY,
-                                 "an empty SQLite database, not (yet) a medge store")
-            raise StoreError(self.path, StoreProblem.NOT_MEDGE, _NOT_MEDGE)
-        self.db = db
+            self.target = parse_target(path)
+        except ValueError as exc:
+            raise StoreError(str(path), StoreProblem.OTHER, str(exc)) from None
+        self.backend = self.target.backend
+        self.readonly = readonly
+        #: The SQLite file, or the URL as shown (password masked).
+        self.path: Path | str = (self.target.path if self.target.path is not None
+                                 else self.target.display)
+        self.dialect: Dialect = SQLITE if self.backend is Backend.SQLITE else POSTGRESQL
+        if self.backend is Backend.SQLITE:
+            self.db: Any = self._open_sqlite(readonly, busy_timeout_s, migrate)
+        else:
+            self.db = self._open_postgres(readonly, busy_timeout_s, migrate)
         #: Tests: called at the start of every write transaction; raise
         #: ``sqlite3.OperationalError`` from it to simulate a storage outage.
         self.fault_hook: Callable[[], None] | None = None
+
+    def _open_sqlite(self, readonly: bool, busy_timeout_s: float, run_migrations: bool
+                     ) -> sqlite3.Connection:
+        path = self.target.path
+        assert path is not None
+        sqlite_backend.check_path(path)
+        if readonly and not path.exists():
+            raise FileNotFoundError(f"no medge store at {path}")
+        if not readonly:
+            sqlite_backend.make_parent(path)
+        db: sqlite3.Connection | None = None
+        try:
+            db = sqlite_backend.connect(path, readonly=readonly, busy_timeout_s=busy_timeout_s)
+            conn = db
+            self._check_and_migrate(db, lambda: sqlite_backend.tables(conn), readonly,
+                                    run_migrations)
+        except sqlite3.Error as exc:
+            if db is not None:
+                db.close()
+            raise sqlite_backend.open_error(path, exc, readonly) from None
+        except BaseException:
+            if db is not None:
+                db.close()
+            raise
+        return db
+
+    def _open_postgres(self, readonly: bool, busy_timeout_s: float, run_migrations: bool
+                       ) -> Any:
+        try:
+            import psycopg
+
+            from host.services.storage.postgres import PgConnection
+        except ImportError:
+            raise StoreError(self.path, StoreProblem.OTHER,
+                             "PostgreSQL needs psycopg 3: pip install 'medge[pg]'") from None
+        try:
+            db = PgConnection(str(self.target.url), readonly=readonly)
+        except psycopg.Error as exc:
+            reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+            raise StoreError(self.path, StoreProblem.UNREACHABLE,
+                             f"cannot connect to PostgreSQL: {reason}") from None
+        try:
+            db.execute(f"SET lock_timeout = {int(busy_timeout_s * 1000)}")
+            if readonly and not db.tables():
+                raise FileNotFoundError(f"no medge store at {self.path} (an empty database)")
+            self._check_and_migrate(db, db.tables, readonly, run_migrations)
+        except psycopg.Error as exc:
+            db.close()
+            reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+            raise StoreError(self.path, StoreProblem.OTHER, f"cannot open the store: {reason}"
+                             ) from None
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _check_and_migrate(self, db: Any, tables: Callable[[], set[str]], readonly: bool,
+                           run_migrations: bool) -> None:
+        present = tables()
+        medge = bool({"meta", "schema_version"} & present)
+        if present and not medge:
+            raise StoreError(self.path, StoreProblem.NOT_MEDGE, _NOT_MEDGE)
+        if readonly or not run_migrations:
+            if not present:
+                if readonly:
+                    raise StoreError(self.path, StoreProblem.EMPTY,
+                                     "an empty database, not (yet) a medge store")
+                return
+            version = current_version(db, present)
+            if version > LATEST:
+                raise StoreError(self.path, StoreProblem.NEWER,
+                                 f"the store is at schema {version}; this medge knows up to "
+                                 f"{LATEST} (upgrade medge)")
+            if readonly and version < LATEST:
+                raise StoreError(self.path, StoreProblem.OUTDATED,
+                                 f"the store is at schema {version}, this medge needs "
+                                 f"{LATEST}: run `medge store migrate --db {self.path}`")
+            return
+        try:
+            applied = migrate(db, self.dialect, tables, now_ms)
+        except NewerSchema as exc:
+            raise StoreError(self.path, StoreProblem.NEWER, str(exc)) from None
+        if applied and present:
+            log.info("store %s: migrated to schema %d (steps %s)", self.path, LATEST, applied)
 
     def close(self) -> None:
         self.db.close()
@@ -369,6 +325,19 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _begin(self) -> None:
+        if self.readonly:
+            raise StorageUnavailable(f"{self.path}: opened read-only")
+        if self.backend is Backend.POSTGRESQL:
+            self.db.ensure()
+        self.db.execute(self.dialect.begin)
+
+    def schema_version(self) -> int:
+        """The store's schema version (== :data:`SCHEMA_VERSION` once migrated)."""
+        tables = (sqlite_backend.tables(self.db) if self.backend is Backend.SQLITE
+                  else self.db.tables())
+        return current_version(self.db, tables)
 
     # -- writes (ingest) ---------------------------------------------------
     def add(self, msg_type: str, device_id: str, doc: dict[str, Any], received_ms: int) -> bool:
@@ -396,13 +365,13 @@ class Store:
         try:
             if self.fault_hook is not None:
                 self.fault_hook()
-            self.db.execute("BEGIN IMMEDIATE")
+            self._begin()
             for item in items:
                 self.db.execute("SAVEPOINT item")
                 try:
                     outcome = self._write_item(item, counts)
                 except Exception as exc:
-                    if _is_storage_failure(exc):
+                    if self.dialect.is_storage_failure(exc):
                         raise
                     self.db.execute("ROLLBACK TO item")
                     detail = f"storing failed: {type(exc).__name__}: {exc}"[:300]
@@ -418,13 +387,16 @@ class Store:
             counts["received"] += len(items)
             self.db.executemany(
                 "INSERT INTO counters VALUES (?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                "ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value",
                 sorted(counts.items()))
             self.db.commit()
         except Exception as exc:
-            if self.db.in_transaction:
-                self.db.rollback()
-            if _is_storage_failure(exc):
+            try:
+                if self.db.in_transaction:
+                    self.db.rollback()
+            except Exception:
+                log.debug("store: rollback failed", exc_info=True)
+            if isinstance(exc, StorageUnavailable) or self.dialect.is_storage_failure(exc):
                 raise StorageUnavailable(_storage_reason(exc)) from exc
             raise
         return outcomes
@@ -447,20 +419,17 @@ class Store:
             incarnation = doc.get("incarnation", "")
             body = json.dumps(doc, separators=(",", ":"), sort_keys=True)
             cur = self.db.execute(
-                "INSERT OR IGNORE INTO messages (device_id, seq, type, ts_ms, received_ms, "
-                "payload, incarnation) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO messages (device_id, seq, type, ts_ms, received_ms, "
+                "payload, incarnation) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (device_id, seq, msg_type, doc["ts_ms"], received_ms, body, incarnation))
             if cur.rowcount == 0:
                 return self._duplicate_or_conflict(item, incarnation, seq, body)
         if msg_type == "vitals":
-            cur = self.db.execute(
-                "INSERT OR IGNORE INTO vitals VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (device_id, seq, doc["ts_ms"], doc["window_ms"], doc["hr_bpm"], doc["beats"],
-                 doc["quality"]))
-            if cur.rowcount == 0:
-                log.warning("store: vitals %s seq %d (incarnation %r) is in messages only: "
-                            "another incarnation's vitals has that seq", device_id, seq,
-                            doc.get("incarnation", ""))
+            self.db.execute(
+                "INSERT INTO vitals (device_id, incarnation, seq, ts_ms, window_ms, hr_bpm, "
+                "beats, quality) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (device_id, doc.get("incarnation", ""), seq, doc["ts_ms"], doc["window_ms"],
+                 doc["hr_bpm"], doc["beats"], doc["quality"]))
         elif msg_type == "status":
             self._apply_status(device_id, doc)
         return Outcome.STORED
@@ -473,8 +442,8 @@ class Store:
         if first == body:
             return Outcome.DUPLICATE
         cur = self.db.execute(
-            "INSERT OR IGNORE INTO conflicts (received_ms, device_id, incarnation, seq, type, "
-            "payload) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO conflicts (received_ms, device_id, incarnation, seq, type, "
+            "payload) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (item.received_ms, item.device_id, incarnation, seq, item.msg_type, body))
         if cur.rowcount == 0:
             return Outcome.DUPLICATE  # the same conflicting message again (a re-delivery)
@@ -499,7 +468,8 @@ class Store:
         self.db.execute(
             "INSERT INTO devices (device_id, first_seen_ms, last_seen_ms) VALUES (?, ?, ?) "
             "ON CONFLICT(device_id) DO UPDATE SET "
-            "last_seen_ms = MAX(last_seen_ms, excluded.last_seen_ms)",
+            "last_seen_ms = CASE WHEN excluded.last_seen_ms > devices.last_seen_ms "
+            "THEN excluded.last_seen_ms ELSE devices.last_seen_ms END",
             (device_id, received_ms, received_ms),
         )
 
@@ -530,9 +500,9 @@ class Store:
             SELECT d.device_id, d.patient_id, d.fw_version, d.model_version, d.sample_rate_hz,
                    d.boot_id, d.state, d.state_reason, d.first_seen_ms, d.last_seen_ms,
                    (SELECT hr_bpm FROM vitals v WHERE v.device_id = d.device_id
-                     ORDER BY seq DESC LIMIT 1),
+                     ORDER BY ts_ms DESC, seq DESC LIMIT 1),
                    (SELECT ts_ms FROM vitals v WHERE v.device_id = d.device_id
-                     ORDER BY seq DESC LIMIT 1),
+                     ORDER BY ts_ms DESC, seq DESC LIMIT 1),
                    (SELECT COUNT(*) FROM messages m WHERE m.device_id = d.device_id)
             FROM devices d ORDER BY d.device_id
             """
@@ -571,7 +541,7 @@ class Store:
         """The kept conflicting messages, oldest first."""
         rows = self.db.execute(
             "SELECT received_ms, device_id, incarnation, seq, type, payload FROM conflicts "
-            "WHERE ?1 IS NULL OR device_id = ?1 ORDER BY id", (device_id,)).fetchall()
+            "WHERE ? IS NULL OR device_id = ? ORDER BY id", (device_id, device_id)).fetchall()
         keys = ("received_ms", "device_id", "incarnation", "seq", "type", "payload")
         return [dict(zip(keys, row)) for row in rows]
 
