@@ -1,13 +1,59 @@
-"""The SQLite store: idempotent on (device, seq), device state from status messages."""
+"""The Store contract, on both backends (SQLite and the throw-away PostgreSQL, a
+fresh database per test): idempotent on (device, incarnation, seq), device state
+from status messages, conflicts, one outcome per message, storage outages."""
 
 from __future__ import annotations
 
+import json
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from firmware.net import protocol
-from host.services.store import Store
+from host.services.store import (
+    Accept,
+    Outcome,
+    Reject,
+    StorageUnavailable,
+    Store,
+    StoreError,
+    StoreProblem,
+)
 
 T0 = 1_700_000_000_000
+
+
+def fresh_pg_database(server_url: str) -> str:
+    """A new, empty database in the test server; its ``postgresql://`` URL."""
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return server_url.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_pg_database(server_url: str, url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path | str]:
+    """A store location that does not exist yet: a SQLite file or an empty PG database."""
+    if request.param == "sqlite":
+        yield tmp_path / "s.db"
+        return
+    server = request.getfixturevalue("postgres")
+    url = fresh_pg_database(server)
+    try:
+        yield url
+    finally:
+        drop_pg_database(server, url)
 
 
 def birth(seq: int, boot: int = 1) -> dict:
@@ -25,8 +71,8 @@ def birth(seq: int, boot: int = 1) -> dict:
     )
 
 
-def test_duplicates_are_stored_once(tmp_path: Path) -> None:
-    with Store(tmp_path / "s.db") as store:
+def test_duplicates_are_stored_once(db: Path | str) -> None:
+    with Store(db) as store:
         doc = protocol.vitals("dev-1", 3, T0, 1000, 70, 1, protocol.QUALITY_GOOD)
         assert store.add("vitals", "dev-1", doc, T0) is True
         assert store.add("vitals", "dev-1", doc, T0 + 5) is False
@@ -34,8 +80,8 @@ def test_duplicates_are_stored_once(tmp_path: Path) -> None:
         assert store.seqs("dev-1") == [3]
 
 
-def test_state_follows_birth_will_and_shutdown(tmp_path: Path) -> None:
-    with Store(tmp_path / "s.db") as store:
+def test_state_follows_birth_will_and_shutdown(db: Path | str) -> None:
+    with Store(db) as store:
         store.add("status", "dev-1", birth(0), T0)
         [row] = store.devices()
         assert (row.state, row.fw_version, row.model_version, row.patient_id) == (
@@ -56,8 +102,8 @@ def test_state_follows_birth_will_and_shutdown(tmp_path: Path) -> None:
         assert store.devices()[0].last_seen_ms == T0 + 4
 
 
-def test_seq_gaps(tmp_path: Path) -> None:
-    with Store(tmp_path / "s.db") as store:
+def test_seq_gaps(db: Path | str) -> None:
+    with Store(db) as store:
         for seq in (0, 1, 2, 5, 6, 9):
             store.add(
                 "vitals",
@@ -73,3 +119,172 @@ def test_readonly_store_requires_an_existing_file(tmp_path: Path) -> None:
 
     with pytest.raises(FileNotFoundError):
         Store(tmp_path / "missing.db", readonly=True)
+
+
+def vitals(seq: int, hr: int | None = 70, **extra: object) -> dict:
+    return {**protocol.vitals("dev-1", seq, T0 + seq, 1000, hr, 1, protocol.QUALITY_GOOD),
+            **extra}
+
+
+def test_every_write_is_idempotent_on_device_incarnation_seq(db: Path | str) -> None:
+    with Store(db) as store:
+        assert store.add("vitals", "dev-1", vitals(1), T0)
+        assert store.add("vitals", "dev-1", vitals(1, incarnation="i2"), T0)  # a reset unit
+        assert not store.add("vitals", "dev-1", vitals(1, incarnation="i2"), T0 + 1)
+        assert store.vitals_count("dev-1") == 2  # both incarnations' vitals are in ``vitals``
+        assert store.payload("dev-1", 1, "i2")["incarnation"] == "i2"
+        outcomes = store.write_batch([Accept("vitals", "dev-1", vitals(1, hr=99), T0 + 2),
+                                      Accept("vitals", "dev-1", vitals(1, hr=99), T0 + 3)])
+        assert outcomes == [Outcome.CONFLICT, Outcome.DUPLICATE]
+        assert [c["seq"] for c in store.conflicts("dev-1")] == [1]
+        assert store.conflicts("dev-x") == []
+        assert store.payload("dev-1", 1)["hr_bpm"] == 70  # the first-committed message stays
+        assert store.counters() == {"conflict": 1, "duplicate": 2, "received": 5, "stored": 2}
+
+
+def test_a_message_that_breaks_the_write_is_an_internal_rejection(db: Path | str) -> None:
+    with Store(db) as store:
+        outcomes = store.write_batch([
+            Accept("vitals", "dev-1", vitals(1), T0),
+            Accept("vitals", "dev-1", {**vitals(2), "ts_ms": 2**64}, T0),  # overflows BIGINT
+            Reject("schema", "bad", "medge/v1/dev/dev-1/vitals", b"{}", T0),
+            Accept("vitals", "dev-1", vitals(3), T0)])
+        assert outcomes == [Outcome.STORED, Outcome.REJECTED, Outcome.REJECTED, Outcome.STORED]
+        assert store.seqs("dev-1") == [1, 3]
+        assert store.rejection_counts() == {"internal": 1, "schema": 1}
+        [row] = store.devices()
+        assert (row.device_id, row.hr_bpm, row.messages) == ("dev-1", 70, 2)
+
+
+def test_readers_see_what_writers_committed_and_cannot_write(db: Path | str) -> None:
+    with Store(db) as store:
+        store.add("status", "dev-1", birth(0), T0)
+        with Store(db, readonly=True) as reader:
+            assert [r.device_id for r in reader.devices()] == ["dev-1"]
+            with pytest.raises(StorageUnavailable):
+                reader.add("vitals", "dev-1", vitals(1), T0)
+
+
+def test_a_storage_fault_commits_nothing_and_the_store_recovers(db: Path | str) -> None:
+    with Store(db) as store:
+        store.add("vitals", "dev-1", vitals(1), T0)
+        if store.backend.value == "postgresql":  # the server drops the connection
+            import psycopg
+
+            pid = store.db.conn.info.backend_pid
+            with psycopg.connect(str(db), autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        else:
+            import sqlite3
+
+            def fault() -> None:
+                store.fault_hook = None
+                raise sqlite3.OperationalError("database is locked")
+
+            store.fault_hook = fault
+        with pytest.raises(StorageUnavailable):
+            store.write_batch([Accept("vitals", "dev-1", vitals(2), T0)])
+        assert store.write_batch([Accept("vitals", "dev-1", vitals(2), T0)]) == [Outcome.STORED]
+        assert store.seqs("dev-1") == [1, 2]
+        assert store.counters()["received"] == 2
+
+
+def test_fresh_store_is_at_the_latest_schema_with_every_table(db: Path | str) -> None:
+    from host.services.storage.migrate import LATEST
+
+    with Store(db) as store:
+        assert store.schema_version() == LATEST
+        for table in ("accounts", "patients", "assignments", "bp_readings", "beat_counts",
+                      "rhythm_events", "event_beats", "observations", "alerts", "advice",
+                      "commands", "command_acks", "ota_campaigns", "ota_jobs", "audit_log"):
+            assert store.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone() == (0,)
+
+
+def test_unreachable_postgresql_is_one_line() -> None:
+    from pgserver import free_port
+
+    url = f"postgresql://medge@127.0.0.1:{free_port()}/medge"
+    with pytest.raises(StoreError) as err:
+        Store(url)
+    assert err.value.problem is StoreProblem.UNREACHABLE
+    assert "\n" not in str(err.value) and "cannot connect to PostgreSQL" in str(err.value)
+    with pytest.raises(StoreError) as err:
+        Store("postgresql://medge:secret@127.0.0.1:1/x")
+    assert "secret" not in str(err.value) and "***" in str(err.value)
+
+
+def test_db_urls_name_the_backend(tmp_path: Path) -> None:
+    from host.services.storage.target import Backend, parse_target
+
+    assert parse_target("var/m.db").path == Path("var/m.db")
+    assert parse_target("sqlite:///var/m.db").path == Path("var/m.db")
+    assert parse_target("sqlite:////srv/m.db").path == Path("/srv/m.db")
+    assert parse_target("postgres://h/db").backend is Backend.POSTGRESQL
+    with pytest.raises(ValueError):
+        parse_target("mysql://h/db")
+    with Store(f"sqlite:///{tmp_path}/u.db") as store:
+        assert store.path == tmp_path / "u.db"
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    from host.cli import main
+
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_store_prune_deletes_by_each_tables_age(db: Path | str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from host.services.storage.prune import DAY_MS, RULES
+    from host.services.store import now_ms
+
+    now = now_ms()
+    old, recent = now - 40 * DAY_MS, now - DAY_MS
+    with Store(db) as store:
+        store.add("status", "dev-1", {**birth(0), "ts_ms": old}, old)  # a raw message, 40 d
+        store.add("status", "dev-1", {**birth(1), "ts_ms": recent}, recent)
+        store.add("vitals", "dev-1", {**vitals(2), "ts_ms": now - 4000 * DAY_MS}, old)
+        store.add("vitals", "dev-1", {**vitals(3), "ts_ms": old}, old)  # clinical: kept
+        store.add_rejection("schema", "bad", "t", b"{}", old)
+        store.add_rejection("schema", "bad", "t", b"{}", recent)
+        store.db.execute("INSERT INTO audit_log (ts_ms, actor, action, detail, prev_hash, hash) "
+                         "VALUES (?, 'me', 'x', '{}', '', 'h')", (0,))
+        store.db.commit()
+    args = ["store", "prune", "--db", str(db), "--json"]
+    code, out, _ = run_cli([*args, "--dry-run"], capsys)
+    doc = json.loads(out)
+    assert code == 0 and doc["dry_run"] is True and doc["rows"] == 4
+    want = {"messages": 1, "vitals": 2, "rejections": 1}  # vitals: its row and its message
+    assert {t: r["rows"] for t, r in doc["tables"].items() if r["rows"]} == want
+    assert set(doc["tables"]) == {r.table for r in RULES if r.days is not None}
+    assert "audit_log" not in doc["tables"]
+    code, out, _ = run_cli(args, capsys)
+    assert code == 0 and json.loads(out)["rows"] == 4
+    with Store(db, readonly=True) as store:
+        assert store.seqs("dev-1") == [1, 3]
+        assert store.vitals_count("dev-1") == 1
+        assert store.db.execute("SELECT COUNT(*) FROM rejections").fetchone() == (1,)
+        assert store.db.execute("SELECT COUNT(*) FROM audit_log").fetchone() == (1,)
+    code, out, _ = run_cli([*args, "--older-than", "messages=1", "--dry-run"], capsys)
+    assert json.loads(out)["tables"]["messages"] == {
+        "older_than_days": 1, "before_ms": json.loads(out)["tables"]["messages"]["before_ms"],
+        "rows": 1}
+    for bad in ("audit_log=5", "nope=3", "0", "x"):
+        code, _, err = run_cli([*args, "--older-than", bad], capsys)
+        assert code == 2 and err.count("\n") == 1 and "--older-than" in err
+
+
+def test_store_info_and_migrate(db: Path | str, capsys: pytest.CaptureFixture[str]) -> None:
+    from host.services.storage.migrate import LATEST
+
+    code, out, _ = run_cli(["store", "migrate", "--db", str(db), "--json"], capsys)
+    assert code == 0 and json.loads(out) == {
+        "store": str(db), "from": 0, "to": LATEST, "applied": list(range(1, LATEST + 1))}
+    code, out, _ = run_cli(["store", "migrate", "--db", str(db), "--json"], capsys)
+    assert json.loads(out)["applied"] == []
+    code, out, _ = run_cli(["store", "info", "--db", str(db), "--json"], capsys)
+    doc = json.loads(out)
+    assert code == 0 and doc["schema_version"] == doc["latest"] == LATEST
+    assert doc["backend"] == ("sqlite" if isinstance(db, Path) else "postgresql")
+    assert doc["tables"]["messages"] == 0 and len(doc["migrations"]) == LATEST

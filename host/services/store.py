@@ -210,8 +210,8 @@ class Store:
     """``Store(db)`` creates the store if needed and migrates it to the latest schema;
     ``readonly=True`` only reads an existing, up-to-date one (``FileNotFoundError``
     if there is none).  Either raises :class:`StoreError` when ``db`` cannot be a
-    medge store.  ``migrate=False`` opens a writable store as it is (``medge store
-    info`` and ``migrate``)."""
+    medge store.  ``migrate=False`` opens the store at whatever version it is
+    (``medge store info`` read-only, ``medge store migrate`` writable)."""
 
     def __init__(self, path: str | Path | Target, *, readonly: bool = False,
                  busy_timeout_s: float = 10.0, migrate: bool = True) -> None:
@@ -305,7 +305,7 @@ class Store:
                 raise StoreError(self.path, StoreProblem.NEWER,
                                  f"the store is at schema {version}; this medge knows up to "
                                  f"{LATEST} (upgrade medge)")
-            if readonly and version < LATEST:
+            if readonly and run_migrations and version < LATEST:
                 raise StoreError(self.path, StoreProblem.OUTDATED,
                                  f"the store is at schema {version}, this medge needs "
                                  f"{LATEST}: run `medge store migrate --db {self.path}`")
@@ -338,6 +338,24 @@ class Store:
         tables = (sqlite_backend.tables(self.db) if self.backend is Backend.SQLITE
                   else self.db.tables())
         return current_version(self.db, tables)
+
+    def migrate(self) -> list[int]:
+        """Apply the pending migrations (a store opened with ``migrate=False``)."""
+        if self.readonly:
+            raise StoreError(self.path, StoreProblem.READ_ONLY, "opened read-only")
+        tables = ((lambda: sqlite_backend.tables(self.db)) if self.backend is Backend.SQLITE
+                  else self.db.tables)
+        try:
+            return migrate(self.db, self.dialect, tables, now_ms)
+        except NewerSchema as exc:
+            raise StoreError(self.path, StoreProblem.NEWER, str(exc)) from None
+
+    def table_counts(self) -> dict[str, int]:
+        """Rows per table (``medge store info``)."""
+        tables = (sqlite_backend.tables(self.db) if self.backend is Backend.SQLITE
+                  else self.db.tables())
+        return {t: self.db.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0]
+                for t in sorted(tables) if not t.startswith("sqlite_")}
 
     # -- writes (ingest) ---------------------------------------------------
     def add(self, msg_type: str, device_id: str, doc: dict[str, Any], received_ms: int) -> bool:
@@ -539,9 +557,12 @@ class Store:
 
     def conflicts(self, device_id: str | None = None) -> list[dict[str, Any]]:
         """The kept conflicting messages, oldest first."""
-        rows = self.db.execute(
-            "SELECT received_ms, device_id, incarnation, seq, type, payload FROM conflicts "
-            "WHERE ? IS NULL OR device_id = ? ORDER BY id", (device_id, device_id)).fetchall()
+        query = "SELECT received_ms, device_id, incarnation, seq, type, payload FROM conflicts"
+        if device_id is None:
+            rows = self.db.execute(query + " ORDER BY id").fetchall()
+        else:
+            rows = self.db.execute(query + " WHERE device_id = ? ORDER BY id",
+                                   (device_id,)).fetchall()
         keys = ("received_ms", "device_id", "incarnation", "seq", "type", "payload")
         return [dict(zip(keys, row)) for row in rows]
 
