@@ -10,10 +10,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import pytest
 from test_ingest import wait_for  # tests/ is on sys.path (pytest rootdir import)
+from test_store import BACKENDS, store_location
 
 from firmware.net import protocol
 from firmware.net.wire import encode
@@ -27,14 +30,23 @@ PER_DEVICE = 1000  # ~10 s at 300 messages/s in all
 RATE_HZ = 300
 
 
-def worker(broker: Broker, db: Path, name: str, log: Path) -> subprocess.Popen:
+@pytest.fixture(params=BACKENDS)
+def store_db(request: pytest.FixtureRequest, tmp_path: Path,
+             monkeypatch: pytest.MonkeyPatch) -> Iterator[Path | str]:
+    """The store on each backend; the workers' health files in ``tmp_path``."""
+    monkeypatch.setenv("MEDGE_STATE_DIR", str(tmp_path / "state"))
+    with store_location(request.param, request, tmp_path) as location:
+        yield location
+
+
+def worker(broker: Broker, db: Path | str, name: str, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "host.cli", "ingest", "--host", broker.host, "--port",
          str(broker.port), "--db", str(db), "--group", "ward", "--client-id", name],
         stdout=subprocess.DEVNULL, stderr=open(log, "ab"), cwd=Path(__file__).parents[1])
 
 
-def connected(db: Path, name: str) -> bool:
+def connected(db: Path | str, name: str) -> bool:
     try:
         return json.loads((stats_dir(db) / f"{name}.json").read_text())["connected"]
     except (OSError, ValueError, KeyError):
@@ -43,8 +55,8 @@ def connected(db: Path, name: str) -> bool:
 
 
 def test_three_group_workers_one_killed_and_restarted_lose_and_double_nothing(
-        tmp_path: Path) -> None:
-    db = tmp_path / "m.db"
+        tmp_path: Path, store_db: Path | str) -> None:
+    db = store_db
     Store(db).close()
     names = ("w1", "w2", "w3")
     with Broker("mosquitto", data_dir=tmp_path / "broker") as broker:

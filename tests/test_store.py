@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -42,10 +43,15 @@ def drop_pg_database(server_url: str, url: str) -> None:
         conn.execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path | str]:
-    """A store location that does not exist yet: a SQLite file or an empty PG database."""
-    if request.param == "sqlite":
+BACKENDS = ("sqlite", "postgresql")
+
+
+@contextmanager
+def store_location(backend: str, request: pytest.FixtureRequest, tmp_path: Path
+                   ) -> Iterator[Path | str]:
+    """A store location that does not exist yet: a SQLite file in ``tmp_path`` or a new,
+    empty database in the session's PostgreSQL server (dropped afterwards)."""
+    if backend == "sqlite":
         yield tmp_path / "s.db"
         return
     server = request.getfixturevalue("postgres")
@@ -54,6 +60,12 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path | str]:
         yield url
     finally:
         drop_pg_database(server, url)
+
+
+@pytest.fixture(params=BACKENDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path | str]:
+    with store_location(request.param, request, tmp_path) as location:
+        yield location
 
 
 def birth(seq: int, boot: int = 1) -> dict:
@@ -288,3 +300,63 @@ def test_store_info_and_migrate(db: Path | str, capsys: pytest.CaptureFixture[st
     assert code == 0 and doc["schema_version"] == doc["latest"] == LATEST
     assert doc["backend"] == ("sqlite" if isinstance(db, Path) else "postgresql")
     assert doc["tables"]["messages"] == 0 and len(doc["migrations"]) == LATEST
+
+
+# -- bad --db at the CLI: one line, never a traceback ----------------------------
+def _db_commands(db: str) -> dict[str, tuple[str, ...]]:
+    from test_cli_boundary import free_port
+
+    return {
+        "ingest": ("ingest", "--port", str(free_port()), "--connect-timeout", "1", "--db", db),
+        "fleet": ("fleet", "list", "--json", "--db", db),
+        "export": ("export", "--format", "csv", "--db", db),
+        "store": ("store", "prune", "--json", "--db", db),
+    }
+
+
+@pytest.mark.parametrize("command", ["ingest", "fleet", "export", "store"])
+def test_unreachable_postgresql_at_the_cli(tmp_path: Path, command: str) -> None:
+    from pgserver import free_port
+    from test_cli_boundary import assert_one_line_error, medge
+
+    url = f"postgresql://medge:pw@127.0.0.1:{free_port()}/medge"
+    proc = medge(*_db_commands(url)[command], cwd=tmp_path, timeout=30)
+    code = 2 if command in ("fleet", "export", "ingest") else 1
+    assert_one_line_error(proc, code, "postgresql://medge:***@127.0.0.1", "cannot connect")
+    assert "pw@" not in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["export", "store"])
+def test_export_and_prune_refuse_a_folder_and_a_read_only_store(tmp_path: Path,
+                                                                command: str) -> None:
+    from test_cli_boundary import _read_only, assert_one_line_error, medge
+
+    folder = tmp_path / "store.db"
+    folder.mkdir()
+    proc = medge(*_db_commands(str(folder))[command], cwd=tmp_path, timeout=30)
+    assert_one_line_error(proc, 2, str(folder), "is a folder")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    db = ro / "medge.db"
+    Store(db).close()
+    try:
+        proc = medge(*_db_commands(str(db))[command], cwd=tmp_path, prefix=_read_only(ro),
+                     timeout=30)
+    finally:
+        ro.chmod(0o755)
+    assert_one_line_error(proc, 2, str(db), "read-only")
+
+
+def test_a_reader_of_an_outdated_store_is_told_to_migrate(tmp_path: Path) -> None:
+    import shutil
+
+    from test_cli_boundary import assert_one_line_error, medge
+
+    db = tmp_path / "old.db"
+    shutil.copy(Path(__file__).parent / "data" / "stores" / "schema2.db", db)
+    proc = medge("fleet", "list", "--json", "--db", str(db), cwd=tmp_path, timeout=30)
+    assert_one_line_error(proc, 2, str(db), "medge store migrate")
+    proc = medge("store", "migrate", "--db", str(db), cwd=tmp_path, timeout=30)
+    assert proc.returncode == 0 and "schema 2 -> 4" in proc.stdout
+    proc = medge("fleet", "list", "--json", "--db", str(db), cwd=tmp_path, timeout=30)
+    assert proc.returncode == 0 and len(json.loads(proc.stdout)) == 3
