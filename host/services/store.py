@@ -67,8 +67,10 @@ For the coming issues (created now, written by nothing yet)
                        prev_hash, hash (unique; each row hashes its content and the
                        previous row's hash).  Never pruned.
 
-PostgreSQL partitioning of the time-series tables: not used; measured in
-:mod:`host.services.storage.partbench` (figures and the decision there).
+PostgreSQL partitioning of the time-series tables: not now.  Measured on 1e6 vitals
+rows (:mod:`host.services.storage.partbench`, figures there): per-device queries
+equal, only fleet-wide time scans and retention gain, and a partitioned table
+could not keep the (device_id, incarnation, seq) key.  Revisit past ~1e8 rows.
 
 Writes go through :meth:`Store.write_batch`: one transaction for a batch of
 accepted and rejected messages (group commit), one outcome per message.  A
