@@ -15,7 +15,7 @@ MPY_STAMP := tests/mpy/node_modules/.medge-installed
 DEMO_ARGS ?= --devices 5 --duration 30
 PYTEST_ARGS ?=
 
-.PHONY: demo test sysdeps lint bench eval eval-qrs eval-model eval-sim model tables venv mpy clean help
+.PHONY: demo test sysdeps lint bench eval eval-qrs eval-model eval-sim eval-fuzz model tables venv mpy clean help
 
 help:
 	@echo "make demo | test | lint | bench | eval | eval-qrs DATA=dir | model DATA=dir | eval-model DATA=dir | tables | clean"
@@ -99,7 +99,13 @@ eval-model: $(TRAIN_STAMP) $(MPY_STAMP)
 eval-sim: $(STAMP)
 	$(PY) -m models.eval_sim
 
-eval: eval-qrs eval-model eval-sim
+# Property-based fuzzing (hypothesis) of every message type and of ingest into a real
+# SQLite store: >= 10,000 cases per property, summary printed, exit 1 on any failure.
+FUZZ_CASES ?= 10000
+eval-fuzz: $(STAMP)
+	$(PY) -m host.fuzz_ingest --cases $(FUZZ_CASES)
+
+eval: eval-qrs eval-model eval-sim eval-fuzz
 
 clean:
 	rm -rf $(VENV) tests/mpy/node_modules .pytest_cache .ruff_cache var
