@@ -9,9 +9,13 @@ host tool down with it:
     A config file is generated into ``data_dir``. With ``persistence=True`` the
     broker keeps its in-memory database (sessions, subscriptions, queued QoS >= 1
     messages, retained messages) in ``<data_dir>/mosquitto.db``; it is written on
-    a graceful shutdown and every ``autosave_interval`` seconds, so QoS 1 messages
-    queued for an offline persistent subscriber (``clean_session=False``) survive a
-    graceful restart.
+    a graceful shutdown and after every 100 changes, so QoS 1 messages queued for
+    an offline persistent subscriber (``clean_session=False``) survive a restart,
+    and a SIGKILL of the broker loses at most about 100 acknowledged ones
+    (``host/broker/losswindow.py`` measures it). The config
+    sets message-size, in-flight and queue limits (:data:`MOSQUITTO_DEFAULTS`) and,
+    when started as root, makes mosquitto drop to the ``mosquitto`` account
+    (:func:`mosquitto_user`).
 
 ``embedded``
     The pure-Python broker from amqtt, run as ``python -m host.broker.embedded``
@@ -45,6 +49,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -52,16 +57,18 @@ import threading
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Optional, Union
+from typing import Mapping, Optional, Union
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "MOSQUITTO_DEFAULTS",
     "Broker",
     "BrokerKind",
     "find_mosquitto",
     "free_port",
     "mosquitto_config",
+    "mosquitto_user",
     "run_broker_forever",
 ]
 
@@ -78,6 +85,7 @@ _MOSQUITTO_FALLBACKS = (
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 _LOG_TAIL_LINES = 40
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _PROBE_INTERVAL_S = 0.05
 
 
@@ -127,17 +135,140 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+#: The tunable settings of the generated mosquitto config, and why each number.
+#: :class:`Broker` and :func:`mosquitto_config` take overrides (``options=``); the
+#: measurements behind them are in docs/scaling.md ("The broker's own limits").
+MOSQUITTO_DEFAULTS: dict[str, Union[int, bool]] = {
+    # Device messages are < 4 KB and ingest refuses more than 16 KiB
+    # (host/services/messages.py); 256 KiB leaves room for an ECG strip or a
+    # base64 model (beatnet.tflite is 14 KB) in one message, and refuses the
+    # multi-megabyte payloads an anonymous client could queue. Larger payloads
+    # are discarded by the broker (MQTT 5 publishers get PUBACK reason 0x83).
+    "message_size_limit": 256 * 1024,
+    # Outgoing QoS 1 messages in flight per client (MQTT 5 clients can lower it
+    # with Receive Maximum). Ingest acknowledges after its batch commits, so the
+    # window must hold a whole batch: 1000 at 10,000 msg/s is 100 ms of traffic.
+    "max_inflight_messages": 1000,
+    # ... and at most 16 MiB of them, so 1000 x 256 KiB cannot pile up per client.
+    "max_inflight_bytes": 16 * 1024 * 1024,
+    # Queue of an offline persistent session (ingest down): 400,000 messages or
+    # 256 MiB, whichever comes first. That is an hour of a 100-device ward at
+    # 1 message/s each (about 0.5 KB each) and caps what one anonymous persistent
+    # session can make the broker hold. Beyond it mosquitto DROPS new messages for
+    # that session (after acknowledging them to the publisher): the ride-through
+    # for an ingest outage is this queue, so size it to the site (docs/scaling.md).
+    "max_queued_messages": 400_000,
+    "max_queued_bytes": 256 * 1024 * 1024,
+    # Save the in-memory database after every 100 changes (a queued, delivered or
+    # acknowledged message, a subscription, a retained message) instead of every
+    # 5 s. A SIGKILL of mosquitto with ingest offline then loses at most about 100
+    # acknowledged messages (measured: 100, i.e. 0.04 s of publishing) instead of
+    # up to 5 s of them (measured: 28,911); with ingest online it lost none.
+    # Each save rewrites the whole database, so 1 (save after every change)
+    # lost 1 message but carried 160 msg/s; 100 carries 2,300-2,800 msg/s with a
+    # growing offline queue and ~5,000/s with ingest online (host/broker/
+    # losswindow.py; docs/scaling.md). mosquitto does not fsync: a power cut can
+    # still lose the last writes.
+    "autosave_interval": 100,
+    "autosave_on_changes": True,
+}
+
+#: Files mosquitto writes in its data directory (the console log is written by
+#: this process and stays ours).
+_MOSQUITTO_FILES = ("mosquitto.db", "mosquitto.db.new", "mosquitto.log")
+#: Files that may sit in a broker data directory next to them.
+_BROKER_DIR_FILES = (*_MOSQUITTO_FILES, "mosquitto.conf", "mosquitto.console.log")
+
+
+def _can_traverse(path: Path, uid: int, gids: set[int]) -> bool:
+    """True if ``uid`` (with groups ``gids``) may search every existing ancestor."""
+    for folder in [path, *path.parents]:
+        try:
+            st = folder.stat()
+        except FileNotFoundError:
+            continue  # made by mkdir(parents=True) later, 0o777 & ~umask
+        if st.st_uid == uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid in gids:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            return False
+    return True
+
+
+def mosquitto_user(data_dir: Union[str, Path]) -> tuple[Optional[str], str]:
+    """Return ``(user, why)``: the account mosquitto drops to, for the ``user`` line.
+
+    ``None`` when this process is not root (mosquitto then keeps our account).
+    As root: ``mosquitto`` if that account exists, else ``nobody`` (mosquitto's
+    own fallback), provided it can reach ``data_dir`` (search permission on
+    every parent) and ``data_dir`` is the broker's own (only broker files in it,
+    owned by root or that account); :class:`Broker` then hands ``data_dir`` and
+    mosquitto's files to it. Otherwise ``root`` with the reason in ``why``: the
+    documented fallback, logged as a warning when the broker starts.
+    """
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return None, ""
+    import pwd
+
+    data_dir = Path(data_dir).resolve()
+    account = None
+    for name in ("mosquitto", "nobody"):
+        try:
+            account = pwd.getpwnam(name)
+        except KeyError:
+            continue
+        if account.pw_uid != 0:
+            break
+        account = None
+    if account is None:
+        return "root", "neither a 'mosquitto' nor a 'nobody' account exists"
+    name = account.pw_name
+    gids = set(os.getgrouplist(name, account.pw_gid))
+    if not _can_traverse(data_dir.parent, account.pw_uid, gids):
+        return "root", (f"user {name} cannot reach {data_dir} (a parent folder is not "
+                        f"searchable by it); give the broker a data dir it can reach")
+    if data_dir.is_dir():
+        owner = data_dir.stat().st_uid
+        if owner not in (0, account.pw_uid):
+            return "root", f"{data_dir} belongs to uid {owner}, not to root or {name}"
+        others = sorted(p.name for p in data_dir.iterdir() if p.name not in _BROKER_DIR_FILES)
+        if others:
+            return "root", (f"{data_dir} holds other files ({', '.join(others[:3])}); "
+                            f"give the broker a folder of its own")
+    return name, ""
+
+
 def mosquitto_config(
     host: str,
     port: int,
     data_dir: Union[str, Path],
     persistence: bool = True,
+    options: Optional[Mapping[str, Union[int, bool]]] = None,
 ) -> str:
-    """Return the text of the mosquitto (2.x) config file used by :class:`Broker`."""
+    """Return the text of the mosquitto (2.x) config file used by :class:`Broker`.
+
+    ``options`` overrides entries of :data:`MOSQUITTO_DEFAULTS` (unknown names are
+    refused).
+    """
     data_dir = Path(data_dir).resolve()
     for value in (host, str(data_dir)):
         if "\n" in value or "\r" in value:
             raise ValueError(f"newline in mosquitto config value {value!r}")
+    opts = dict(MOSQUITTO_DEFAULTS)
+    for key, value in (options or {}).items():
+        if key not in MOSQUITTO_DEFAULTS:
+            raise ValueError(f"unknown mosquitto option {key!r} "
+                             f"(expected one of {', '.join(MOSQUITTO_DEFAULTS)})")
+        opts[key] = value
+
+    def setting(key: str) -> str:
+        value = opts[key]
+        text = ("true" if value else "false") if isinstance(value, bool) else str(int(value))
+        return f"{key} {text}"
+
     lines = [
         "# Generated by medge (host/broker/launch.py); rewritten on every start. Do not edit.",
         f"listener {int(port)} {host}",
@@ -149,40 +280,53 @@ def mosquitto_config(
     ]
     if persistence:
         lines += [
-            "# Sessions, subscriptions, queued QoS>=1 and retained messages are saved on a",
-            "# graceful shutdown (SIGTERM) and every autosave_interval seconds, so messages",
-            "# queued for offline persistent (clean_session=False) clients survive a restart.",
+            "# Sessions, subscriptions, queued QoS>=1 and retained messages are saved after",
+            "# every autosave_interval changes (autosave_on_changes) and on a graceful",
+            "# shutdown: a SIGKILL loses at most that many acknowledged messages. mosquitto",
+            "# does not fsync: a power cut can lose the last writes (docs/scaling.md).",
             "persistence true",
             # mosquitto requires the trailing slash on persistence_location.
             f"persistence_location {data_dir}{os.sep}",
             "persistence_file mosquitto.db",
-            "autosave_interval 5",
+            setting("autosave_interval"),
+            setting("autosave_on_changes"),
         ]
     else:
         lines.append("persistence false")
     lines += [
         "",
-        "# Generous queue for offline persistent sessions (a device buffering while the",
-        "# host is away); 0 = no byte limit.",
-        "max_queued_messages 100000",
-        "max_queued_bytes 0",
-        "max_inflight_messages 100",
+        "# Limits (why each number: MOSQUITTO_DEFAULTS in host/broker/launch.py).",
+        "# Payloads above message_size_limit are discarded (QoS flow completed).",
+        setting("message_size_limit"),
+        "# Per client: in flight, and queued for an offline persistent session. Past the",
+        "# queue limits mosquitto drops new messages for that session.",
+        setting("max_inflight_messages"),
+        setting("max_inflight_bytes"),
+        setting("max_queued_messages"),
+        setting("max_queued_bytes"),
         "set_tcp_nodelay true",
         "",
         f"log_dest file {data_dir / 'mosquitto.log'}",
         "log_type error",
         "log_type warning",
         "log_type notice",
-        "log_type information",
+        "# not information: it logs every autosave, i.e. every message",
         "log_timestamp true",
         "log_timestamp_format %Y-%m-%dT%H:%M:%S",
     ]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
+    user, why = mosquitto_user(data_dir)
+    if user == "root":
         lines += [
             "",
-            "# Running as root: mosquitto would otherwise switch to the 'mosquitto' user,",
-            "# which cannot write to this (private) data directory.",
+            f"# FALLBACK: running as root because {why}.",
             "user root",
+        ]
+    elif user is not None:
+        lines += [
+            "",
+            "# Started as root: mosquitto drops to this account after binding the port;",
+            "# medge hands it the data directory and mosquitto's files in it.",
+            f"user {user}",
         ]
     return "\n".join(lines) + "\n"
 
@@ -254,8 +398,9 @@ class Broker:
     ``data_dir=None`` uses a private temporary directory that lives as long as this
     object. ``persistence`` (mosquitto only; the embedded broker is in-memory only):
     keep persistent sessions, their queued QoS >= 1 messages and retained messages
-    in ``data_dir`` across a graceful restart. Not thread-safe: drive one Broker
-    from one thread.
+    in ``data_dir`` across a restart. ``options`` (mosquitto only) overrides
+    entries of :data:`MOSQUITTO_DEFAULTS`, e.g. small queue limits in a test.
+    Not thread-safe: drive one Broker from one thread.
     """
 
     def __init__(
@@ -265,6 +410,7 @@ class Broker:
         port: int = 0,
         data_dir: Union[str, Path, None] = None,
         persistence: bool = True,
+        options: Optional[Mapping[str, Union[int, bool]]] = None,
     ) -> None:
         self._mosquitto: Optional[str] = None
         if kind == "auto":
@@ -287,6 +433,9 @@ class Broker:
         self.host = host
         self.port = int(port) if port else free_port(host)
         self.persistence = persistence
+        self.options = dict(options or {})
+        if self.kind is BrokerKind.MOSQUITTO:  # refuse unknown options now, not at start
+            mosquitto_config(host, self.port, ".", persistence, self.options)
         self._tmp: Optional[tempfile.TemporaryDirectory[str]] = None
         if data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix=f"medge-broker-{self.kind.value}-")
@@ -338,10 +487,16 @@ class Broker:
     def _command(self) -> list[str]:
         if self.kind is BrokerKind.MOSQUITTO:
             assert self._mosquitto is not None
-            self.config_path.write_text(
-                mosquitto_config(self.host, self.port, self.data_dir, self.persistence),
-                encoding="utf-8",
-            )
+            text = mosquitto_config(self.host, self.port, self.data_dir, self.persistence,
+                                    self.options)
+            self._hand_over_data_dir()
+            # The folder may now belong to mosquitto's account: never follow a link
+            # it could have put there (we are root when it does).
+            with contextlib.suppress(FileNotFoundError):
+                self.config_path.unlink()
+            fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o644)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
             return [self._mosquitto, "-c", str(self.config_path)]
         return [
             sys.executable,
@@ -354,6 +509,22 @@ class Broker:
             "--parent-pid",
             str(os.getpid()),
         ]
+
+    def _hand_over_data_dir(self) -> None:
+        """As root: give data_dir and mosquitto's files to the account it drops to."""
+        user, why = mosquitto_user(self.data_dir)
+        if user is None:
+            return
+        if user == "root":
+            logger.warning("mosquitto will run as root: %s", why)
+            return
+        import pwd
+
+        account = pwd.getpwnam(user)
+        for path in (self.data_dir, *(self.data_dir / f for f in _MOSQUITTO_FILES)):
+            with contextlib.suppress(FileNotFoundError):
+                os.chown(path, account.pw_uid, account.pw_gid, follow_symlinks=False)
+        os.chmod(self.data_dir, 0o700)  # its queued messages are nobody else's business
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -382,7 +553,8 @@ class Broker:
         cmd = self._command()
         console = self.log_paths[0]
         t0 = time.monotonic()
-        with open(console, "ab") as out:
+        fd = os.open(console, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW, 0o644)
+        with os.fdopen(fd, "ab") as out:
             out.write(f"=== {time.strftime('%Y-%m-%dT%H:%M:%S')} start: {' '.join(cmd)}\n".encode())
             out.flush()
             self._proc = subprocess.Popen(
