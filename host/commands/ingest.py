@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 from host.commands.common import (
     CliError,
@@ -41,6 +42,15 @@ def _group(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _metrics_address(text: str) -> tuple[str, int]:
+    from host.services.metrics import parse_address
+
+    try:
+        return parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub, NAME, help="store validated device messages",
@@ -55,10 +65,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--group NAME joins the MQTT v5 shared subscription $share/NAME/medge/v1/#: run any\n"
         "number of ingest processes with the same group (each its own --client-id) and the\n"
         "broker spreads the messages over them.  --stats prints the store's counters and\n"
-        "each worker's health (storage failing since ...) and exits.",
+        "each worker's health (storage failing since ...) and exits.\n\n"
+        "--metrics-port PORT serves this worker's counters (received, stored, rejected by\n"
+        "reason, duplicates, conflicts, lag, storage failing) in the Prometheus text format\n"
+        "at http://127.0.0.1:PORT/metrics (HOST:PORT to listen elsewhere).",
         example=["medge ingest --host 127.0.0.1 --port 1883 --db var/medge.db",
                  "medge ingest --db var/medge.db --group ward --client-id ingest-1",
-                 "medge ingest --db var/medge.db --stats --json"])
+                 "medge ingest --db var/medge.db --stats --json",
+                 "medge ingest --db var/medge.db --metrics-port 9108"])
     add_broker_addr(p)
     add_db(p)
     p.add_argument("--connect-timeout", type=_timeout, default=CONNECT_TIMEOUT_S,
@@ -75,6 +89,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="file whose first line is the account's password")
     p.add_argument("--stats", action="store_true",
                    help="print the counters and the workers' health, then exit")
+    p.add_argument("--metrics-port", type=_metrics_address, metavar="[HOST:]PORT",
+                   help="serve Prometheus metrics on this port (127.0.0.1 unless HOST is "
+                   "given)")
     add_json(p, "--stats")
     p.set_defaults(func=run, prog=p.prog)
 
@@ -121,13 +138,44 @@ def run(args: argparse.Namespace) -> int:
         return _print_stats(args)
     if args.password_file is not None and args.username is None:
         raise CliError("--password-file needs --username")
+    metrics, on_ingest = _start_metrics(args.metrics_port)
     try:
         return run_ingest_forever(args.db, args.host, args.port, stop_on_signals(),
                                   connect_timeout_s=args.connect_timeout or None,
                                   group=args.group, client_id=args.client_id,
-                                  username=args.username, password=_password(args))
+                                  username=args.username, password=_password(args),
+                                  on_ingest=on_ingest)
     except StoreError as exc:
         raise CliError(str(exc)) from None
     except BrokerUnreachable as exc:
         raise CliError(f"{exc} (start one with `medge broker`, or give --host/--port)",
                        exit_code=1) from None
+    finally:
+        if metrics is not None:
+            metrics.stop()
+
+
+def _start_metrics(address: tuple[str, int] | None) -> tuple[Any, Any]:
+    """The metrics server (listening before ingest connects, so a taken port is a
+    one-line error at once) and the hook that hands it the Ingest's stats."""
+    if address is None:
+        return None, None
+    from host.services.metrics import MetricsServer, MetricsUnavailable
+
+    live: list[Any] = []  # the Ingest, once run_ingest_forever has made it
+
+    def stats() -> dict[str, Any]:
+        return live[0].stats() if live else {}
+
+    def labels() -> dict[str, str]:
+        return {"client_id": live[0].client_id, "group": live[0].group or ""} if live else {}
+
+    host, port = address
+    try:
+        server = MetricsServer(stats, port, host, labels).start()
+    except MetricsUnavailable as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"--metrics-port {host}:{port}: cannot listen there "
+                       f"({exc.strerror or exc})") from None
+    return server, live.append

@@ -51,6 +51,7 @@ import struct
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -499,15 +500,20 @@ def run_ingest_forever(
     client_id: str | None = None,
     username: str | None = None,
     password: str | None = None,
+    on_ingest: Callable[[Ingest], None] | None = None,
 ) -> int:
     """``medge ingest``: run until ``stop`` is set; log counters every 10 s and
     write them to the stats file (:func:`stats_dir`) every second.
 
     Raises :class:`host.services.store.StoreError` before any network traffic when
     the store cannot be used, and :class:`BrokerUnreachable` when no connection was
-    made within ``connect_timeout_s`` (``None``: keep trying; module docstring)."""
+    made within ``connect_timeout_s`` (``None``: keep trying; module docstring).
+    ``on_ingest`` is called with the :class:`Ingest` before it connects (e.g. to
+    serve its :meth:`Ingest.stats` as metrics: ``--metrics-port``)."""
     ingest = Ingest(db_path, host, port, client_id, group=group, username=username,
                     password=password)
+    if on_ingest is not None:
+        on_ingest(ingest)
     ingest.warn_connect_failures = connect_timeout_s is None
     try:
         ingest.start()
