@@ -63,6 +63,7 @@ test: sysdeps $(STAMP) $(MPY_STAMP) lint
 bench: $(STAMP) $(MPY_STAMP)
 	$(PY) -m models.bench
 	$(PY) -m host.bench_fleet
+	$(PY) -m host.bench_ingest --duration 60
 
 # Slow evaluations on the PhysioNet data beside the repo (not in a clone).
 DATA ?= ../shared/data/mitdb
