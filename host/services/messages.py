@@ -39,7 +39,7 @@ from functools import cache
 from importlib import resources
 from typing import Any, Callable, Optional
 
-from jsonschema import Draft202012Validator, validators
+from jsonschema import Draft202012Validator, ValidationError, validators
 
 from firmware.net import protocol
 
@@ -100,8 +100,56 @@ def _is_strict_integer(checker: object, instance: object) -> bool:
     return type(instance) is int  # not bool, not a float with a zero fraction
 
 
+def _same(a: Any, b: Any) -> bool:
+    """JSON equality with types kept apart: 1.0 is not 1, true is not 1."""
+    return type(a) is type(b) and a == b
+
+
+def _strict_const(validator: Any, const: Any, instance: Any, schema: Any) -> Any:
+    if not _same(instance, const):
+        yield ValidationError(f"{const!r} was expected")
+
+
+def _strict_enum(validator: Any, enums: Any, instance: Any, schema: Any) -> Any:
+    if not any(_same(instance, member) for member in enums):
+        yield ValidationError(f"{instance!r} is not one of {enums!r}")
+
+
+def ecma_pattern(pattern: str) -> str:
+    """``pattern`` with JSON Schema's (ECMA 262) end anchor: an unescaped ``$``
+    outside a character class becomes ``\\Z``, because Python's ``$`` also
+    matches before a final newline (so ``^[a-z]+$`` would accept ``"abc\\n"``)."""
+    out: list[str] = []
+    escaped = in_class = False
+    for ch in pattern:
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+        elif ch == "$":
+            out.append(r"\Z")
+            continue
+        out.append(ch)
+    return "".join(out)
+
+
+@cache
+def _pattern_search(pattern: str) -> Callable[[str], Any]:
+    return re.compile(ecma_pattern(pattern)).search
+
+
+def _strict_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Any:
+    if validator.is_type(instance, "string") and not _pattern_search(pattern)(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
 _StrictValidator = validators.extend(
     Draft202012Validator,
+    validators={"const": _strict_const, "enum": _strict_enum, "pattern": _strict_pattern},
     type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_strict_integer),
 )
 
@@ -165,7 +213,7 @@ def _compile(schema: Any) -> _Pred:
         preds.append(lambda x: (type(x) is not int and type(x) is not float)
                      or lo_ <= x <= hi_)
     if "pattern" in schema:
-        search = re.compile(schema["pattern"]).search  # jsonschema: re.search
+        search = _pattern_search(schema["pattern"])  # re.search, ECMA's end anchor
         preds.append(lambda x: type(x) is not str or search(x) is not None)
     if "minLength" in schema or "maxLength" in schema:
         min_len, max_len = schema.get("minLength", 0), schema.get("maxLength", math.inf)
@@ -253,6 +301,25 @@ def json_depth_exceeds(payload: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     return False
 
 
+def _encodable(value: Any) -> bool:
+    """True if every string in ``value`` (keys too) is valid Unicode text: JSON's
+    ``\\uD800`` escapes can make lone surrogates that no store can encode."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -295,6 +362,8 @@ def check(topic: str, payload: bytes) -> Accepted | Rejected | Ignored:
         return Rejected(Reason.NOT_JSON, str(exc)[:200])
     if not isinstance(doc, dict):
         return Rejected(Reason.NOT_JSON, f"top level is {type(doc).__name__}, not an object")
+    if b"\\u" in payload and not _encodable(doc):  # escapes only: raw bytes decoded above
+        return Rejected(Reason.NOT_JSON, "a string holds a lone UTF-16 surrogate (\\uD800-\\uDFFF)")
     if doc.get("type") != msg_type:
         return Rejected(
             Reason.TYPE_MISMATCH,
