@@ -61,7 +61,7 @@ def reference_check(topic: str, payload: bytes, monkeypatch: pytest.MonkeyPatch)
         return messages.check(topic, payload)
 
 
-@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                    HealthCheck.function_scoped_fixture])
 @given(mutated())
 def test_fast_path_decides_exactly_as_jsonschema(monkeypatch: pytest.MonkeyPatch,
