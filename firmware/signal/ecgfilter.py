@@ -26,7 +26,6 @@ signal that starts away from 0 (electrode offset) does not ring for seconds.
 
 from firmware.params import (
     ECG_INPUT_SHIFT_BITS,
-    SUPPORTED_MAINS_HZ,  # noqa: F401  (re-exported)
     check_mains_hz,
     check_sample_rate_hz,
 )

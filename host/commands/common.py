@@ -94,8 +94,7 @@ def one_of(values: Sequence[int]) -> Callable[[str], int]:
 DEVICES = whole_number(1, MAX_DEVICES)
 SEED = whole_number(0)
 PORT = whole_number(1, 65535)
-RATES_HZ = SUPPORTED_RATES_HZ
-RATE = one_of(RATES_HZ)
+RATE = one_of(SUPPORTED_RATES_HZ)
 
 
 # -- common options -----------------------------------------------------------
