@@ -63,6 +63,28 @@ BEAT_AMPLITUDE_Q = const(32)
 INPUT_SCALE_INV = const(32)
 
 
+# -- rhythm events (firmware/rhythm) ------------------------------------------
+#: Bradycardia / tachycardia: the mean rate of the last 8 beats below / above
+#: these (the textbook definitions), held for ``RHYTHM_RATE_HOLD_MS``.
+RHYTHM_BRADY_BPM = const(60)
+RHYTHM_TACHY_BPM = const(100)
+RHYTHM_RATE_HOLD_MS = const(10000)
+#: A pause: an RR interval longer than this (with good signal throughout).
+RHYTHM_PAUSE_MS = const(2000)
+#: Asystole: no beat for this long with good signal (an alarm, raised before
+#: the next beat comes; a longer gap that ends is reported as ASYSTOLE too).
+RHYTHM_ASYSTOLE_MS = const(4000)
+#: Ventricular tachycardia: at least this many consecutive V beats faster
+#: than ``RHYTHM_VT_MIN_BPM``; sustained from ``RHYTHM_VT_SUSTAINED_MS`` on.
+RHYTHM_VT_MIN_BEATS = const(3)
+RHYTHM_VT_MIN_BPM = const(100)
+RHYTHM_VT_SUSTAINED_MS = const(30000)
+#: Bigeminy / trigeminy: at least this many V-every-2nd / every-3rd cycles.
+RHYTHM_GEMINY_MIN_CYCLES = const(4)
+#: PVC and PAC burden are reported once per this period.
+RHYTHM_BURDEN_PERIOD_MS = const(3600000)
+
+
 def _as_int_in(value, allowed):
     """``value`` as an int if it equals one of ``allowed`` (250.0 is 250), else None."""
     if isinstance(value, bool):
