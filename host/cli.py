@@ -21,13 +21,26 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from host.commands import broker, demo, device, ecg, export, fleet, ingest, monitor, sim, store
+from host.commands import (
+    broker,
+    demo,
+    device,
+    ecg,
+    export,
+    fleet,
+    ingest,
+    monitor,
+    news2,
+    score,
+    sim,
+    store,
+)
 from host.commands.common import DEFAULT_DB, CliError, default_db, examples
 
 __all__ = ["DEFAULT_DB", "Parser", "build_parser", "default_db", "main"]
 
 #: Command modules, in the order ``medge --help`` lists them.
-COMMANDS = (demo, sim, broker, ingest, monitor, fleet, store, export, ecg, device)
+COMMANDS = (demo, sim, broker, ingest, monitor, fleet, store, export, ecg, device, news2, score)
 #: Commands that log at INFO by default (long-running services).
 _INFO_COMMANDS = ("broker", "ingest", "sim")
 
