@@ -31,6 +31,8 @@ from host.commands import (
     ingest,
     monitor,
     news2,
+    obs,
+    patient,
     score,
     sim,
     store,
@@ -40,7 +42,8 @@ from host.commands.common import DEFAULT_DB, CliError, default_db, examples
 __all__ = ["DEFAULT_DB", "Parser", "build_parser", "default_db", "main"]
 
 #: Command modules, in the order ``medge --help`` lists them.
-COMMANDS = (demo, sim, broker, ingest, monitor, fleet, store, export, ecg, device, news2, score)
+COMMANDS = (demo, sim, broker, ingest, monitor, fleet, store, export, ecg, device, news2, score,
+            patient, obs)
 #: Commands that log at INFO by default (long-running services).
 _INFO_COMMANDS = ("broker", "ingest", "sim")
 
