@@ -379,6 +379,10 @@ class Ingest:
                                  clean_session=False, protocol=mqtt.MQTTv311, manual_ack=True)
         if self.username is not None:
             client.username_pw_set(self.username, self.password)
+        tls = getattr(self, "tls", None)  # medge ingest --tls-ca/--tls-cert/--tls-key
+        if tls:
+            client.tls_set(ca_certs=tls["ca_file"], certfile=tls.get("cert_file"),
+                           keyfile=tls.get("key_file"))
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
