@@ -97,3 +97,25 @@ class PpgModel:
             buf[-n:] = 0.0
         self._start += n
         return red, ir
+
+
+#: Light level (counts) and pulsatile fraction a recorded PPG is given on replay.
+REPLAY_DC_COUNTS = 100_000
+REPLAY_AC_FRACTION = 0.02
+
+
+def light_from_pleth(values: npt.ArrayLike) -> npt.NDArray[np.int32]:
+    """A recorded plethysmogram (monitor orientation: up = more blood, any
+    units) as the light counts of one MAX30102 channel: its 1st..99th
+    percentile span becomes ``REPLAY_AC_FRACTION`` of ``REPLAY_DC_COUNTS``,
+    inverted (more blood, less light), rounded, at least 1 count.  NaNs
+    (gaps) become the baseline."""
+    v = np.asarray(values, dtype=np.float64)
+    finite = v[np.isfinite(v)]
+    if finite.size == 0:
+        return np.full(v.size, REPLAY_DC_COUNTS, dtype=np.int32)
+    lo, hi = np.percentile(finite, [1, 99])
+    span = float(hi - lo) or 1.0
+    v = np.where(np.isfinite(v), v, lo)
+    light = REPLAY_DC_COUNTS * (1.0 - REPLAY_AC_FRACTION * (v - lo) / span)
+    return np.maximum(1, np.rint(light)).astype(np.int32)
