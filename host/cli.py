@@ -36,14 +36,15 @@ from host.commands import (
     score,
     sim,
     store,
+    vitals,
 )
 from host.commands.common import DEFAULT_DB, CliError, default_db, examples
 
 __all__ = ["DEFAULT_DB", "Parser", "build_parser", "default_db", "main"]
 
 #: Command modules, in the order ``medge --help`` lists them.
-COMMANDS = (demo, sim, broker, ingest, monitor, fleet, store, export, ecg, device, news2, score,
-            patient, obs)
+COMMANDS = (demo, sim, broker, ingest, monitor, fleet, store, export, ecg, vitals, device, news2,
+            score, patient, obs)
 #: Commands that log at INFO by default (long-running services).
 _INFO_COMMANDS = ("broker", "ingest", "sim")
 
