@@ -211,6 +211,8 @@ def chart_value(name: str, value: float) -> int:
     from decimal import ROUND_HALF_UP, Decimal
 
     scale = _TENTHS if name == "temperature" else 1
+    if scale == 1 and float(value).is_integer():
+        return int(value)  # the common case, exact without Decimal
     return int((Decimal(repr(float(value))) * scale).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 

@@ -1,0 +1,198 @@
+"""The advice engine: alerts once per episode, NEWS2 on live data with stale =
+missing, arrhythmia advice, personal baselines and overrides; the simulated
+sepsis and stable patients of the acceptance (accelerated, host/eval_alerts.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from host.eval_alerts import VirtualWardPatient, run_patient
+from host.services.advice.alerts import AlertTracker, Condition, EventKind, Policy
+from host.services.advice.arrhythmia import RhythmEvent, pvc_burden_band
+from host.services.advice.engine import PatientMonitor
+from sim.scenario import load_scenario
+
+T0 = 1_764_000_000_000
+MIN = 60_000
+
+
+def cond(kind: str = "news2", severity: str = "medium") -> Condition:
+    return Condition(kind, severity, "t", "r", {}, "ref")
+
+
+def test_one_alert_per_episode_with_hysteresis_escalation_reminders_resolution() -> None:
+    tr = AlertTracker(Policy(onset_evals=2, clear_s=600, remind_s=1800, remind_urgent_s=600))
+    seen = []
+    # flapping around a threshold: present, absent, present ... every minute for 1 h
+    for m in range(60):
+        present = [cond()] if m % 2 == 0 or m < 3 else []
+        seen += tr.update(T0 + m * MIN, present)
+    kinds = [e.event for e in seen]
+    assert kinds.count(EventKind.OPEN) == 1
+    assert kinds.count(EventKind.RESOLVE) == 0
+    assert kinds.count(EventKind.REMIND) == 1  # at 30 min after opening, not acknowledged
+    seen = tr.update(T0 + 61 * MIN, [cond(severity="high")])
+    assert [e.event for e in seen] == [EventKind.ESCALATE]
+    assert tr.ack("news2", T0 + 62 * MIN, "nurse-a")
+    seen = [e for m in range(62, 120) for e in tr.update(T0 + m * MIN, [cond(severity="high")])]
+    assert seen == []  # acknowledged: no reminders
+    seen = [e for m in range(120, 135) for e in tr.update(T0 + m * MIN, [])]
+    assert [(e.event, e.severity) for e in seen] == [(EventKind.RESOLVE, "high")]
+    assert tr.open == {}
+
+
+def test_a_single_evaluation_opens_nothing_but_an_emergency_opens_at_once() -> None:
+    tr = AlertTracker()
+    assert tr.update(T0, [cond()]) == []
+    assert tr.update(T0 + MIN, []) == []
+    assert tr.update(T0 + 2 * MIN, [cond()]) == []
+    [e] = tr.update(T0 + 3 * MIN, [cond("vt", "emergency")])
+    assert (e.event, e.kind) == (EventKind.OPEN, "vt")
+
+
+def monitor(**profile) -> PatientMonitor:
+    base = {"age": 78, "sex": "female", "hypertension": True, "targets": {}}
+    base.update(profile)
+    return PatientMonitor("p-1", base)
+
+
+def feed(mon: PatientMonitor, t0: int, minutes: int, **vitals) -> None:
+    for s in range(0, minutes * 60, 5):
+        mon.add_vitals(t0 + s * 1000, **vitals)
+
+
+def test_live_news2_stale_and_missing_are_never_normal() -> None:
+    mon = monitor()
+    feed(mon, T0, 2, pulse=72, resp_rate=16, spo2=97, temperature=36.8)
+    mon.add_observation("consciousness", "A", T0)
+    mon.add_observation("oxygen", False, T0)
+    mon.add_bp(T0, 124)
+    a = mon.evaluate(T0 + 119_000)
+    assert (a.news2["score"], a.news2["missing"]) == (0, [])
+    # the device stops: 3 minutes later its vitals are stale, hence missing
+    a = mon.evaluate(T0 + 119_000 + 3 * MIN)
+    assert a.news2["missing"] == ["resp_rate", "spo2", "pulse", "temperature"]
+    assert a.news2["lower_bound"] is True
+    assert a.sources["pulse"] == {"source": None}
+
+
+def test_manual_observations_join_device_vitals() -> None:
+    mon = monitor()
+    feed(mon, T0, 2, pulse=95, resp_rate=22, spo2=95, temperature=38.5)
+    mon.add_observation("consciousness", "C", T0 + 60_000)
+    mon.add_observation("oxygen", True, T0 + 60_000)
+    mon.add_observation("systolic", 110, T0 + 60_000)
+    a = mon.evaluate(T0 + 119_000)
+    assert a.news2["sub_scores"] == {"resp_rate": 2, "spo2": 1, "air_or_oxygen": 2,
+                                     "systolic": 1, "pulse": 1, "consciousness": 3,
+                                     "temperature": 1}
+    assert a.news2["score"] == 11 and a.sources["consciousness"]["source"] == "manual"
+
+
+def test_smoothing_ignores_a_lone_artefact() -> None:
+    mon = monitor()
+    feed(mon, T0, 2, pulse=72, resp_rate=16, spo2=97, temperature=36.8)
+    mon.add_vitals(T0 + 120_000, pulse=180, resp_rate=40, spo2=80, temperature=36.8)
+    a = mon.evaluate(T0 + 120_000)
+    assert a.news2["sub_scores"]["pulse"] == 0 and a.news2["sub_scores"]["spo2"] == 0
+
+
+def test_new_af_gives_stroke_risk_and_known_af_does_not_alarm() -> None:
+    mon = monitor()
+    feed(mon, T0, 2, pulse=128, resp_rate=16, spo2=97, temperature=36.8)
+    mon.add_rhythm_event(RhythmEvent("AFIB", T0 + 30_000, None, {}))
+    a = mon.evaluate(T0 + 119_000)
+    [af] = [c for c in a.conditions if c.kind == "af"]
+    assert af.numbers["cha2ds2_vasc"] == 4 and af.numbers["cha2ds2_va"] == 3
+    assert "consider anticoagulation, for clinician review" in af.text
+    assert "rate control" in af.text
+    assert [e.kind for e in a.events if e.event is EventKind.OPEN] == ["af"]
+    known = monitor(chronic_af=True)
+    feed(known, T0, 2, pulse=100, resp_rate=16, spo2=97, temperature=36.8)
+    known.add_rhythm_event(RhythmEvent("AFIB", T0, None, {}))
+    a = known.evaluate(T0 + 119_000)
+    assert not [c for c in a.conditions if c.kind == "af"]
+    assert any(line.startswith("Known atrial fibrillation") for line in a.advice)
+
+
+@pytest.mark.parametrize("duration_s,severity", [(8, "medium"), (45, "emergency")])
+def test_vt(duration_s: int, severity: str) -> None:
+    mon = monitor()
+    mon.add_rhythm_event(RhythmEvent("VT", T0, T0 + duration_s * 1000,
+                                     {"beats": 20, "rate_bpm": 170}))
+    a = mon.evaluate(T0 + duration_s * 1000)
+    [vt] = [c for c in a.conditions if c.kind == "vt"]
+    assert vt.severity == severity and vt.reference
+    assert [e.kind for e in a.events] == ["vt"]  # opens at once (a device-confirmed event)
+
+
+@pytest.mark.parametrize("percent,band,severity", [
+    (0.5, "occasional", None), (1.0, "frequent", None), (9.99, "frequent", None),
+    (10.0, "high", "low"), (19.9, "high", "low"), (20.0, "very high", "medium")])
+def test_pvc_burden_bands(percent: float, band: str, severity: str | None) -> None:
+    assert pvc_burden_band(percent) == (band, severity)
+
+
+def test_pauses_and_bradycardia() -> None:
+    mon = monitor()
+    mon.add_rhythm_event(RhythmEvent("PAUSE", T0, T0 + 3500, {"pause_s": 3.5}))
+    mon.add_rhythm_event(RhythmEvent("BRADY", T0, None, {"rate_bpm": 36}))
+    a = mon.evaluate(T0 + 5000)
+    assert {c.kind: c.severity for c in a.conditions} == {"pause": "medium", "brady": "high"}
+
+
+def _drifting(mon: PatientMonitor, hours: float, hr_after: float) -> list:
+    """2 h at HR 72, then ``hr_after`` (within NEWS2's 0-1 points) for ``hours``."""
+    events = []
+    for s in range(0, int((2 + hours) * 3600), 5):
+        t = T0 + s * 1000
+        hr = 72 + (s % 3) if s < 7200 else hr_after
+        mon.add_vitals(t, pulse=hr, resp_rate=15, spo2=97, temperature=36.8)
+        if s % 30 == 0:
+            events += [e for e in mon.evaluate(t).events]
+    return events
+
+
+def test_a_drift_from_the_personal_baseline_alerts_before_the_population_limits() -> None:
+    mon = monitor()
+    events = _drifting(mon, 0.5, 100)  # NEWS2 pulse 1 point: no NEWS2 alert
+    opened = [e for e in events if e.event is EventKind.OPEN]
+    assert [e.kind for e in opened] == ["baseline:heart_rate"]
+    assert "personal baseline" in opened[0].condition.text
+
+
+def test_an_override_changes_the_advice_and_is_audited(tmp_path) -> None:
+    from host.services import audit, patients
+    from host.services.store import Store
+
+    with Store(tmp_path / "s.db") as store:
+        profile = patients.make_profile(age=70, sex="male", chronic_af=True)
+        patients.add_patient(store, "p-1", profile, actor="nurse", ts_ms=T0)
+        before = PatientMonitor("p-1", patients.get_patient(store, "p-1"))
+        assert any(e.kind == "baseline:heart_rate" for e in _drifting(before, 0.5, 100))
+        patients.set_target(store, "p-1", "heart_rate", (50, 110), actor="dr-lee",
+                            reason="chronic AF, rate-controlled", ts_ms=T0 + 1)
+        after = PatientMonitor("p-1", patients.get_patient(store, "p-1"))
+        assert not any(e.kind.startswith("baseline") for e in _drifting(after, 0.5, 100))
+        a = after.evaluate(T0 + int(2.5 * 3600_000))
+        assert a.bands["heart_rate"]["source"] == "override"
+        [e] = audit.entries(store, action="patient.override")
+        assert (e.actor, e.ts_ms, e.after["target"]) == ("dr-lee", T0 + 1, [50, 110])
+
+
+def test_simulated_sepsis_first_medium_alert_within_2_minutes() -> None:
+    sc = load_scenario("sepsis")
+    p = VirtualWardPatient(sc, seed=5, hours=sc.duration_s / 3600 + 0.5)
+    run = run_patient(p)
+    [ep] = [e for e in run.episodes if e.kind == "news2"]
+    assert ep.medge_medium_s is not None
+    assert 0 <= ep.medge_medium_s - ep.onset_s <= 120
+    assert run.medge_alerts <= 6  # rising, baseline drift, medium, high: no flapping
+
+
+def test_stable_24_hours_with_noise_gives_no_alerts() -> None:
+    p = VirtualWardPatient(load_scenario("stable"), seed=3, hours=24)
+    run = run_patient(p)
+    assert run.episodes == []
+    assert (run.medge_alerts, run.medge_reminders) == (0, 0)
+    assert run.threshold_alarms >= 0
