@@ -51,7 +51,7 @@ class Device:
     beat pipeline (filter chain, features) and the slot's classifier, and each
     ``vitals`` message counts the window's beats per AAMI class."""
 
-    def __init__(self, config, source, link, clock, state, model=None):
+    def __init__(self, config, source, link, clock, state, model=None, vitals=None):
         self.cfg = config
         self.source = source
         self.link = link
@@ -63,6 +63,9 @@ class Device:
         self.boot_id = boots
         fs = config.sample_rate_hz
         self.model = model
+        #: Optional :class:`firmware.vitals.monitor.VitalSigns` (PPG, temperature,
+        #: respiration, HRV): its vitals join every ``vitals`` message.
+        self.vitals = vitals
         if model is not None:
             if config.mains_hz is None:
                 raise ValueError("mains_hz is required with a beat model (the filter chain)")
@@ -110,6 +113,8 @@ class Device:
             if not n:
                 break
             self.quality.process(buf, n)
+            if self.vitals is not None:
+                self.vitals.ecg(buf, n)
             if self.pipeline is None:
                 for beat in self.detector.process(buf if n == _READ_BLOCK else buf[:n]):
                     self._beat(beat)
@@ -119,7 +124,11 @@ class Device:
             total += n
             self._window_fill += n
             if self._window_fill == self._report_samples:
+                if self.vitals is not None:
+                    self.vitals.poll()
                 self._report()
+        if self.vitals is not None:
+            self.vitals.poll()
         self.service()
         return total
 
@@ -138,6 +147,8 @@ class Device:
     def _beat(self, at):
         """Record one detected R peak (sample index since boot)."""
         self.heart.beat(at)
+        if self.vitals is not None:
+            self.vitals.beat(at)
 
     def heart_rate_bpm(self):
         """Mean heart rate over the recent RR intervals, an int bpm, or None
@@ -159,6 +170,8 @@ class Device:
             self.quality.flag,
             self._class_counts(),
         )
+        if self.vitals is not None:
+            self.vitals.report(msg, hr)
         self._window_beats0 = self.beats
         self._window_fill = 0
         self.reports += 1
