@@ -31,8 +31,11 @@ buses (:mod:`firmware.hw.bus`, made only when a bus kind asks; tests pass
 emulated ones).
 
 The MQTT link is chosen here, by platform: umqtt on MicroPython, paho-mqtt
-on CPython.  ``username``/``password_file`` are checked and kept
-(:class:`Credentials`) but not sent yet: neither link takes credentials.
+on CPython.  ``username``/``password_file`` (:class:`Credentials`) are sent in
+CONNECT; ``tls_ca_file`` (the CA of the broker's certificate) switches TLS on, with
+``tls_cert_file``/``tls_key_file`` the device's client certificate (paho's
+``tls_set`` on CPython, an ``ssl.SSLContext`` on MicroPython ports that have
+``ssl``).  No password is ever logged or printed.
 
 Exit codes of :func:`main`: 0 everything sent; 1 the outbox was not drained,
 or a hardware or I/O fault (start-up or run); 2 the config cannot be used
@@ -73,7 +76,11 @@ _OPTIONAL_KEYS = (
     "model",
     "username",
     "password_file",
+    "tls_ca_file",
+    "tls_cert_file",
+    "tls_key_file",
 )
+_TLS_KEYS = ("tls_ca_file", "tls_cert_file", "tls_key_file")
 _CONFIG_KEYS = _REQUIRED_KEYS + _OPTIONAL_KEYS
 
 # Kinds the simulator or another layer registers: a hint when they are missing.
@@ -427,11 +434,16 @@ def check_config(cfg):
     get_int(cfg, "loop_period_ms", "config", DEFAULT_LOOP_PERIOD_MS, 1, 1000)
     if "state_path" in cfg and "state_dir" in cfg:
         raise ValueError("config: state_path and state_dir name the same file: give one")
-    for key in ("state_path", "state_dir", "model", "username", "password_file"):
+    # (not *_TLS_KEYS: MicroPython has no unpacking in a tuple display)
+    for key in ("state_path", "state_dir", "model", "username", "password_file") + _TLS_KEYS:  # noqa: RUF005
         if key in cfg:
             get_str(cfg, key, "config")
     if "password_file" in cfg and "username" not in cfg:
         raise ValueError("config: password_file needs a username")
+    if ("tls_cert_file" in cfg) != ("tls_key_file" in cfg):
+        raise ValueError("config: tls_cert_file and tls_key_file go together")
+    if "tls_cert_file" in cfg and "tls_ca_file" not in cfg:
+        raise ValueError("config: a client certificate needs tls_ca_file (the broker's CA)")
     check_source(cfg["source"])
     return cfg
 
@@ -516,19 +528,42 @@ def state_file(cfg):
     return state_dir.rstrip("/") + "/" + cfg["device_id"] + ".json"
 
 
+def tls_settings(cfg):
+    """``{"ca_file", "cert_file", "key_file"}`` from the config's ``tls_*`` keys, or
+    None when ``tls_ca_file`` is not given (no TLS)."""
+    if "tls_ca_file" not in cfg:
+        return None
+    return {"ca_file": cfg["tls_ca_file"], "cert_file": cfg.get("tls_cert_file"),
+            "key_file": cfg.get("tls_key_file")}
+
+
+def _mpy_ssl_context(tls):
+    try:
+        import ssl
+    except ImportError:
+        raise ValueError("tls_ca_file: this MicroPython port has no ssl module") from None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(cafile=tls["ca_file"])
+    if tls["cert_file"]:
+        ctx.load_cert_chain(tls["cert_file"], tls["key_file"])
+    return ctx
+
+
 def make_link(cfg, credentials=None):
     host = cfg["broker_host"]
     port = cfg.get("broker_port", DEFAULT_BROKER_PORT)
-    if credentials is not None:
-        _error("username/password_file are checked but not sent: the MQTT links take no"
-               " credentials yet")
+    user = credentials.username if credentials is not None else None
+    password = credentials.password if credentials is not None else None
+    tls = tls_settings(cfg)
     if IS_MICROPYTHON:
         from firmware.net.links.umqtt import UmqttLink
 
-        return UmqttLink(host, port, cfg["device_id"])
+        return UmqttLink(host, port, cfg["device_id"], user=user, password=password,
+                         ssl=_mpy_ssl_context(tls) if tls else None)
     from firmware.net.links.paho import PahoLink
 
-    return PahoLink(host, port, cfg["device_id"])
+    return PahoLink(host, port, cfg["device_id"], username=user, password=password, tls=tls)
 
 
 def build(cfg, clock=None, link=None, buses=None):

@@ -122,9 +122,17 @@ def patient_seeds(seed: int, n: int) -> list[int]:
             for s in np.random.SeedSequence([seed, 0x70617469]).spawn(n)]  # "pati"
 
 
+def _login(passwords: dict[str, str] | None, device_id: str) -> dict[str, Any]:
+    """A device's account for its link: its id and its password (none: anonymous)."""
+    if passwords is None:
+        return {}
+    return {"username": device_id, "password": passwords[device_id]}
+
+
 class Fleet:
     """``link_factory(device_id)`` makes each device's MQTT link (default: a
-    ``PahoLink`` to ``broker_host:broker_port``); ``broker`` (a
+    ``PahoLink`` to ``broker_host:broker_port``, logging in as ``device_id`` with
+    ``passwords[device_id]`` when ``passwords`` is given); ``broker`` (a
     ``host.broker.launch.Broker``) is needed only for an ``outage`` fault."""
 
     def __init__(
@@ -136,6 +144,7 @@ class Fleet:
         *,
         broker: Any = None,
         link_factory: LinkFactory | None = None,
+        passwords: dict[str, str] | None = None,
     ) -> None:
         self.params = params
         self.clock = SimClock(params.start_epoch_ms)
@@ -148,10 +157,12 @@ class Fleet:
                 from sim.netlink import PolledPahoLink
 
                 def link_factory(device_id: str) -> Any:
-                    return PolledPahoLink(broker_host, broker_port, client_id=device_id)
+                    return PolledPahoLink(broker_host, broker_port, client_id=device_id,
+                                          **_login(passwords, device_id))
             else:
                 def link_factory(device_id: str) -> Any:
-                    return PahoLink(broker_host, broker_port, client_id=device_id)
+                    return PahoLink(broker_host, broker_port, client_id=device_id,
+                                    **_login(passwords, device_id))
         self.sims: list[Any] = []  # sim.devices.SimDevice, one per device
         self.heart_rates_bpm: dict[str, float] = {}
         self.injector = None

@@ -31,10 +31,13 @@ _MISC_PERIOD_S = 1.0
 
 class PolledPahoLink:
     def __init__(self, host: str, port: int, client_id: str, keepalive_s: int = 30,
-                 connect_timeout_s: float = 5.0) -> None:
+                 connect_timeout_s: float = 5.0, username: str | None = None,
+                 password: str | None = None) -> None:
         self.host = host
         self.port = port
         self.client_id = client_id
+        self.username = username
+        self._password = password
         self.keepalive_s = keepalive_s
         self.connect_timeout_s = connect_timeout_s
         self._client: Any = None
@@ -63,6 +66,8 @@ class PolledPahoLink:
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
                              clean_session=True, protocol=mqtt.MQTTv311)
         client.will_set(will_topic, will_payload, qos=1, retain=True)
+        if self.username is not None:
+            client.username_pw_set(self.username, self._password)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish

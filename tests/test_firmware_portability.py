@@ -23,8 +23,9 @@ ADAPTERS = {
     # The platform's buses, each library imported only when its bus is made.
     "hw/bus.py": {"machine", "smbus2", "spidev", "gpiod", "serial", "threading"},
     # The entry point: SIGTERM and TOML configs on CPython only (its MicroPython
-    # run is tested in tests/test_device_main.py).
-    "main.py": {"signal", "tomllib"},
+    # run is tested in tests/test_device_main.py); ssl for the broker's TLS on the
+    # MicroPython ports that have it (imported only when tls_ca_file is set).
+    "main.py": {"signal", "tomllib", "ssl"},
 }
 
 

@@ -1,9 +1,12 @@
-"""``medge fleet``: the device fleet (host.services.store)."""
+"""``medge fleet``: the device fleet and its broker accounts (host.services.store,
+host.services.accounts, host.services.tlsca)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 from host.commands.common import CliError, add_command, add_db, add_json
@@ -11,18 +14,109 @@ from host.commands.common import CliError, add_command, add_db, add_json
 NAME = "fleet"
 
 
+def add_actor(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--actor", metavar="NAME",
+                   help="who is making the change, for the audit log (default: the OS user)")
+
+
+def _account_id(text: str) -> str:
+    from host.services.accounts import AccountError, check_username
+
+    try:
+        return check_username(text)
+    except AccountError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = add_command(sub, NAME, help="device fleet", description="The device fleet.",
-                    example=["medge fleet list --json"])
+    p = add_command(sub, NAME, help="device fleet and broker accounts",
+                    description="The device fleet and its broker accounts.",
+                    example=["medge fleet list --json", "medge fleet add bed-1 --json",
+                             "medge fleet add ingest --role host --password-file ingest.pw"])
     fleet_sub = p.add_subparsers(dest="fleet_command", required=True, metavar="FLEET_COMMAND")
     q = add_command(
         fleet_sub, "list", help="every known device",
         description="Every device the store knows: id, state (online/offline), firmware and "
-        "model\nversions, last-seen time (UTC), patient, last heart rate, messages stored.",
-        example=["medge fleet list", "medge fleet list --json --db var/medge.db"])
+        "model\nversions, last-seen time (UTC), patient, last heart rate, messages stored, "
+        "its role\nand whether it has credentials (a provisioned device never seen: "
+        "offline, last seen\nnull).  --accounts adds the host accounts (state null).",
+        example=["medge fleet list", "medge fleet list --json --db var/medge.db",
+                 "medge fleet list --accounts"])
+    q.add_argument("--accounts", action="store_true", help="also list the host accounts")
     add_json(q, "a JSON array, one object per device")
     add_db(q)
     q.set_defaults(func=run_list, prog=q.prog)
+
+    q = add_command(
+        fleet_sub, "show", help="one device or account",
+        description="One device or account: what fleet list shows for it, its incarnation "
+        "and\nwhen its account was made or removed.",
+        example=["medge fleet show bed-1 --json"])
+    q.add_argument("id", type=_account_id, metavar="ID")
+    add_json(q, "one object")
+    add_db(q)
+    q.set_defaults(func=run_show, prog=q.prog)
+
+    q = add_command(
+        fleet_sub, "add", help="create a broker account (prints its password once)",
+        description="Create a broker account: role device (the default: username = device "
+        "id, a new\nincarnation) or host (ingest, monitor, command senders: one account "
+        "per process).\nThe password is printed once (or written to --password-file, "
+        "mode 0600) and\nstored only as a hash; `medge broker --db` picks the account up "
+        "at once.\n--cert also issues a client certificate from the local CA "
+        "(`medge fleet ca init`).",
+        example=["medge fleet add bed-1 --json",
+                 "medge fleet add ingest-1 --role host --password-file var/ingest-1.pw",
+                 "medge fleet add bed-2 --cert --json"])
+    q.add_argument("id", type=_account_id, metavar="ID")
+    q.add_argument("--role", choices=("device", "host"), default="device")
+    q.add_argument("--password-file", type=Path, metavar="F",
+                   help="write the password to this new file (0600) instead of printing it")
+    q.add_argument("--cert", action="store_true",
+                   help="issue a client certificate (key 0600) from the local CA")
+    q.add_argument("--ca-dir", type=Path, metavar="DIR",
+                   help="the local CA's folder (default: <db>.d/ca)")
+    add_actor(q)
+    add_json(q, "the account and its credentials")
+    add_db(q)
+    q.set_defaults(func=run_add, prog=q.prog)
+
+    q = add_command(
+        fleet_sub, "passwd", help="a new password for an account",
+        description="Replace an account's password (same incarnation); printed once.",
+        example=["medge fleet passwd bed-1 --json"])
+    q.add_argument("id", type=_account_id, metavar="ID")
+    q.add_argument("--password-file", type=Path, metavar="F",
+                   help="write the password to this new file (0600) instead of printing it")
+    add_actor(q)
+    add_json(q, "the account and its new password")
+    add_db(q)
+    q.set_defaults(func=run_passwd, prog=q.prog)
+
+    q = add_command(
+        fleet_sub, "remove", help="revoke an account",
+        description="Revoke an account: it cannot connect any more, and a running `medge "
+        "broker --db`\ncloses its connection within a second.",
+        example=["medge fleet remove bed-1"])
+    q.add_argument("id", type=_account_id, metavar="ID")
+    add_actor(q)
+    add_json(q, "the removed account")
+    add_db(q)
+    q.set_defaults(func=run_remove, prog=q.prog)
+
+    q = add_command(fleet_sub, "ca", help="the local certificate authority",
+                    description="The local CA that issues the broker's and the devices' "
+                    "certificates.", example=["medge fleet ca init"])
+    ca_sub = q.add_subparsers(dest="ca_command", required=True, metavar="CA_COMMAND")
+    r = add_command(ca_sub, "init", help="make the local CA",
+                    description="Make the local CA (EC P-256, 10 years) in --ca-dir "
+                    "(default <db>.d/ca);\nrefused when one exists.",
+                    example=["medge fleet ca init", "medge fleet ca init --ca-dir /etc/medge/ca"])
+    r.add_argument("--ca-dir", type=Path, metavar="DIR",
+                   help="the CA's folder (default: <db>.d/ca)")
+    add_json(r, "the CA's files")
+    add_db(r)
+    r.set_defaults(func=run_ca_init, prog=r.prog)
 
 
 def iso_utc(ms: int) -> str:
@@ -31,8 +125,9 @@ def iso_utc(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
 
 
-def device_doc(r: Any) -> dict[str, Any]:
-    """One ``host.services.store.DeviceRow`` as ``fleet list --json`` prints it."""
+def device_doc(r: Any, acc: Any = None) -> dict[str, Any]:
+    """One ``host.services.store.DeviceRow`` as ``fleet list --json`` prints it, with
+    its account (``host.services.accounts.Account`` or None)."""
     return {
         "id": r.device_id,
         "device_id": r.device_id,
@@ -44,26 +139,217 @@ def device_doc(r: Any) -> dict[str, Any]:
         "patient_id": r.patient_id,
         "hr_bpm": r.hr_bpm,
         "messages": r.messages,
+        "role": "device",
+        "credentials": "set" if acc is not None and acc.active else "none",
     }
 
 
-def run_list(args: argparse.Namespace) -> int:
+def account_doc(acc: Any) -> dict[str, Any]:
+    """An account no device row has (a host account, or a device never seen)."""
+    return {
+        "id": acc.username, "device_id": acc.device_id,
+        "state": "offline" if acc.role == "device" else None, "fw_version": None,
+        "model_version": None, "last_seen": None, "last_seen_ms": None, "patient_id": None,
+        "hr_bpm": None, "messages": 0, "role": acc.role,
+        "credentials": "set" if acc.active else "none",
+    }
+
+
+def accounts_by_name(store: Any) -> dict[str, Any]:
+    from host.services.accounts import accounts
+
+    return {a.username: a for a in accounts(store)}
+
+
+def fleet_docs(store: Any, *, hosts: bool = False) -> list[dict[str, Any]]:
+    """What ``fleet list --json`` prints: every device (with its account), then every
+    device account without a device row (removed ones too: credentials ``none``), then
+    with ``hosts`` the host accounts."""
+    by_name = accounts_by_name(store)
+    rows = store.devices()
+    docs = [device_doc(r, by_name.get(r.device_id)) for r in rows]
+    seen = {r.device_id for r in rows}
+    docs += [account_doc(a) for name, a in sorted(by_name.items())
+             if name not in seen and (a.role == "device" or hosts)]
+    return docs
+
+
+def _read_store(db: Any) -> Any:
     from host.services.store import Store, StoreError
 
     try:
-        with Store(args.db, readonly=True) as store:
-            rows = store.devices()
+        return Store(db, readonly=True)
     except FileNotFoundError as exc:
         raise CliError(f"{exc} (run `medge demo` or `medge ingest` first)") from None
     except StoreError as exc:
         raise CliError(str(exc)) from None
+
+
+def _write_store(db: Any) -> Any:
+    from host.services.store import Store, StoreError
+
+    try:
+        return Store(db)
+    except StoreError as exc:
+        raise CliError(str(exc)) from None
+
+
+def run_list(args: argparse.Namespace) -> int:
+    with _read_store(args.db) as store:
+        docs = fleet_docs(store, hosts=args.accounts)
     if args.json:
-        print(json.dumps([device_doc(r) for r in rows], indent=2))
+        print(json.dumps(docs, indent=2))
         return 0
-    print(f"{'device':<16} {'state':<8} {'firmware':<10} {'model':<12} last seen (UTC)")
-    for r in rows:
-        print(
-            f"{r.device_id:<16} {r.state:<8} {r.fw_version or '-':<10} "
-            f"{r.model_version or '-':<12} {iso_utc(r.last_seen_ms)}"
-        )
+    print(f"{'device':<16} {'state':<8} {'firmware':<10} {'model':<12} {'role':<7} "
+          f"{'creds':<5} last seen (UTC)")
+    for d in docs:
+        print(f"{d['id']:<16} {d['state'] or '-':<8} {d['fw_version'] or '-':<10} "
+              f"{d['model_version'] or '-':<12} {d['role']:<7} {d['credentials']:<5} "
+              f"{d['last_seen'] or '-'}")
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from host.services.accounts import account
+
+    with _read_store(args.db) as store:
+        acc = account(store, args.id)
+        docs = [d for d in fleet_docs(store, hosts=True) if d["id"] == args.id]
+    if not docs:
+        raise CliError(f"no device or account {args.id}")
+    doc = dict(docs[0])
+    doc["account"] = None if acc is None else acc.as_dict()
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    for key, value in doc.items():
+        if key != "account":
+            print(f"{key:<14} {'-' if value is None else value}")
+    for key, value in (doc["account"] or {}).items():
+        print(f"account.{key:<6} {'-' if value is None else value}")
+    return 0
+
+
+def _actor(args: argparse.Namespace) -> str:
+    from host.services.audit import default_actor
+
+    actor = args.actor if args.actor is not None else default_actor()
+    if not actor.strip() or any(c in actor for c in "\n\r"):
+        raise CliError("--actor: expected a name on one line")
+    return actor
+
+
+def _write_password(path: Path, password: str) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise CliError(f"--password-file {path}: exists (not overwritten)") from None
+    except OSError as exc:
+        raise CliError(f"--password-file {path}: cannot create it "
+                       f"({exc.strerror or exc})") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(password + "\n")
+
+
+def _print_credentials(args: argparse.Namespace, acc: Any, password: str,
+                       extra: dict[str, Any]) -> None:
+    doc: dict[str, Any] = {"device_id": acc.username, "role": acc.role,
+                           "username": acc.username, "incarnation": acc.incarnation}
+    if args.password_file is not None:
+        doc["password_file"] = str(args.password_file)
+    else:
+        doc["password"] = password
+    doc.update(extra)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            for k, v in value.items():
+                print(f"{key}.{k:<10} {v}")
+        else:
+            print(f"{key:<12} {'-' if value is None else value}")
+    if args.password_file is None:
+        print("(the password is shown only this once)")
+
+
+def run_add(args: argparse.Namespace) -> int:
+    from host.services.accounts import AccountError, Role, add
+
+    actor = _actor(args)
+    if args.password_file is not None and args.password_file.exists():
+        raise CliError(f"--password-file {args.password_file}: exists (not overwritten)")
+    ca_dir = None
+    if args.cert:
+        from host.services.tlsca import default_dir
+
+        ca_dir = args.ca_dir or default_dir(args.db)
+        if not (ca_dir / "ca.pem").exists():
+            raise CliError(f"--cert: no CA in {ca_dir}: run `medge fleet ca init` first")
+    with _write_store(args.db) as store:
+        try:
+            acc, password = add(store, args.id, Role(args.role), actor=actor)
+        except AccountError as exc:
+            raise CliError(str(exc)) from None
+    extra: dict[str, Any] = {}
+    if ca_dir is not None:
+        from host.services.tlsca import CaError, issue_client
+
+        try:
+            extra["cert"] = issue_client(ca_dir, acc.username).as_dict()
+        except CaError as exc:
+            raise CliError(str(exc), exit_code=1) from None
+    if args.password_file is not None:
+        _write_password(args.password_file, password)
+    _print_credentials(args, acc, password, extra)
+    return 0
+
+
+def run_passwd(args: argparse.Namespace) -> int:
+    from host.services.accounts import AccountError, reset
+
+    actor = _actor(args)
+    if args.password_file is not None and args.password_file.exists():
+        raise CliError(f"--password-file {args.password_file}: exists (not overwritten)")
+    with _write_store(args.db) as store:
+        try:
+            acc, password = reset(store, args.id, actor=actor)
+        except AccountError as exc:
+            raise CliError(str(exc)) from None
+    if args.password_file is not None:
+        _write_password(args.password_file, password)
+    _print_credentials(args, acc, password, {})
+    return 0
+
+
+def run_remove(args: argparse.Namespace) -> int:
+    from host.services.accounts import AccountError, remove
+
+    actor = _actor(args)
+    with _write_store(args.db) as store:
+        try:
+            acc = remove(store, args.id, actor=actor)
+        except AccountError as exc:
+            raise CliError(str(exc)) from None
+    if args.json:
+        print(json.dumps(acc.as_dict(), indent=2))
+    else:
+        print(f"removed {acc.username} ({acc.role}): it can no longer connect")
+    return 0
+
+
+def run_ca_init(args: argparse.Namespace) -> int:
+    from host.services.tlsca import CaError, default_dir, init_ca
+
+    folder = args.ca_dir or default_dir(args.db)
+    try:
+        files = init_ca(folder)
+    except CaError as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        raise CliError(f"cannot write the CA in {folder}: {exc.strerror or exc}",
+                       exit_code=1) from None
+    doc = {"ca_file": str(files.ca_file), "key_file": str(files.key_file)}
+    print(json.dumps(doc, indent=2) if args.json else
+          f"CA made: {files.ca_file} (key {files.key_file}, keep it private)")
     return 0

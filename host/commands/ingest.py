@@ -87,6 +87,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--username", metavar="U", help="broker account")
     p.add_argument("--password-file", type=Path, metavar="F",
                    help="file whose first line is the account's password")
+    p.add_argument("--tls-ca", type=Path, metavar="F",
+                   help="TLS: the CA of the broker's certificate (medge fleet ca init: ca.pem)")
+    p.add_argument("--tls-cert", type=Path, metavar="F",
+                   help="TLS: this client's certificate (medge fleet add --cert)")
+    p.add_argument("--tls-key", type=Path, metavar="F", help="TLS: its private key")
     p.add_argument("--stats", action="store_true",
                    help="print the counters and the workers' health, then exit")
     p.add_argument("--metrics-port", type=_metrics_address, metavar="[HOST:]PORT",
@@ -138,7 +143,14 @@ def run(args: argparse.Namespace) -> int:
         return _print_stats(args)
     if args.password_file is not None and args.username is None:
         raise CliError("--password-file needs --username")
-    metrics, on_ingest = _start_metrics(args.metrics_port)
+    tls = _tls(args)
+    metrics, on_metrics = _start_metrics(args.metrics_port)
+
+    def on_ingest(ingest: Any) -> None:
+        ingest.tls = tls  # read by Ingest.start(): paho's tls_set
+        if on_metrics is not None:
+            on_metrics(ingest)
+
     try:
         return run_ingest_forever(args.db, args.host, args.port, stop_on_signals(),
                                   connect_timeout_s=args.connect_timeout or None,
@@ -153,6 +165,21 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if metrics is not None:
             metrics.stop()
+
+
+def _tls(args: argparse.Namespace) -> dict[str, str] | None:
+    """The TLS files (checked readable now: a one-line error, not a paho traceback)."""
+    if args.tls_ca is None:
+        if args.tls_cert is not None or args.tls_key is not None:
+            raise CliError("--tls-cert/--tls-key need --tls-ca (the broker's CA)")
+        return None
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise CliError("--tls-cert and --tls-key go together")
+    files = {"ca_file": args.tls_ca, "cert_file": args.tls_cert, "key_file": args.tls_key}
+    for name, path in files.items():
+        if path is not None and not path.is_file():
+            raise CliError(f"--tls-{name.split('_')[0]} {path}: no such file")
+    return {k: str(v) for k, v in files.items() if v is not None}
 
 
 def _start_metrics(address: tuple[str, int] | None) -> tuple[Any, Any]:

@@ -18,6 +18,14 @@ message rejected or failed to store, the broker still up) and no part failed
 recorded and fails the verdict); otherwise 1 and ``demo: FAILED: <reasons>``
 on one line.
 
+Accounts: the demo provisions its own (:func:`host.services.accounts.provision`,
+audited as the OS user): a device account per simulated device and the host account
+:data:`INGEST_ACCOUNT` for ingest, each with a fresh password held in memory only,
+so ``make demo`` needs no extra step; mosquitto then runs with authentication
+(anonymous clients refused, per-account ACLs, client ids bound to accounts).  The
+embedded broker (no mosquitto installed) has no authentication: the clients still
+log in, and the broker's start-up line says it is for a trusted loopback only.
+
 Folders: the broker's data and the devices' state files (sequence numbers,
 boot counts) belong to the store: ``<db>.d/broker`` and ``<db>.d/devices``
 next to the ``--db`` file (``var/medge.db`` -> ``var/medge.db.d/``), so two
@@ -37,17 +45,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from host.broker.launch import Broker
+from host.broker.launch import Broker, registry_accounts
+from host.services import accounts
+from host.services.audit import default_actor
 from host.services.ingest import Ingest
 from host.services.monitor import run_monitor
 from host.services.store import Store
-from sim.fleet import Fleet, FleetParams, check_fleet_spec
+from sim.fleet import Fleet, FleetParams, check_fleet_spec, device_ids
 
 log = logging.getLogger(__name__)
 
 #: How long the end of a run waits for outboxes to drain and for ingest to store.
 DRAIN_TIMEOUT_S = 15.0
 INGEST_CONNECT_TIMEOUT_S = 10.0
+#: The demo's ingest account (also ingest's client id: the broker binds them).
+INGEST_ACCOUNT = "medge-ingest"
 
 
 def demo_dirs(db_path: str | Path) -> tuple[Path, Path]:
@@ -124,19 +136,26 @@ class Demo:
         params = FleetParams(n_devices=devices, sample_rate_hz=sample_rate_hz, speed=speed,
                              seed=seed, scenario=scenario, sensor=sensor, faults=faults)
         check_fleet_spec(params)  # a bad scenario or fault spec leaves no store behind
-        Store(self.db_path).close()  # create it, or StoreError naming the path
+        with Store(self.db_path) as store:  # create it, or StoreError naming the path
+            ids = device_ids(params.id_prefix, params.n_devices)
+            self._passwords = accounts.provision(store, ids, accounts.Role.DEVICE,
+                                                 actor=default_actor())
+            self._ingest_password = accounts.provision(
+                store, [INGEST_ACCOUNT], accounts.Role.HOST,
+                actor=default_actor())[INGEST_ACCOUNT]
         broker_dir, devices_dir = demo_dirs(self.db_path)
         for folder in (broker_dir, devices_dir):
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise ValueError(f"cannot create {folder}: {exc.strerror or exc}") from None
-        self.broker = Broker(broker_kind, data_dir=broker_dir)  # picks its port, not started
+        self.broker = Broker(broker_kind, data_dir=broker_dir,  # picks its port, not started
+                             accounts=registry_accounts(self.db_path))
         # The fleet is built (scenario, faults, device state files) before the broker
         # starts: a bad spec is refused with nothing running.  Links connect on the
         # first step.
         self.fleet = Fleet(params, self.broker.host, self.broker.port, state_dir=devices_dir,
-                           broker=self.broker)
+                           broker=self.broker, passwords=self._passwords)
 
     def run(self, out: TextIO | None = None, *, as_json: bool = False) -> int:
         """Run until the duration has passed (or Ctrl-C); print the summary; 0 if all passed."""
@@ -150,12 +169,15 @@ class Demo:
             verdict.fail("the broker did not start", exc)
             return self._report(verdict, out, as_json)
         if text:
-            print(f"demo: {broker.kind.value} broker on {broker.host}:{broker.port}; "
-                  f"store {self.db_path}", file=text, flush=True)
+            auth = ("accounts enforced" if broker.secure else
+                    "NO authentication (embedded broker: a trusted loopback only)")
+            print(f"demo: {broker.kind.value} broker on {broker.host}:{broker.port} "
+                  f"({auth}); store {self.db_path}", file=text, flush=True)
         ingest: Ingest | None = None
         stop = threading.Event()
         try:
-            ingest = Ingest(self.db_path, broker.host, broker.port)
+            ingest = Ingest(self.db_path, broker.host, broker.port, INGEST_ACCOUNT,
+                            username=INGEST_ACCOUNT, password=self._ingest_password)
             ingest.start()
             if ingest.wait_connected(INGEST_CONNECT_TIMEOUT_S):
                 self._run_fleet(stop, verdict, text)

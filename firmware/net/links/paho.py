@@ -10,6 +10,13 @@ device loop so that it is the same on every platform.
 :meth:`PahoLink.drop` cuts the connection the way a power cut or a pulled
 cable does (no MQTT DISCONNECT: the broker publishes the will), for fault
 tests and the simulator; ``MemoryLink.drop`` is the in-memory counterpart.
+
+Credentials: ``username``/``password`` are sent in CONNECT (the broker's account;
+with medge's mosquitto config the account's name is also the session's client id).
+``tls`` is a dict with ``ca_file`` (the CA that signed the broker's certificate:
+the broker is verified, host name included) and optionally ``cert_file`` and
+``key_file`` (this device's client certificate).  A refused CONNECT (wrong password,
+unknown account) is logged with its reason code only; no credential is logged.
 """
 
 import logging
@@ -22,10 +29,16 @@ log = logging.getLogger(__name__)
 
 
 class PahoLink:
-    def __init__(self, host, port, client_id, keepalive_s=30, connect_timeout_s=5.0):
+    def __init__(self, host, port, client_id, keepalive_s=30, connect_timeout_s=5.0,
+                 username=None, password=None, tls=None):
+        if password is not None and username is None:
+            raise ValueError("a password needs a username")
         self.host = host
         self.port = port
         self.client_id = client_id
+        self.username = username
+        self._password = password
+        self.tls = dict(tls) if tls else None
         self.keepalive_s = keepalive_s
         self.connect_timeout_s = connect_timeout_s
         self._client = None
@@ -61,6 +74,11 @@ class PahoLink:
             protocol=mqtt.MQTTv311,
         )
         client.will_set(will_topic, will_payload, qos=1, retain=True)
+        if self.username is not None:
+            client.username_pw_set(self.username, self._password)
+        if self.tls is not None:
+            client.tls_set(ca_certs=self.tls.get("ca_file"), certfile=self.tls.get("cert_file"),
+                           keyfile=self.tls.get("key_file"))
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -69,7 +87,7 @@ class PahoLink:
             self._acked = []
         try:
             client.connect(self.host, self.port, keepalive=self.keepalive_s)
-        except OSError:
+        except OSError:  # ssl.SSLError is one
             self._client = None
             raise
         client.loop_start()

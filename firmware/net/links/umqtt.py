@@ -4,6 +4,11 @@ umqtt's QoS 1 ``publish`` blocks until the broker's PUBACK arrives (bounded),
 so a publish that returns has already been acknowledged: its token is handed
 back by the next :meth:`poll`.  Keepalive pings are sent from :meth:`poll`
 when half the keepalive period has passed without traffic.
+
+Credentials: ``user``/``password`` go into CONNECT.  TLS where the port has it:
+``ssl`` is an SSLContext-like object (MicroPython's ``ssl.SSLContext`` with the CA,
+and the client certificate loaded by the caller), passed to the core, which wraps
+the socket; ports without ``ssl`` run without it.
 """
 
 from firmware.hw.compat import ticks_diff, ticks_ms
@@ -11,10 +16,14 @@ from firmware.net.mqtt_client import MQTTClient
 
 
 class UmqttLink:
-    def __init__(self, server, port, client_id, keepalive_s=30, sock_factory=None):
+    def __init__(self, server, port, client_id, keepalive_s=30, sock_factory=None,
+                 user=None, password=None, ssl=None):
         self.server = server
         self.port = port
         self.client_id = client_id
+        self.user = user
+        self._password = password
+        self.ssl = ssl
         self.keepalive_s = keepalive_s
         self.sock_factory = sock_factory
         self._client = None
@@ -28,7 +37,10 @@ class UmqttLink:
             self.client_id,
             self.server,
             port=self.port,
+            user=self.user,
+            password=self._password,
             keepalive=self.keepalive_s,
+            ssl=self.ssl,
             sock_factory=self.sock_factory,
         )
         client.set_last_will(will_topic, will_payload, retain=True, qos=1)

@@ -1,0 +1,262 @@
+"""Broker security on a real mosquitto with the files generated from the registry
+(issue 11 acceptance): anonymous and wrong-password clients refused; a device reads
+and writes only its own topics (data, retained status, commands); the host reads
+every device and commands them; a client id presented with another account's
+credentials takes over nothing (the real session keeps its queued messages, the real
+device stays connected); a removal closes the live connection at once; passwords are
+stored in mosquitto's own $7$ format (cross-checked with mosquitto_passwd)."""
+
+from __future__ import annotations
+
+import queue
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.reasoncodes import ReasonCode
+
+from host.broker.launch import Broker, registry_accounts
+from host.services import accounts, audit
+from host.services.store import Store
+
+T = "medge/v1/dev"
+
+
+class Peer:
+    """A paho MQTT v5 client with blocking helpers (connect, subscribe, publish, recv)."""
+
+    def __init__(self, broker: Broker, client_id: str, user: str | None = None,
+                 password: str | None = None, *, clean: bool = True,
+                 tls: dict | None = None, port: int | None = None) -> None:
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  protocol=mqtt.MQTTv5)
+        if user is not None:
+            self.client.username_pw_set(user, password)
+        if tls is not None:
+            self.client.tls_set(ca_certs=tls["ca_file"], certfile=tls.get("cert_file"),
+                                keyfile=tls.get("key_file"))
+        self.inbox: queue.Queue = queue.Queue()
+        self.connack: ReasonCode | None = None
+        self.session_present = False
+        self.disconnects: list[str] = []
+        self._connected = threading.Event()
+        self._acks: dict[int, tuple[ReasonCode, threading.Event]] = {}
+        self._subacks: dict[int, list] = {}
+        self._sub_done = threading.Event()
+        c = self.client
+        c.on_connect = self._on_connect
+        c.on_disconnect = lambda cl, ud, fl, rc, pr: self.disconnects.append(str(rc))
+        c.on_message = lambda cl, ud, m: self.inbox.put((m.topic, m.payload, m.retain))
+        c.on_publish = self._on_publish
+        c.on_subscribe = self._on_subscribe
+        props = None
+        if not clean:
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 600
+        c.connect(broker.host, port or broker.port, clean_start=clean, properties=props)
+        c.loop_start()
+        assert self._connected.wait(5), "no CONNACK"
+
+    def _on_connect(self, client, userdata, flags, rc, props) -> None:
+        self.connack = rc
+        self.session_present = bool(flags.session_present)
+        self._connected.set()
+
+    def _on_publish(self, client, userdata, mid, rc, props) -> None:
+        self._acks.setdefault(mid, (rc, threading.Event()))
+        self._acks[mid] = (rc, self._acks[mid][1])
+        self._acks[mid][1].set()
+
+    def _on_subscribe(self, client, userdata, mid, rcs, props) -> None:
+        self._subacks[mid] = [int(rc.value) for rc in rcs]
+        self._sub_done.set()
+
+    @property
+    def accepted(self) -> bool:
+        return self.connack is not None and not self.connack.is_failure
+
+    def subscribe(self, topic: str) -> int:
+        self._sub_done.clear()
+        _, mid = self.client.subscribe(topic, qos=1)
+        assert self._sub_done.wait(5)
+        return self._subacks[mid][0]
+
+    def publish(self, topic: str, payload: bytes = b"{}", retain: bool = False) -> int:
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        for _ in range(500):
+            if info.mid in self._acks and self._acks[info.mid][1].is_set():
+                return int(self._acks[info.mid][0].value)
+            time.sleep(0.01)
+        raise AssertionError("no PUBACK")
+
+    def drain(self, wait_s: float = 0.3) -> list[tuple[str, bytes]]:
+        got = []
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                topic, payload, _ = self.inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+                got.append((topic, payload))
+            except queue.Empty:
+                return got
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+NOT_AUTHORIZED = 0x87
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Broker, Path, dict]]:
+    tmp = tmp_path_factory.mktemp("security")
+    db = tmp / "registry.db"
+    with Store(db) as store:
+        creds = {name: accounts.add(store, name, role, actor="test")[1]
+                 for name, role in (("dev-a", "device"), ("dev-b", "device"),
+                                    ("ingest", "host"), ("ingest-2", "host"))}
+    broker = Broker("mosquitto", data_dir=tmp / "broker", accounts=registry_accounts(db))
+    broker.start()
+    try:
+        yield broker, db, creds
+    finally:
+        broker.stop()
+
+
+def test_anonymous_and_wrong_passwords_are_refused(secured) -> None:
+    broker, _, creds = secured
+    for peer in (Peer(broker, "anon"), Peer(broker, "dev-a", "dev-a", "wrong"),
+                 Peer(broker, "x", "nobody", creds["dev-a"]),
+                 Peer(broker, "dev-a", "dev-b", creds["dev-a"])):
+        assert peer.connack is not None and peer.connack.is_failure
+        # 0x86 bad user name or password, 0x87 not authorised
+        assert int(peer.connack.value) in (0x86, 0x87), peer.connack
+        peer.close()
+    ok = Peer(broker, "dev-a", "dev-a", creds["dev-a"])
+    assert ok.accepted
+    ok.close()
+
+
+def test_a_device_is_confined_to_its_own_topics(secured) -> None:
+    broker, _, c = secured
+    host = Peer(broker, "ingest", "ingest", c["ingest"])
+    a = Peer(broker, "dev-a", "dev-a", c["dev-a"])
+    b = Peer(broker, "dev-b", "dev-b", c["dev-b"])
+    try:
+        assert host.subscribe("medge/v1/#") == 1
+        assert b.subscribe(f"{T}/dev-b/cmd") == 1
+        # A cannot read B's topics (its data, its commands), nor everything: mosquitto
+        # 2.0 grants the subscriptions and checks every message against A's ACL.
+        for topic in (f"{T}/dev-b/vitals", f"{T}/dev-b/cmd", "medge/v1/#"):
+            a.subscribe(topic)
+        assert a.subscribe(f"{T}/dev-a/cmd") == 1
+        # A cannot publish B's data or retained status, nor command B.
+        assert a.publish(f"{T}/dev-b/vitals", b"forged") == NOT_AUTHORIZED
+        assert a.publish(f"{T}/dev-b/status", b'{"state":"offline"}', retain=True) \
+            == NOT_AUTHORIZED
+        assert a.publish(f"{T}/dev-b/cmd", b"reboot") == NOT_AUTHORIZED
+        # ... and its own topics work.
+        assert a.publish(f"{T}/dev-a/vitals", b"a-own") == 0
+        assert b.publish(f"{T}/dev-b/vitals", b"b-own") == 0
+        # The host reads every device and commands B; B gets it, A does not.
+        assert host.publish(f"{T}/dev-b/cmd", b"ping-b") == 0
+        # A host cannot forge a device's data.
+        assert host.publish(f"{T}/dev-b/vitals", b"host-forged") == NOT_AUTHORIZED
+        seen = host.drain()
+        assert (f"{T}/dev-a/vitals", b"a-own") in seen
+        assert (f"{T}/dev-b/vitals", b"b-own") in seen
+        assert not [p for t, p in seen if b"forged" in p or t.endswith("dev-b/status")]
+        assert b.drain(0.1) == [(f"{T}/dev-b/cmd", b"ping-b")]
+        a_got = a.drain(0.1)
+        assert not [t for t, _ in a_got if "/dev-b/" in t], a_got
+        # No forged retained status was kept for B: a fresh host subscriber sees none.
+        late = Peer(broker, "ingest-2", "ingest-2", c["ingest-2"])
+        late.subscribe(f"{T}/dev-b/status")
+        assert late.drain(0.3) == []
+        late.close()
+    finally:
+        for p in (host, a, b):
+            p.close()
+
+
+def test_a_client_id_with_other_credentials_takes_over_nothing(secured) -> None:
+    broker, _, c = secured
+    # ingest's persistent session, then offline while a device publishes 5 messages.
+    ingest = Peer(broker, "ingest", "ingest", c["ingest"], clean=False)
+    assert ingest.subscribe("medge/v1/#") == 1
+    ingest.close()
+    a = Peer(broker, "dev-a", "dev-a", c["dev-a"])
+    for i in range(5):
+        assert a.publish(f"{T}/dev-a/vitals", b"q%d" % i) == 0
+    # Impostors present ingest's client id with a clean start (which would wipe the
+    # session) under another host account and under a device account.
+    for user in ("ingest-2", "dev-b"):
+        impostor = Peer(broker, "ingest", user, c[user])
+        assert impostor.accepted and not impostor.session_present
+        assert impostor.drain(0.2) == []  # it got none of ingest's queued messages
+        impostor.close()
+    # A device's id under another account does not kick the real device off.
+    impostor = Peer(broker, "dev-a", "dev-b", c["dev-b"])
+    assert impostor.accepted
+    time.sleep(0.3)
+    assert a.disconnects == [] and a.publish(f"{T}/dev-a/vitals", b"still-here") == 0
+    impostor.close()
+    a.close()
+    # The real ingest comes back to its session with every queued message.
+    back = Peer(broker, "ingest", "ingest", c["ingest"], clean=False)
+    assert back.session_present
+    payloads = [p for _, p in back.drain(0.5)]
+    assert payloads == [b"q0", b"q1", b"q2", b"q3", b"q4", b"still-here"]
+    back.close()
+
+
+def test_a_removal_takes_effect_at_once(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    with Store(db) as store:
+        password = accounts.add(store, "bed-9", "device", actor="alice")[1]
+    with Broker("mosquitto", data_dir=tmp_path / "b", accounts=registry_accounts(db)) as b:
+        live = Peer(b, "bed-9", "bed-9", password)
+        assert live.accepted
+        with Store(db) as store:
+            accounts.remove(store, "bed-9", actor="alice")
+            assert [e.action for e in audit.entries(store)] == ["account.add", "account.remove"]
+        b.reload()
+        for _ in range(100):
+            if live.disconnects:
+                break
+            time.sleep(0.02)
+        assert live.disconnects, "the removed account's connection is still open"
+        live.close()
+        again = Peer(b, "bed-9", "bed-9", password)
+        assert again.connack is not None and again.connack.is_failure
+        again.close()
+        # Provisioned again: a new password and a new incarnation (a new unit).
+        with Store(db) as store:
+            before = accounts.account(store, "bed-9")
+            acc, new = accounts.add(store, "bed-9", "device", actor="alice")
+            assert acc.incarnation != before.incarnation and new != password
+        b.reload()
+        time.sleep(0.2)
+        assert Peer(b, "bed-9", "bed-9", new).accepted
+
+
+def test_hashes_are_mosquittos_own_format(tmp_path: Path) -> None:
+    stored = accounts.mosquitto_hash("s3cret")
+    assert stored.startswith(f"$7${accounts.PBKDF2_ITERATIONS}$")
+    assert accounts.check_password("s3cret", stored)
+    assert not accounts.check_password("s3cret!", stored)
+    tool = shutil.which("mosquitto_passwd")
+    assert tool, "mosquitto_passwd is installed with mosquitto"
+    pw = tmp_path / "pw"
+    subprocess.run([tool, "-c", "-b", str(pw), "u", "from-the-tool"], check=True)
+    theirs = pw.read_text().strip().split(":", 1)[1]
+    assert theirs.startswith("$7$") and accounts.check_password("from-the-tool", theirs)
+    assert not accounts.check_password("other", theirs)
