@@ -43,7 +43,7 @@ from host.services.advice.news2 import CONSCIOUSNESS, Inputs
 __all__ = ["CONDITIONS", "OBS_KINDS", "TARGET_PARAMS", "Assignment", "DeviceBusy",
            "PatientError", "UnknownPatient", "add_observations", "add_patient",
            "assign", "assignments", "discharge", "get_patient", "latest_observations",
-           "list_patients", "patient_at", "set_target"]
+           "list_patients", "patient_at", "set_target", "transaction"]
 
 ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 CONDITIONS = ("copd", "hypercapnic", "chf", "hypertension", "diabetes", "stroke",
@@ -80,7 +80,8 @@ class Assignment:
 
 
 @contextmanager
-def _transaction(store: Any) -> Iterator[Any]:
+def transaction(store: Any) -> Iterator[Any]:
+    """One write transaction on ``store``: committed at the end, rolled back on error."""
     db = store.db
     store._begin()
     try:
@@ -127,7 +128,7 @@ def make_profile(*, age: int, sex: str, spo2_target: tuple[int, int] | None = No
 def add_patient(store: Any, patient_id: str, profile: Mapping[str, Any], *, actor: str,
                 ts_ms: int) -> dict[str, Any]:
     check_id("patient", patient_id)
-    with _transaction(store) as db:
+    with transaction(store) as db:
         if db.execute("SELECT 1 FROM patients WHERE patient_id = ?",
                       (patient_id,)).fetchone() is not None:
             raise PatientError(f"patient: {patient_id} already exists")
@@ -182,7 +183,7 @@ def assign(store: Any, patient_id: str, device_id: str, *, actor: str,
     profile = get_patient(store, patient_id)
     if profile.get("discharged_ms") is not None:
         raise PatientError(f"patient: {patient_id} was discharged")
-    with _transaction(store) as db:
+    with transaction(store) as db:
         last = db.execute(
             "SELECT patient_id, from_ms, until_ms FROM assignments WHERE device_id = ? "
             "ORDER BY from_ms DESC LIMIT 1", (device_id,)).fetchone()
@@ -224,7 +225,7 @@ def _close(store: Any, where: str, params: tuple[Any, ...], actor: str, ts_ms: i
 
 def unassign(store: Any, device_id: str, *, actor: str, ts_ms: int) -> list[Assignment]:
     """End the device's current assignment (if any)."""
-    with _transaction(store):
+    with transaction(store):
         return _close(store, "device_id = ?", (device_id,), actor, ts_ms)
 
 
@@ -233,7 +234,7 @@ def discharge(store: Any, patient_id: str, *, actor: str, ts_ms: int) -> dict[st
     profile = get_patient(store, patient_id)
     if profile.get("discharged_ms") is not None:
         raise PatientError(f"patient: {patient_id} was already discharged")
-    with _transaction(store):
+    with transaction(store):
         closed = _close(store, "patient_id = ?", (patient_id,), actor, ts_ms)
         before = dict(profile)
         profile["discharged_ms"] = ts_ms
@@ -268,7 +269,7 @@ def set_target(store: Any, patient_id: str, param: str, target: tuple[float, flo
     if not reason.strip():
         raise PatientError("reason: an override needs a reason")
     profile = get_patient(store, patient_id)
-    with _transaction(store):
+    with transaction(store):
         targets = dict(profile.get("targets") or {})
         before = targets.get(param)
         if target is None:
@@ -305,7 +306,7 @@ def add_observations(store: Any, patient_id: str, inputs: Inputs, *, ts_ms: int,
     if not kinds:
         raise PatientError("observation: give at least one value (see medge obs add --help)")
     uid = uid or uuid.uuid4().hex
-    with _transaction(store) as db:
+    with transaction(store) as db:
         for kind in kinds:
             db.execute(
                 "INSERT INTO observations (obs_uid, patient_id, device_id, ts_ms, kind, value, "

@@ -1,0 +1,108 @@
+"""Advice on live data through a real SQLite store and the CLI: device vitals
+stored by the store's ingest write path, manual observations, assignments (a
+reading belongs to the patient assigned at its time), alerts once per episode,
+acknowledged and audited."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from host.cli import main
+from host.services import audit, patients
+from host.services.advice import live
+from host.services.advice.news2 import Inputs
+from host.services.store import Store
+
+T0 = 1_764_000_000_000
+
+
+def vitals(device: str, seq: int, ts_ms: int, hr: int | None) -> dict:
+    return {"v": 1, "type": "vitals", "device_id": device, "seq": seq, "ts_ms": ts_ms,
+            "window_ms": 1000, "hr_bpm": hr, "beats": 1,
+            "quality": "good" if hr is not None else "unreliable", "signal": "good"}
+
+
+@pytest.fixture()
+def ward(tmp_path: Path) -> Path:
+    db = tmp_path / "w.db"
+    with Store(db) as s:
+        for pid in ("p-1", "p-2"):
+            patients.add_patient(s, pid, patients.make_profile(age=78, sex="female",
+                                                               hypertension=True),
+                                 actor="nurse", ts_ms=T0)
+        patients.assign(s, "p-1", "bed-1", actor="nurse", ts_ms=T0)
+        # 20 min at HR 72 for p-1, then bed-1 moves to p-2 and reads 135
+        seq = 0
+        for sec in range(0, 1200, 5):
+            s.add("vitals", "bed-1", vitals("bed-1", seq, T0 + sec * 1000, 72), T0 + sec * 1000)
+            seq += 1
+        patients.unassign(s, "bed-1", actor="nurse", ts_ms=T0 + 1_200_000)
+        patients.assign(s, "p-2", "bed-1", actor="nurse", ts_ms=T0 + 1_200_000)
+        for sec in range(1200, 1800, 5):
+            s.add("vitals", "bed-1", vitals("bed-1", seq, T0 + sec * 1000, 135),
+                  T0 + sec * 1000)
+            seq += 1
+        for pid, confusion in (("p-1", "A"), ("p-2", "C")):
+            patients.add_observations(s, pid, Inputs(consciousness=confusion, oxygen=False,
+                                                     systolic=124, resp_rate=16, spo2=97,
+                                                     temperature=36.8),
+                                      ts_ms=T0 + 1_000_000, entered_by="nurse",
+                                      entered_ms=T0 + 1_000_000)
+    return db
+
+
+def test_readings_belong_to_the_patient_assigned_at_their_time(ward: Path) -> None:
+    with Store(ward, readonly=True) as s:
+        a1, _, _ = live.assess(s, "p-1", T0 + 1_190_000)
+        a2, _, _ = live.assess(s, "p-2", T0 + 1_790_000)
+        late, _, _ = live.assess(s, "p-1", T0 + 1_790_000)
+    assert a1.news2["values"]["pulse"] == 72 and a1.news2["score"] == 0
+    assert a2.news2["values"]["pulse"] == 135
+    assert a2.news2["sub_scores"]["pulse"] == 3 and a2.news2["sub_scores"]["consciousness"] == 3
+    assert late.news2["values"]["pulse"] is None  # p-1's device left: stale = missing
+    assert "pulse" in late.news2["missing"] and late.news2["lower_bound"]
+
+
+def test_withheld_values_are_missing() -> None:
+    assert live.vitals_from_payload(vitals("d", 0, 0, None))["pulse"] is None
+    doc = vitals("d", 0, 0, 80) | {"signal": "lead_off"}
+    assert live.vitals_from_payload(doc)["pulse"] is None
+    assert live.vitals_from_payload({"spo2_percent": None, "temp_c_x10": 372}) == {
+        "pulse": None, "resp_rate": None, "spo2": None, "temperature": 37.2}
+
+
+def test_alert_recorded_once_per_episode_then_acked_and_audited(
+        ward: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(ward)
+    for at in ("2025-11-24T16:29:00Z", "2025-11-24T16:29:30Z", "2025-11-24T16:29:50Z"):
+        assert main(["advice", "p-2", "--at", at, "--record", "--json", "--db", db]) == 0
+        doc = json.loads(capsys.readouterr().out)
+    assert doc["news2"]["score"] >= 6 and doc["news2"]["risk"] in ("medium", "high")
+    [alert] = [a for a in doc["open_alerts"] if a["kind"] == "news2"]
+    assert main(["alerts", "list", "--patient", "p-2", "--json", "--db", db]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["kind"] for r in rows].count("news2") == 1  # one alert for the episode
+    assert main(["alerts", "ack", alert["alert_uid"], "--actor", "nurse-kim", "--json",
+                 "--db", db]) == 0
+    assert json.loads(capsys.readouterr().out)["state"] == "acknowledged"
+    with Store(ward, readonly=True) as s:
+        [e] = audit.entries(s, action="alert.ack")
+        assert (e.actor, e.subject) == ("nurse-kim", "p-2")
+    assert main(["advice", "p-1", "--at", "2025-11-24T16:19:00Z", "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("patient p-1\nNEWS2 0: risk low")
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["advice", "nobody"], "no patient 'nobody'"),
+    (["alerts", "ack", "nope"], "alert: no alert 'nope'"),
+    (["alerts", "list", "--patient", "nobody"], "no patient"),
+])
+def test_bad_input_exit_2(ward: Path, argv: list[str], needle: str,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*argv, "--db", str(ward)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0]
