@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from host.commands import (
+    advice,
+    alerts,
     broker,
     demo,
     device,
@@ -44,7 +46,7 @@ __all__ = ["DEFAULT_DB", "Parser", "build_parser", "default_db", "main"]
 
 #: Command modules, in the order ``medge --help`` lists them.
 COMMANDS = (demo, sim, broker, ingest, monitor, fleet, store, export, ecg, vitals, device, news2,
-            score, patient, obs)
+            score, patient, obs, advice, alerts)
 #: Commands that log at INFO by default (long-running services).
 _INFO_COMMANDS = ("broker", "ingest", "sim")
 
