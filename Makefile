@@ -15,7 +15,7 @@ MPY_STAMP := tests/mpy/node_modules/.medge-installed
 DEMO_ARGS ?= --devices 5 --duration 30
 PYTEST_ARGS ?=
 
-.PHONY: demo test sysdeps lint bench eval eval-qrs eval-model eval-sim eval-fuzz eval-vitals model tables venv mpy clean help
+.PHONY: demo test sysdeps lint bench eval eval-qrs eval-model eval-sim eval-fuzz eval-vitals eval-alerts model tables venv mpy clean help
 
 help:
 	@echo "make demo | test | lint | bench | eval | eval-qrs DATA=dir | model DATA=dir | eval-model DATA=dir | tables | clean"
@@ -112,7 +112,12 @@ FUZZ_CASES ?= 10000
 eval-fuzz: $(STAMP)
 	$(PY) -m host.fuzz_ingest --cases $(FUZZ_CASES)
 
-eval: eval-qrs eval-model eval-sim eval-fuzz
+# Alarm burden on a simulated ward (24 patients x 24 h, accelerated, ~2 min): medge's
+# advice engine against a plain threshold monitor in the same run -> models/reports/alerts.md.
+eval-alerts: $(STAMP)
+	$(PY) -m host.eval_alerts --patients 24 --hours 24 --report models/reports/alerts.md
+
+eval: eval-qrs eval-model eval-sim eval-fuzz eval-alerts
 
 clean:
 	rm -rf $(VENV) tests/mpy/node_modules .pytest_cache .ruff_cache var
