@@ -24,6 +24,7 @@ from typing import NoReturn
 from host.commands import (
     advice,
     alerts,
+    audit,
     broker,
     demo,
     device,
@@ -46,7 +47,7 @@ __all__ = ["DEFAULT_DB", "Parser", "build_parser", "default_db", "main"]
 
 #: Command modules, in the order ``medge --help`` lists them.
 COMMANDS = (demo, sim, broker, ingest, monitor, fleet, store, export, ecg, vitals, device, news2,
-            score, patient, obs, advice, alerts)
+            score, patient, obs, advice, alerts, audit)
 #: Commands that log at INFO by default (long-running services).
 _INFO_COMMANDS = ("broker", "ingest", "sim")
 
