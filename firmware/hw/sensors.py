@@ -9,6 +9,9 @@ front end exactly as on :class:`firmware.hw.sources.ArraySource`:
   (e.g. an AD8232, gain 100, output referred to its REFOUT on the other
   input of a differential pair).
 - :class:`Max30102PpgSource`: the red or IR channel of a MAX30102.
+- :class:`Max30102DualSource`: red and IR together (``read_ppg``), for the
+  device's vital signs (:mod:`firmware.vitals.monitor`);
+  :class:`ArrayPpgSource` plays recorded or simulated red/IR the same way.
 
 The ECG sources deliver the device's raw counts: ``ECG_COUNTS_PER_MV``
 (200) counts per millivolt at the electrodes, int16, saturated.  The code ->
@@ -236,4 +239,67 @@ class Max30102PpgSource:
         s = self._shift
         for i in range(n):
             buf[i] = src[i] >> s
+        return n
+
+
+class Max30102DualSource:
+    """Red and IR together from a MAX30102 in SpO2 mode, for
+    :class:`firmware.vitals.monitor.VitalSigns`: ``read_ppg(red, ir, max_count)``
+    moves up to ``max_count`` (<= 32) FIFO samples (18-bit counts) into
+    ``red``/``ir`` (``array("l")`` of 32, made by the caller once).
+    ``sample_rate_hz`` is the FIFO entry rate; ``full_scale_count`` the
+    ADC's rail; ``overflows`` the samples the part dropped (FIFO full).
+    An I2C fault (OSError) reads as no samples and is counted in ``errors``."""
+
+    def __init__(self, ox):
+        if ox.leds < 2:
+            raise ValueError("the MAX30102 is in heart-rate mode: no IR channel")
+        self.ox = ox
+        self.sample_rate_hz = ox.sample_rate_sps
+        self.full_scale_count = (1 << 18) - 1
+        self.errors = 0
+
+    @property
+    def overflows(self):
+        return self.ox.overflows
+
+    def read_ppg(self, red, ir, max_count):
+        try:
+            return self.ox.read_fifo(red, ir, max_count if max_count < 32 else 32)
+        except OSError:
+            self.errors += 1
+            return 0
+
+
+class ArrayPpgSource:
+    """Red and IR light counts played from two sequences at ``sample_rate_hz``,
+    paced by ``clock`` (``ticks_ms``) as a live sensor (a recorded or simulated
+    PPG; the :meth:`Max30102DualSource.read_ppg` surface)."""
+
+    def __init__(self, red, ir, sample_rate_hz, clock, full_scale_count=(1 << 18) - 1):
+        if len(red) != len(ir):
+            raise ValueError("red and ir must have the same length")
+        self._red = red
+        self._ir = ir
+        self._pos = 0
+        self._owed = 0
+        self._pacer = SamplePacer(clock, sample_rate_hz)
+        self.sample_rate_hz = sample_rate_hz
+        self.full_scale_count = full_scale_count
+        self.overflows = 0
+
+    def read_ppg(self, red, ir, max_count):
+        pos = self._pos
+        left = len(self._ir) - pos
+        self._owed += self._pacer.due()
+        if self._owed > left:
+            self._owed = left
+        n = self._owed if self._owed < max_count else max_count
+        src_r = self._red
+        src_i = self._ir
+        for i in range(n):
+            red[i] = src_r[pos + i]
+            ir[i] = src_i[pos + i]
+        self._pos = pos + n
+        self._owed -= n
         return n

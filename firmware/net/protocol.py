@@ -112,3 +112,36 @@ def vitals(device_id, seq, ts_ms, window_ms, hr_bpm, beats, quality, signal=None
     if classes is not None:
         msg["classes"] = classes
     return msg
+
+
+# -- vital signs beyond the ECG heart rate (optional fields of ``vitals``) -------
+# Each is an integer with its unit in the name, or None (null) when withheld;
+# its quality (0..100) sits beside it and the reason goes into ``withheld``.
+F_PULSE = "pulse_bpm"
+F_SPO2 = "spo2_pct"
+F_RESP = "resp_rate_per_min"
+F_TEMP = "temp_centi_c"
+F_HRV_SDNN = "hrv_sdnn_ms"
+F_HRV_RMSSD = "hrv_rmssd_ms"
+F_PERFUSION = "perfusion_centi_pct"
+F_HR_PULSE_DELTA = "hr_pulse_delta_bpm"
+F_WITHHELD = "withheld"
+F_FAULTS = "faults"
+#: The quality field of each vital.
+QUALITY_FIELDS = {
+    F_PULSE: "pulse_quality",
+    F_SPO2: "spo2_quality",
+    F_RESP: "resp_quality",
+    F_TEMP: "temp_quality",
+    F_HRV_SDNN: "hrv_quality",
+}
+REASON_UNRELIABLE = "unreliable"
+
+
+def add_vital(msg, withheld, name, value, quality, reason):
+    """Put vital ``name`` (an int or None) and its quality (0..100) into ``msg``;
+    a None value's ``reason`` (or ``unreliable``) goes into ``withheld[name]``."""
+    msg[name] = value
+    msg[QUALITY_FIELDS[name]] = quality if value is not None else 0
+    if value is None:
+        withheld[name] = reason or REASON_UNRELIABLE

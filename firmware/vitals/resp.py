@@ -56,6 +56,7 @@ long ints, allocated once per beat.
 from array import array
 
 from firmware.hw.compat import const
+from firmware.vitals.hrv import isqrt
 from firmware.vitals.rate import sort_inplace
 
 MOD_ECG_AMPLITUDE = const(0)
@@ -90,17 +91,6 @@ RESP_MAX_X10 = const(600)  # 60 /min
 
 REASON_TOO_FEW = "too_few_modulations"
 REASON_DISAGREE = "modulations_disagree"
-
-
-def _isqrt(v):
-    if v <= 0:
-        return 0
-    x = v
-    y = (x + 1) >> 1
-    while y < x:
-        x = y
-        y = (x + v // x) >> 1
-    return x
 
 
 class RespiratoryRate:
@@ -189,7 +179,7 @@ class RespiratoryRate:
         for i in range(count):
             if -FUSION_MEDIAN_TOL_X10 <= vals[i] - med <= FUSION_MEDIAN_TOL_X10:
                 var += (vals[i] - mean) * (vals[i] - mean)
-        sd = _isqrt(var // kept)
+        sd = isqrt(var // kept)
         self.sd_x10 = sd
         self.used = kept
         if sd > FUSION_MAX_SD_X10:
