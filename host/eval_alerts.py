@@ -12,10 +12,11 @@ published numbers, not of waveforms: 20 x 24 h of 250 Hz ECG and PPG through the
 device code would take days on this machine.  Each patient's true vitals come
 from the scenario's trajectories with the simulator's individual variation;
 every :data:`STEP_S` seconds the "device" publishes each vital with measurement
-noise (:data:`NOISE_SD`), withholds it (null) during lead-off or probe-off
-episodes (:data:`LEAD_OFF_PER_H`), and now and then publishes an artefact that
-passed the device's quality checks (:data:`ARTEFACT_P`: a halved or doubled
-heart rate, a 10-point SpO2 drop, a respiratory rate off by 8).  The cuff
+noise (:data:`NOISE_SD`, autocorrelated over :data:`NOISE_TAU_S`), withholds it
+(null) during lead-off or probe-off episodes (:data:`LEAD_OFF_PER_H`), and now and
+then publishes an artefact that passed the device's quality checks
+(:data:`ARTEFACT_P`: a halved or doubled heart rate, a 10-point SpO2 drop, a
+respiratory rate off by 8).  The cuff
 reads every ``nibp.interval_s`` with the scenario's cuff noise; nurses enter
 consciousness and air/oxygen every 4 h.  Rhythm events are the ground truth's
 (AF onset reported :data:`AF_DETECT_S` late, issue 13's acceptance bound; VT
@@ -69,6 +70,9 @@ __all__ = ["LIMITS", "MIX", "Episode", "PatientRun", "ThresholdMonitor", "Virtua
 STEP_S = 5
 EVAL_S = 5  # medge evaluates every published vitals window, as live
 NOISE_SD = {"pulse": 2.0, "resp_rate": 1.2, "spo2": 0.8, "temperature": 0.05}
+#: The noise is autocorrelated (first-order autoregressive, this time constant in s):
+#: a monitor's numbers are averages over seconds, not independent draws.
+NOISE_TAU_S = {"pulse": 20.0, "resp_rate": 30.0, "spo2": 20.0, "temperature": 300.0}
 AF_NOISE_SD = 6.0  # an 8-beat mean rate in AF scatters more
 ARTEFACT_P = 0.002
 LEAD_OFF_PER_H = 2.0
@@ -173,6 +177,7 @@ class VirtualWardPatient:
                         "chronic_af": False, "targets": {}, "on_oxygen": self.on_oxygen}
         if target == [88.0, 92.0]:
             self.profile["spo2_target"] = [88, 92]
+        self._noise = {name: r.gauss(0, 1) for name in NOISE_SD}
         self._cuff: list[float] = []
         self._cuff_rng = random.Random(seed + 7_919)
         self.lead_off: list[tuple[float, float]] = []
@@ -252,7 +257,9 @@ class VirtualWardPatient:
         for name, sd in NOISE_SD.items():
             if name == "pulse" and self.in_af(t_s):
                 sd = AF_NOISE_SD
-            value = x[name] + r.gauss(0, sd)
+            a = math.exp(-STEP_S / NOISE_TAU_S[name])
+            self._noise[name] = a * self._noise[name] + math.sqrt(1 - a * a) * r.gauss(0, 1)
+            value = x[name] + sd * self._noise[name]
             if r.random() < ARTEFACT_P:
                 value = {"pulse": value * r.choice([0.5, 2.0]), "spo2": value - 10,
                          "resp_rate": value + r.choice([-8, 8]),

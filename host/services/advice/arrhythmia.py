@@ -17,7 +17,7 @@ the decisions are the clinician's):
 - **Pause** > 3 s medium, **asystole** emergency; **bradycardia** < 40/min high,
   40-49/min low (ACC/AHA/HRS 2018 bradycardia guideline: pauses > 3 s and rates
   < 40/min while awake warrant evaluation).
-- **PVC burden** over the last 15 minutes (V / all classified beats): < 1 % occasional
+- **PVC burden** over the last 5 minutes (V / all classified beats; >= 300 beats): < 1 % occasional
   (nothing), 1-10 % frequent (advice), 10-20 % high (low: assess LV function),
   >= 20 % very high (medium: risk of PVC-induced cardiomyopathy) (ESC 2022 VA
   guidelines, Zeppenfeld et al. Eur Heart J 2022;43:3997-4126).
@@ -175,9 +175,9 @@ def arrhythmia_conditions(profile: Mapping[str, Any], events: Sequence[RhythmEve
         nums = {"pvc_burden_percent": round(pvc_percent, 2), "beats": beats, "band": band}
         if severity is not None:
             keep(Condition("pvc_burden", severity,
-                           f"PVC burden {pvc_percent:.1f} % over the last 15 min ({band}): "
+                           f"PVC burden {pvc_percent:.1f} % over the last 5 min ({band}): "
                            "assess left-ventricular function (echocardiogram), electrolytes; "
-                           "for clinician review", "V beats / all beats, 15 min", nums,
+                           "for clinician review", "V beats / all beats, 5 min", nums,
                            ESC_VA_2022))
         elif band == "frequent":
             advice.append(f"PVC burden {pvc_percent:.1f} % (frequent, < 10 %): note")

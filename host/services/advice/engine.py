@@ -50,7 +50,7 @@ BP_STALE_S = 3600
 MANUAL_STALE_S = {"consciousness": 12 * 3600, "oxygen": 12 * 3600, "systolic": 3600,
                   "resp_rate": 3600, "spo2": 3600, "pulse": 3600, "temperature": 3600}
 DRIFT_HOLD_S = 10 * 60
-PVC_WINDOW_S = 15 * 60
+PVC_WINDOW_S = 5 * 60
 PVC_MIN_BEATS = 300
 #: Device vitals -> the NEWS2 parameter they supply.
 _DEVICE_TO_NEWS2 = {"resp_rate": "resp_rate", "spo2": "spo2", "temperature": "temperature",
