@@ -70,8 +70,10 @@ def test_withheld_values_are_missing() -> None:
     assert live.vitals_from_payload(vitals("d", 0, 0, None))["pulse"] is None
     doc = vitals("d", 0, 0, 80) | {"signal": "lead_off"}
     assert live.vitals_from_payload(doc)["pulse"] is None
-    assert live.vitals_from_payload({"spo2_percent": None, "temp_c_x10": 372}) == {
-        "pulse": None, "resp_rate": None, "spo2": None, "temperature": 37.2}
+    doc = vitals("d", 0, 0, 80) | {"pulse_bpm": 78, "spo2_pct": None, "resp_rate_per_min": 18,
+                                   "temp_centi_c": 3721, "withheld": {"spo2_pct": "saturated"}}
+    assert live.vitals_from_payload(doc) == {"pulse": 78, "resp_rate": 18, "spo2": None,
+                                             "temperature": 37.21}
 
 
 def test_alert_recorded_once_per_episode_then_acked_and_audited(

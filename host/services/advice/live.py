@@ -12,10 +12,9 @@ replay is deterministic, so the same data gives the same alert episodes: recordi
 them (:func:`record_events`) is idempotent (``alert_uid`` = patient, kind, opening
 time), and acknowledgements kept in the store are applied to the replayed episodes.
 
-Vitals fields.  The v1 vitals message carries ``hr_bpm`` today (null unless the ECG
-is good).  The fields of issue 12 are read when present, under the names in
-:data:`VITALS_FIELDS` (a number, or an object with ``value``); a null is a value the
-device withheld: missing, never normal.
+Vitals fields (:data:`VITALS_FIELDS`): ``pulse_bpm`` (PPG) or else ``hr_bpm`` (ECG),
+``resp_rate_per_min``, ``spo2_pct``, ``temp_centi_c``, each an integer or null; a null
+(withheld: the reason is in the message's ``withheld``) is missing, never normal.
 """
 
 from __future__ import annotations
@@ -34,13 +33,14 @@ __all__ = ["HISTORY_S", "REPLAY_EVAL_S", "VITALS_FIELDS", "assess", "record_even
 
 HISTORY_S = 4 * 3600
 REPLAY_EVAL_S = 30
-#: engine input -> ((payload field, divisor), ...) tried in order.
+#: engine input -> ((vitals field, divisor), ...) tried in order (docs/protocol.md, the
+#: v1 vitals schema): the PPG pulse rate is NEWS2's pulse, the ECG heart rate stands in
+#: when the device has no PPG.
 VITALS_FIELDS: dict[str, tuple[tuple[str, float], ...]] = {
-    "pulse": (("pulse_bpm", 1), ("pulse_rate_bpm", 1), ("hr_bpm", 1)),
-    "resp_rate": (("resp_rate_bpm", 1), ("rr_bpm", 1), ("resp_bpm", 1)),
-    "spo2": (("spo2_percent", 1), ("spo2_pct", 1), ("spo2", 1)),
-    "temperature": (("temp_mc", 1000), ("temp_c_x100", 100), ("temp_c_x10", 10),
-                    ("temperature_c", 1), ("temp_c", 1)),
+    "pulse": (("pulse_bpm", 1), ("hr_bpm", 1)),
+    "resp_rate": (("resp_rate_per_min", 1),),
+    "spo2": (("spo2_pct", 1),),
+    "temperature": (("temp_centi_c", 100),),
 }
 
 
@@ -62,9 +62,9 @@ def vitals_from_payload(doc: dict[str, Any]) -> dict[str, float | None]:
                 v = _number(doc[field])
                 out[name] = None if v is None else v / divisor
                 break
-    if doc.get("signal") == "lead_off" or (
-            "hr_bpm" in doc and "pulse_bpm" not in doc and doc.get("quality") != "good"):
-        out["pulse"] = None
+    if "pulse_bpm" not in doc and (doc.get("signal") == "lead_off"
+                                   or doc.get("quality") != "good"):
+        out["pulse"] = None  # the ECG rate only when the ECG is good
     return out
 
 
