@@ -759,7 +759,9 @@ REGISTRY_POLL_S = 0.5
 
 class RegistryWatcher:
     """Polls the account registry's fingerprint and reloads ``broker`` on a change
-    (a thread; ``medge broker --db``).  A failing read is logged and retried."""
+    (a thread; ``medge broker --db``).  A failing read is logged and retried.  Each
+    poll opens the store afresh: a long-lived read-only SQLite connection was seen to
+    keep an old snapshot after another process's commit and WAL checkpoint."""
 
     def __init__(self, broker: Broker, db: Any, poll_s: float = REGISTRY_POLL_S) -> None:
         self.broker = broker
@@ -769,15 +771,13 @@ class RegistryWatcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="registry-watch", daemon=True)
         self._last: Optional[str] = None
-        self._store: Any = None
 
     def fingerprint(self) -> str:
         from host.services.accounts import fingerprint
         from host.services.store import Store
 
-        if self._store is None:
-            self._store = Store(self.db, readonly=True)
-        return fingerprint(self._store)
+        with Store(self.db, readonly=True) as store:
+            return fingerprint(store)
 
     def start(self) -> RegistryWatcher:
         self._last = self.fingerprint()
@@ -796,19 +796,11 @@ class RegistryWatcher:
             except Exception as exc:  # a locked or briefly unreachable store: next poll
                 logger.warning("cannot read the account registry: %s", " ".join(
                     str(exc).split())[:200])
-                if self._store is not None:
-                    with contextlib.suppress(Exception):
-                        self._store.close()
-                    self._store = None
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(5)
-        if self._store is not None:
-            with contextlib.suppress(Exception):
-                self._store.close()
-            self._store = None
 
 
 def registry_accounts(db: Any) -> Callable[[], list[Any]]:

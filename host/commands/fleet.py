@@ -38,11 +38,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         fleet_sub, "list", help="every known device",
         description="Every device the store knows: id, state (online/offline), firmware and "
         "model\nversions, last-seen time (UTC), patient, last heart rate, messages stored, "
-        "its role\nand whether it has credentials (a provisioned device never seen: "
-        "offline, last seen\nnull).  --accounts adds the host accounts (state null).",
+        "its role\nand whether it has credentials.  --accounts adds every account no "
+        "device row has:\nhost accounts (state null) and provisioned devices never seen "
+        "(offline, last seen null).",
         example=["medge fleet list", "medge fleet list --json --db var/medge.db",
                  "medge fleet list --accounts"])
-    q.add_argument("--accounts", action="store_true", help="also list the host accounts")
+    q.add_argument("--accounts", action="store_true",
+                   help="also list the host accounts and the devices never seen")
     add_json(q, "a JSON array, one object per device")
     add_db(q)
     q.set_defaults(func=run_list, prog=q.prog)
@@ -161,16 +163,16 @@ def accounts_by_name(store: Any) -> dict[str, Any]:
     return {a.username: a for a in accounts(store)}
 
 
-def fleet_docs(store: Any, *, hosts: bool = False) -> list[dict[str, Any]]:
-    """What ``fleet list --json`` prints: every device (with its account), then every
-    device account without a device row (removed ones too: credentials ``none``), then
-    with ``hosts`` the host accounts."""
+def fleet_docs(store: Any, *, all_accounts: bool = False) -> list[dict[str, Any]]:
+    """What ``fleet list --json`` prints: every device with its account (as ``medge
+    monitor --json``), then with ``all_accounts`` every account without a device row
+    (host accounts, devices never seen; removed ones too: credentials ``none``)."""
     by_name = accounts_by_name(store)
     rows = store.devices()
     docs = [device_doc(r, by_name.get(r.device_id)) for r in rows]
-    seen = {r.device_id for r in rows}
-    docs += [account_doc(a) for name, a in sorted(by_name.items())
-             if name not in seen and (a.role == "device" or hosts)]
+    if all_accounts:
+        seen = {r.device_id for r in rows}
+        docs += [account_doc(a) for name, a in sorted(by_name.items()) if name not in seen]
     return docs
 
 
@@ -196,7 +198,7 @@ def _write_store(db: Any) -> Any:
 
 def run_list(args: argparse.Namespace) -> int:
     with _read_store(args.db) as store:
-        docs = fleet_docs(store, hosts=args.accounts)
+        docs = fleet_docs(store, all_accounts=args.accounts)
     if args.json:
         print(json.dumps(docs, indent=2))
         return 0
@@ -214,7 +216,7 @@ def run_show(args: argparse.Namespace) -> int:
 
     with _read_store(args.db) as store:
         acc = account(store, args.id)
-        docs = [d for d in fleet_docs(store, hosts=True) if d["id"] == args.id]
+        docs = [d for d in fleet_docs(store, all_accounts=True) if d["id"] == args.id]
     if not docs:
         raise CliError(f"no device or account {args.id}")
     doc = dict(docs[0])

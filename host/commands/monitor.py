@@ -26,13 +26,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from host.commands.fleet import device_doc
+    from host.commands.fleet import accounts_by_name, device_doc
     from host.services.monitor import check_store, run_monitor
-    from host.services.store import StoreError
+    from host.services.store import Store, StoreError
 
     def json_lines(rows, now_ms: int) -> list[str]:
-        return [json.dumps({"ts_ms": now_ms, "devices": [device_doc(r) for r in rows]},
-                           separators=(",", ":"))]
+        with Store(args.db, readonly=True) as store:  # each device's account, as fleet list
+            by_name = accounts_by_name(store)
+        docs = [device_doc(r, by_name.get(r.device_id)) for r in rows]
+        return [json.dumps({"ts_ms": now_ms, "devices": docs}, separators=(",", ":"))]
 
     try:
         check_store(args.db)

@@ -12,6 +12,7 @@ from host.commands.common import (
     SENSORS,
     CliError,
     add_command,
+    add_db,
     add_fleet_options,
     add_json,
     stop_on_signals,
@@ -27,7 +28,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub, NAME, help="run simulated devices against a broker",
         description="N simulated devices, each the real firmware loop reading its own "
-        "virtual patient through\nan emulated sensor, publishing to an MQTT broker.",
+        "virtual patient through\nan emulated sensor, publishing to an MQTT broker.\n\n"
+        "Accounts: the devices are provisioned in the registry --db (a device account "
+        "each, a\nfresh password held in memory), so a `medge broker --db` on the same "
+        "registry lets\nthem in within a second; --broker starts one with that registry.  "
+        "--insecure: no\naccounts (a `medge broker --insecure`).",
         notes="fault syntax (--faults SPEC):\n" + FAULT_SYNTAX + "\nSee docs/simulator.md.",
         example=["medge sim --broker auto --devices 3 --duration 60 --scenario new_onset_af",
                  "medge sim --port 1883 --devices 50 --sensor direct --faults loss:10%:5%"])
@@ -54,6 +59,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="broker host (default 127.0.0.1)")
     p.add_argument("--port", type=PORT, default=None,
                    help="broker port (1883; with --broker: a free port unless given)")
+    add_db(p)
+    p.add_argument("--insecure", action="store_true",
+                   help="provision no accounts: connect anonymously (development only)")
     add_json(p, "the summary (fault events, ground truth files)")
     p.set_defaults(func=run, prog=p.prog)
 
@@ -68,8 +76,24 @@ def _check_dir(path: Path, what: str) -> None:
         raise CliError(f"{what} {path}: cannot create it: {exc.strerror or exc}") from None
 
 
+def _provision(args: argparse.Namespace, n_devices: int, prefix: str) -> dict[str, str]:
+    """Device accounts for the run in the registry ``--db``; their passwords."""
+    from host.services.accounts import AccountError, Role, provision
+    from host.services.audit import default_actor
+    from host.services.store import Store
+    from sim.fleet import device_ids
+
+    with Store(args.db) as store:
+        try:
+            return provision(store, device_ids(prefix, n_devices), Role.DEVICE,
+                             actor=default_actor())
+        except AccountError as exc:
+            raise ValueError(str(exc)) from None
+
+
 def run(args: argparse.Namespace) -> int:
-    from host.broker.launch import Broker
+    from host.broker.launch import Broker, registry_accounts
+    from host.services.store import StoreError
     from sim.fleet import Fleet, FleetParams, check_fleet_spec
 
     broker = None
@@ -84,12 +108,16 @@ def run(args: argparse.Namespace) -> int:
         _check_dir(args.state_dir, "--state-dir")
         if args.truth_dir is not None:
             _check_dir(args.truth_dir, "--truth-dir")
+        passwords = None if args.insecure else _provision(args, params.n_devices,
+                                                           params.id_prefix)
         if args.broker != "none":
             broker = Broker(args.broker, port=args.port or 0,
-                            data_dir=args.state_dir.parent / "broker")
+                            data_dir=args.state_dir.parent / "broker",
+                            accounts=None if args.insecure else registry_accounts(args.db))
             host, port = broker.host, broker.port
-        fleet = Fleet(params, host, port, state_dir=args.state_dir, broker=broker)
-    except (ValueError, RuntimeError, OSError) as exc:
+        fleet = Fleet(params, host, port, state_dir=args.state_dir, broker=broker,
+                      passwords=passwords)
+    except (ValueError, RuntimeError, OSError, StoreError) as exc:
         raise CliError(str(exc)) from None
     stop = stop_on_signals()
     try:
