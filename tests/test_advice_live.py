@@ -108,3 +108,62 @@ def test_bad_input_exit_2(ward: Path, argv: list[str], needle: str,
     assert main([*argv, "--db", str(ward)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0]
+
+
+def test_watch_publishes_alerts_to_the_device_topic_on_mosquitto(ward: Path) -> None:
+    """medge advice --watch against a real mosquitto: the p-2 alerts reach
+    medge/v1/dev/bed-1/alert, schema-valid, once each (a second pass sends nothing new)."""
+    import threading
+
+    import jsonschema
+    import paho.mqtt.client as mqtt
+
+    from host.broker.launch import Broker
+    from host.services.advice.publish import AlertPublisher
+    from host.services.messages import schema_path
+
+    schema = json.loads(Path(schema_path("alert")).read_text())
+    got: list[dict] = []
+    ready = threading.Event()
+    b = Broker("mosquitto", data_dir=ward.parent / "broker")
+    b.start()
+    try:
+        sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bedside")
+        sub.on_connect = lambda c, *_: c.subscribe("medge/v1/dev/bed-1/alert", qos=1)
+        sub.on_subscribe = lambda *_: ready.set()
+        sub.on_message = lambda _c, _u, m: got.append(json.loads(m.payload))
+        sub.connect(b.host, b.port)
+        sub.loop_start()
+        assert ready.wait(10)
+        pub = AlertPublisher(b.host, b.port)
+        try:
+            with Store(ward) as s:
+                first = live.run_round(s, T0 + 1_790_000, pub.publish)
+                second = live.run_round(s, T0 + 1_795_000, pub.publish)
+        finally:
+            pub.close()
+        for _ in range(100):
+            if len(got) >= first["published"]:
+                break
+            threading.Event().wait(0.05)
+        sub.loop_stop()
+        sub.disconnect()
+    finally:
+        b.stop()
+    assert first["published"] >= 1 and second["published"] == 0
+    assert first["patients"]["p-2"]["open_alerts"]
+    assert len(got) == first["published"]
+    for m in got:
+        jsonschema.validate(m, schema)
+        assert m["patient_id"] == "p-2" and m["state"] == "open"
+    assert "news2" in {m["kind"] for m in got}
+
+
+def test_watch_cli_one_pass_without_a_broker(ward: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["advice", "--watch", "--no-publish", "--duration", "0.01", "--json",
+                 "--db", str(ward)]) == 0
+    doc = json.loads(capsys.readouterr().out.splitlines()[0])
+    # today, long after the fixture's readings: everything stale, so a lower bound
+    assert doc["patients"]["p-2"]["lower_bound"] is True and doc["published"] == 0
+    assert main(["advice", "--watch", "p-2", "--db", str(ward)]) == 2

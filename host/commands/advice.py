@@ -4,9 +4,18 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
-from host.commands.common import add_command, add_db, add_json
+from host.commands.common import (
+    CliError,
+    add_broker_addr,
+    add_command,
+    add_db,
+    add_json,
+    positive_number,
+    stop_on_signals,
+)
 from host.commands.patient import add_at, at_of, emit, open_store
 
 NAME = "advice"
@@ -21,8 +30,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "patient's open alerts.\nDecision support for clinician review, not a diagnosis.",
         notes="--record writes the alert episodes into the store (once per episode: "
         "medge alerts list).",
-        example=["medge advice p-0001", "medge advice p-0001 --json --record"])
-    p.add_argument("patient_id", metavar="PATIENT")
+        example=["medge advice p-0001", "medge advice p-0001 --json --record",
+                 "medge advice --watch --interval 10 --host 127.0.0.1 --port 1883"])
+    p.add_argument("patient_id", metavar="PATIENT", nargs="?",
+                   help="the patient (not with --watch)")
+    p.add_argument("--watch", action="store_true",
+                   help="the advice service: every --interval s assess every patient with "
+                   "a device, record alert episodes and publish each change to "
+                   "medge/v1/dev/{device}/alert")
+    p.add_argument("--interval", type=positive_number, default=10.0, metavar="SECONDS",
+                   help="--watch: seconds between passes (10)")
+    p.add_argument("--duration", type=positive_number, metavar="SECONDS",
+                   help="--watch: stop after this long (default: until SIGTERM)")
+    add_broker_addr(p)
+    p.add_argument("--no-publish", action="store_true",
+                   help="--watch: record alerts in the store only (no broker)")
+    p.add_argument("--username", help="--watch: broker account (a host account)")
+    p.add_argument("--password-file", type=Path, metavar="FILE",
+                   help="--watch: file holding the account's password")
     add_at(p, "assess as of this time")
     p.add_argument("--record", action="store_true", help="record alert episodes in the store")
     add_json(p, "the assessment")
@@ -49,6 +74,10 @@ def render(doc: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.watch:
+        return run_watch(args)
+    if args.patient_id is None:
+        raise CliError("PATIENT: give a patient id (or --watch for every patient)")
     from host.services.advice import live
     from host.services.advice.records import list_alerts
 
@@ -63,3 +92,50 @@ def run(args: argparse.Namespace) -> int:
     doc.pop("events")
     doc["open_alerts"] = alerts
     return emit(args, doc, render(doc))
+
+
+def run_watch(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from host.services.advice import live
+    from host.services.store import now_ms
+
+    if args.patient_id is not None:
+        raise CliError("--watch: assesses every patient with a device; leave PATIENT out")
+    publisher = None
+    if not args.no_publish:
+        from host.services.advice.publish import AlertPublisher
+
+        password = None
+        if args.password_file is not None:
+            try:
+                password = args.password_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise CliError(f"--password-file: {exc.strerror or exc}") from None
+        try:
+            publisher = AlertPublisher(args.host, args.port, username=args.username,
+                                       password=password)
+        except OSError as exc:
+            raise CliError(f"--host/--port: {exc}", exit_code=1) from None
+    stop = stop_on_signals()
+    end = None if args.duration is None else time.monotonic() + args.duration
+    try:
+        with open_store(args) as store:
+            while not stop.is_set():
+                doc = live.run_round(store, now_ms(), publisher.publish if publisher else None)
+                if args.json:
+                    print(json.dumps(doc), flush=True)
+                else:
+                    for pid, p in doc["patients"].items():
+                        print(f"{pid}: NEWS2 {p['news2']}{'+' if p['lower_bound'] else ''} "
+                              f"{p['risk']}; open {', '.join(p['open_alerts']) or '-'}",
+                              flush=True)
+                if end is not None and time.monotonic() >= end:
+                    break
+                stop.wait(args.interval if end is None
+                          else max(0.0, min(args.interval, end - time.monotonic())))
+    finally:
+        if publisher is not None:
+            publisher.close()
+    return 0

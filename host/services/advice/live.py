@@ -262,3 +262,37 @@ def _open_uid(store: Any, patient_id: str, kind: str) -> str | None:
                            "AND cleared_ms IS NULL ORDER BY ts_ms DESC LIMIT 1",
                            (patient_id, kind)).fetchone()
     return None if row is None else row[0]
+
+
+def active_patients(store: Any, now_ms: int) -> list[str]:
+    """Patients with a device assigned at ``now_ms`` (not discharged)."""
+    rows = store.db.execute("SELECT DISTINCT patient_id FROM assignments WHERE from_ms <= ? "
+                            "AND (until_ms IS NULL OR until_ms > ?) ORDER BY patient_id",
+                            (now_ms, now_ms)).fetchall()
+    return [r[0] for r in rows]
+
+
+def run_round(store: Any, now_ms: int, publish: Any = None) -> dict[str, Any]:
+    """One pass of the advice service: every active patient assessed, alert episodes
+    recorded, and each alert opened, escalated or resolved by this pass handed to
+    ``publish(device_id, alert)`` (the device on the patient now)."""
+    from host.services.advice.records import list_alerts
+
+    out: dict[str, Any] = {"ts_ms": now_ms, "patients": {}, "published": 0}
+    for pid in active_patients(store, now_ms):
+        before = {x["alert_uid"]: (x["state"], x["severity"])
+                  for x in list_alerts(store, patient_id=pid, open_only=True)}
+        a, events, open_kinds = assess(store, pid, now_ms)
+        record_events(store, pid, events, open_kinds=open_kinds, now_ms=now_ms)
+        after = list_alerts(store, patient_id=pid, limit=50)
+        changed = [x for x in after if (x["state"], x["severity"]) != before.get(
+            x["alert_uid"], ("resolved", x["severity"]))]
+        device = _device_at(store, pid, now_ms)
+        if publish is not None and device is not None:
+            for x in changed:
+                publish(device, x)
+                out["published"] += 1
+        out["patients"][pid] = {"news2": a.news2["score"], "risk": a.news2["risk"],
+                                "lower_bound": a.news2["lower_bound"],
+                                "open_alerts": sorted(open_kinds), "changed": len(changed)}
+    return out

@@ -1,0 +1,70 @@
+"""Alerts to the bedside: each alert opened, escalated or resolved is published to
+the topic of the device on the patient, ``medge/v1/dev/{device_id}/alert`` (QoS 1,
+not retained), so the device can show it.  Only pseudonymous ids travel.
+
+Message (v1, host -> device; schema ``host/schemas/v1/alert.schema.json``)::
+
+    {"v": 1, "type": "alert", "alert_uid": "...", "patient_id": "p-0001",
+     "kind": "news2", "severity": "medium", "state": "open", "ts_ms": ...,
+     "text": "NEWS2 5: medium risk ..."}
+
+``state``: open, acknowledged or resolved (the stored alert's state);
+``text`` at most :data:`TEXT_MAX` characters.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+__all__ = ["TEXT_MAX", "AlertPublisher", "alert_message", "alert_topic"]
+
+TEXT_MAX = 500
+
+
+def alert_topic(device_id: str) -> str:
+    return f"medge/v1/dev/{device_id}/alert"
+
+
+def alert_message(alert: dict[str, Any]) -> dict[str, Any]:
+    """The wire form of one stored alert (:func:`host.services.advice.records.list_alerts`)."""
+    cond = (alert.get("detail") or {}).get("condition") or {}
+    return {"v": 1, "type": "alert", "alert_uid": alert["alert_uid"],
+            "patient_id": alert["patient_id"], "kind": alert["kind"],
+            "severity": alert["severity"], "state": alert["state"],
+            "ts_ms": alert["ts_ms"], "text": str(cond.get("text", alert["kind"]))[:TEXT_MAX]}
+
+
+class AlertPublisher:
+    """A paho 2.x client publishing alert messages at QoS 1."""
+
+    def __init__(self, host: str, port: int, *, client_id: str = "medge-advice",
+                 username: str | None = None, password: str | None = None,
+                 timeout_s: float = 10.0) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.timeout_s = timeout_s
+        self._connected = threading.Event()
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        if username is not None:
+            c.username_pw_set(username, password)
+        c.on_connect = lambda _c, _u, _f, rc, _p: (not rc.is_failure) and self._connected.set()
+        c.connect(host, port, keepalive=30)
+        c.loop_start()
+        self.client = c
+        if not self._connected.wait(timeout_s):
+            self.close()
+            raise OSError(f"cannot connect to the broker at {host}:{port}")
+        self.sent = 0
+
+    def publish(self, device_id: str, alert: dict[str, Any]) -> None:
+        info = self.client.publish(alert_topic(device_id),
+                                   json.dumps(alert_message(alert), separators=(",", ":")),
+                                   qos=1)
+        info.wait_for_publish(self.timeout_s)
+        self.sent += 1
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
