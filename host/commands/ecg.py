@@ -31,9 +31,37 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="int8 runtime (auto: LiteRT's reference kernels if installed, else the "
                         "pure-Python engine; both bit-exact)")
     q.set_defaults(func=run_analyze, prog=q.prog)
+    r = add_command(
+        ecg_sub, "rhythm", help="rhythm episodes of a WFDB record as CSV",
+        description="Rhythm episodes of one channel of a WFDB record, from the device's own "
+        "rhythm code\n(firmware.rhythm): CSV on stdout, header start_sample,end_sample,rhythm "
+        "(the record's\nown sample numbers; AFIB VT PAUSE ASYSTOLE BRADY TACHY BIGEMINY "
+        "TRIGEMINY).\nStretches of bad signal and the PVC/PAC burden go to stderr, or into "
+        "--json.",
+        example=["medge ecg rhythm data/mitdb/201",
+                 "medge ecg rhythm data/mitdb/203 --json"])
+    r.add_argument("record", help="WFDB record path without extension, e.g. data/mitdb/201")
+    r.add_argument("--channel", type=whole_number(), default=0,
+                   help="signal number, from 0 (0)")
+    r.add_argument("--model", default=None,
+                   help="beat model path without extension (default: the shipped models/beatnet)")
+    r.add_argument("--runtime", default="auto", choices=["auto", "litert", "litert-ref", "python"],
+                   help="int8 runtime (as for analyze)")
+    r.add_argument("--plain", action="store_true",
+                   help="the plain RR-irregularity peer: no beat classes (for comparison)")
+    r.add_argument("--json", action="store_true",
+                   help="one JSON object: episodes with evidence, signal stretches, burden")
+    r.set_defaults(func=run_rhythm, prog=r.prog)
 
 
 def run_analyze(args: argparse.Namespace) -> int:
     from host.services.ecg import run_analyze as analyze
 
     return analyze(args.record, args.channel, model=args.model, runtime=args.runtime)
+
+
+def run_rhythm(args: argparse.Namespace) -> int:
+    from host.services.ecg import run_rhythm as rhythm
+
+    return rhythm(args.record, args.channel, model=args.model, runtime=args.runtime,
+                  as_json=args.json, plain=args.plain)

@@ -30,11 +30,10 @@ from typing import TextIO
 import numpy as np
 
 from sim.records import MITDB_MAINS_HZ, RecordError, device_signal
+from sim.rhythm_replay import BLOCK_MS, RhythmResult, episodes, rhythm_counts
 
 log = logging.getLogger(__name__)
 
-#: The detector is fed this much signal per call, as the device loop does.
-BLOCK_MS = 1000
 #: Label of every beat when no model can be used.
 DEFAULT_LABEL = "N"
 #: Mains frequency for the notch (MIT-BIH was recorded in the USA).
@@ -42,8 +41,9 @@ DEFAULT_MAINS_HZ = MITDB_MAINS_HZ
 #: The shipped model, without extension (``.tflite`` + ``.json``).
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "beatnet"
 
-__all__ = ["ModelRefused", "RecordError", "analyze_record", "classify_beats",
-           "load_classifier", "run_analyze"]
+__all__ = ["ModelRefused", "RecordError", "RhythmResult", "analyze_record", "classify_beats",
+           "episodes", "load_classifier", "rhythm_counts", "rhythm_record", "run_analyze",
+           "run_rhythm"]
 
 
 class ModelRefused(Exception):
@@ -124,4 +124,78 @@ def run_analyze(record: str, channel: int, out: TextIO | None = None,
     lines = ["sample,label"]
     lines.extend(f"{s},{label}" for s, label in beats)
     out.write("\n".join(lines) + "\n")
+    return 0
+
+
+# --------------------------------------------------------------- rhythm
+# The chain itself (sim.rhythm_replay) is shared with models/eval_rhythm.py.
+
+
+def rhythm_record(record: str, channel: int = 0, model: str | Path | None = None,
+                  runtime: str = "auto", use_classes: bool = True):
+    """``(RhythmResult, DeviceSignal)`` for one channel of a WFDB record."""
+    sig = device_signal(record, channel)
+    if sig.resampled:
+        log.warning("record rate %g Hz is not a device rate: resampled to %d Hz",
+                    sig.record_fs_hz, sig.device_fs_hz)
+    clf = load_classifier(model, runtime) if use_classes else None
+    return rhythm_counts(sig.counts, sig.device_fs_hz, clf, use_classes=use_classes), sig
+
+
+#: Kinds printed as episodes by ``medge ecg rhythm`` (SIGNAL and BURDEN are
+#: reported on stderr / in --json).
+EPISODE_KINDS = ("AFIB", "VT", "PAUSE", "ASYSTOLE", "BRADY", "TACHY", "BIGEMINY",
+                 "TRIGEMINY")
+
+
+def _to_record(sig, s: int) -> int:
+    return sig.to_record_samples([max(0, s)])[0]
+
+
+def run_rhythm(record: str, channel: int, out: TextIO | None = None,
+               model: str | None = None, runtime: str = "auto", as_json: bool = False,
+               plain: bool = False) -> int:
+    """The ``medge ecg rhythm`` command: 0 on success, 2 on a bad record,
+    channel or ``--model``.  CSV ``start_sample,end_sample,rhythm`` (contract
+    7); the signal-quality stretches and the burden go to stderr (CSV) or
+    into the JSON."""
+    import json
+
+    out = out or sys.stdout
+    try:
+        res, sig = rhythm_record(record, channel, model, runtime, use_classes=not plain)
+    except (RecordError, ModelRefused) as exc:
+        print(f"medge ecg rhythm: {exc}", file=sys.stderr)
+        return 2
+    rows = [(_to_record(sig, a), _to_record(sig, b), k) for a, b, k in episodes(res)
+            if k in EPISODE_KINDS]
+    signal = [{"start_sample": _to_record(sig, e.start), "end_sample": _to_record(sig, e.end),
+               "reason": e.evidence["reason"]}
+              for e in res.events if e.kind == "SIGNAL"]
+    burden = [dict(e.evidence, start_sample=_to_record(sig, e.start),
+                   end_sample=_to_record(sig, e.end))
+              for e in res.events if e.kind == "BURDEN"]
+    if as_json:
+        doc = {"record": str(record), "channel": channel, "beats": len(res.beats),
+               "episodes": [{"start_sample": a, "end_sample": b, "rhythm": k,
+                             "evidence": next((e.evidence for e in res.events
+                                               if e.phase == "end" and e.kind == k
+                                               and _to_record(sig, e.start) == a), {})}
+                            for a, b, k in rows],
+               "signal": signal, "burden": burden, "quality_hops": res.quality_hops}
+        out.write(json.dumps(doc, sort_keys=True) + "\n")
+    else:
+        lines = ["start_sample,end_sample,rhythm"]
+        lines.extend(f"{a},{b},{k}" for a, b, k in rows)
+        out.write("\n".join(lines) + "\n")
+    fs = sig.record_fs_hz
+    for s in signal:
+        print(f"medge ecg rhythm: signal {s['reason']} from {s['start_sample'] / fs:.1f} s "
+              f"to {s['end_sample'] / fs:.1f} s: no rhythm judged there", file=sys.stderr)
+    if not res.beats:
+        worst = max((k for k in res.quality_hops if k != "good"),
+                    key=lambda k: res.quality_hops[k], default=None)
+        why = (f"signal {worst}" if worst and res.quality_hops[worst] else "no QRS found")
+        print(f"medge ecg rhythm: no beats detected ({why}): no rhythm episodes",
+              file=sys.stderr)
     return 0

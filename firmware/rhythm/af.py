@@ -1,0 +1,314 @@
+"""Atrial fibrillation from RR irregularity, on intervals the beat classes vouch for.
+
+Method: Dash et al. (2009), three statistics of a window of RR intervals, all
+three of which must say "random" (S. Dash, K. H. Chon, S. Lu, E. A. Raeder,
+"Automatic real time detection of atrial fibrillation", Ann. Biomed. Eng.
+37(9):1701-1709, 2009):
+
+1. normalised RMSSD, ``sqrt(mean(dRR^2)) / mean(RR) > 0.1`` (``_NRMSSD_PERMILLE``);
+2. Shannon entropy of the RR histogram (16 bins between the window's minimum
+   and maximum), normalised by ``log 16``, above 0.7 (``_SHE_PERMILLE``);
+3. turning-point ratio inside the 95 % band of an i.i.d. series: the count
+   of local extrema within ``(2N - 4) / 3 +- 1.96 sqrt((16N - 29) / 90)``.
+
+Dash removes ectopic beats with a percentile trim (the 8 longest and 8
+shortest of 128 intervals; here 4 and 4 of 64), which this keeps.  On top of
+it the device lets the beat classifier choose the intervals
+(:mod:`firmware.rhythm.monitor`): only NN intervals, between two consecutive
+beats it calls N, enter the window, so the alternation of bigeminy (N V N V:
+no NN interval at all) and the short/long pairs of frequent PVCs and PACs
+never look random.  The plain peer gives this detector every interval.
+
+Window: ``_WINDOW`` = 64 intervals (Dash used 128; 64 halves the latency;
+the statistics' thresholds are Dash's).  AF starts when a window passes all
+three tests and ends when ``_EXIT_WINDOWS`` consecutive windows fail one.
+Onset and offset are dated from the intervals themselves, not the decision
+time: an interval is *irregular* when it differs from the one before by more
+than 1/8 of the window's mean; the onset is the earliest irregular interval
+reached walking back from the newest without crossing ``_GAP`` regular ones
+in a row, the offset the last irregular interval before such a gap.
+
+Known limits: atrial flutter with a fixed conduction ratio is regular and is
+not AF here; flutter with variable block is; a sinus rhythm whose PACs the
+classifier calls N looks irregular; multifocal atrial tachycardia looks like AF.
+
+Scaling and overflow: RR intervals are sample counts (< 2**11 at 360 Hz
+within the 3 s accepted); the sum of squares of 63 differences stays below
+2**27; nRMSSD is ``isqrt(sumsq * m**2 * 10**6 / (m - 1)) / sum`` in per mille,
+whose product exceeds a MicroPython small int (a long int, once per beat,
+never per sample).  The entropy uses a table of integer ``-c log2(c / m)``
+values (1/1024 bit) made at init from an integer log2; no floats.
+"""
+
+from array import array
+
+from firmware.hw.compat import const
+from firmware.params import check_sample_rate_hz
+from firmware.vitals.hrv import isqrt
+
+_WINDOW = const(64)  # RR intervals per window
+_BINS = const(16)  # histogram bins of the entropy (Dash)
+_NRMSSD_PERMILLE = const(100)  # Dash: nRMSSD > 0.1
+_SHE_PERMILLE = const(700)  # Dash: normalised Shannon entropy > 0.7
+_EXIT_WINDOWS = const(4)  # consecutive failing windows that end AF
+_GAP = const(8)  # regular intervals in a row that bound an AF episode
+_ENTROPY_Q = const(1024)  # fixed-point scale of the entropy table
+
+
+def _log2_q10(x):
+    """log2(x) in 1/1024 for an int x >= 1 (integer part from the bit length,
+    ten fraction bits by repeated squaring of the Q16 mantissa)."""
+    e = 0
+    while (x >> e) > 1:
+        e += 1
+    # mantissa in [1, 2) as Q16
+    y = (x << 16) >> e if e <= 16 else x >> (e - 16)
+    frac = 0
+    for _ in range(10):
+        y = (y * y) >> 16
+        frac <<= 1
+        if y >= 1 << 17:
+            y >>= 1
+            frac |= 1
+    return (e << 10) | frac
+
+
+class AfDetector:
+    """Streaming AF detector over RR intervals (module docstring).
+
+    Call :meth:`interval` with each interval (samples) and the sample of the
+    beat that ends it; it returns 1 when AF has just started (onset in
+    :attr:`onset`), -1 when it has just ended (offset in :attr:`offset`), else 0.
+    :meth:`reset_chain` after a gap in the signal keeps the window but does
+    not compare across the gap.  ``trim`` (Dash's percentile trim, on by default) drops 1/16 of the
+    window at each end before the statistics.
+    """
+
+    def __init__(self, fs_hz, trim=True):
+        fs_hz = check_sample_rate_hz(fs_hz)
+        self.fs_hz = fs_hz
+        self.trim = trim
+        n = _WINDOW
+        self._rr = array("i", [0] * n)
+        self._end = array("i", [0] * n)  # sample of the beat ending the interval
+        self._sorted = array("i", [0] * n)
+        self._hist = array("i", [0] * _BINS)
+        self._rr_min = (fs_hz * 250) // 1000
+        self._rr_max = fs_hz * 3
+        m = n - 2 * (n // 16) if trim else n
+        self._m = m  # intervals the statistics use
+        # -c log2(c / m) in 1/_ENTROPY_Q bits, c = 0..m (integers only, so
+        # both platforms make the same table).
+        tab = array("i", [0] * (m + 1))
+        log_m = _log2_q10(m)
+        for c in range(1, m + 1):
+            tab[c] = c * (log_m - _log2_q10(c))
+        self._ent = tab
+        # Entropy threshold: sum tab > 0.7 * m * log2(16) * Q.
+        self._ent_min = (_SHE_PERMILLE * m * 4 * _ENTROPY_Q) // 1000
+        # Turning points among m intervals: mean (2m - 4) / 3, sd sqrt((16m - 29) / 90);
+        # the band mean +- 1.96 sd, in thousandths.
+        mu = (2 * m - 4) * 1000 // 3
+        half = isqrt(3841600 * (16 * m - 29) // 90)
+        self._tp_lo = (mu - half + 999) // 1000
+        self._tp_hi = (mu + half) // 1000
+        self.reset()
+
+    def reset(self):
+        self._pos = 0  # next slot
+        self._count = 0
+        self._chain = False
+        self.active = False
+        self._fails = 0
+        self.onset = -1
+        self.offset = -1
+        #: Statistics of the last full window (evidence): nRMSSD and entropy in
+        #: per mille, turning points, intervals.
+        self.nrmssd_permille = 0
+        self.entropy_permille = 0
+        self.turning_points = 0
+        self.windows = 0
+        self._sum = 0  # sum of the window's intervals
+        self._last_irr = -1  # end sample of the newest irregular interval
+        self._offset_cand = -1  # the last irregular one before a gap of _GAP
+        self._regular_run = 0
+
+    def reset_chain(self):
+        """A gap in the beat stream: the next interval is not compared with the last."""
+        self._chain = False
+
+    def interval(self, rr, end):
+        """Add one interval of ``rr`` samples ending at sample ``end``; see class doc."""
+        if rr < self._rr_min or rr > self._rr_max:
+            self._chain = False
+            return 0
+        i = self._pos
+        if self._count == _WINDOW:
+            self._sum -= self._rr[i]
+        # Irregular: differs from the previous interval by > 1/8 of the mean.
+        if self._chain and self._count:
+            d = rr - self._rr[(i - 1) % _WINDOW]
+            if d < 0:
+                d = -d
+            if 8 * d * self._count > self._sum:
+                self._last_irr = end
+                self._regular_run = 0
+            else:
+                self._regular_run += 1
+                if self._regular_run == _GAP:
+                    self._offset_cand = self._last_irr
+        self._chain = True
+        self._sum += rr
+        self._rr[i] = rr
+        self._end[i] = end
+        self._pos = (i + 1) % _WINDOW
+        if self._count < _WINDOW:
+            self._count += 1
+        if self._count < _WINDOW:
+            return 0
+        self.windows += 1
+        ok = self._judge()
+        if not self.active:
+            if ok:
+                self.active = True
+                self._fails = 0
+                onset = self._date_onset()
+                # Never before the previous episode's end.
+                self.onset = onset if onset > self.offset else self.offset + 1
+                return 1
+            return 0
+        if ok:
+            self._fails = 0
+            return 0
+        self._fails += 1
+        if self._fails >= _EXIT_WINDOWS:
+            self.active = False
+            self.offset = self._date_offset()
+            return -1
+        return 0
+
+    def end(self):
+        """End of the stream: the last irregular interval if AF is on, else -1."""
+        if not self.active:
+            return -1
+        self.active = False
+        self.offset = self._date_offset()
+        return self.offset
+
+    # ----------------------------------------------------------- internals
+    def _judge(self):
+        n = _WINDOW
+        src = self._rr
+        start = self._pos  # oldest
+        srt = self._sorted
+        for k in range(n):
+            srt[k] = src[(start + k) % n]
+        if self.trim:
+            lo, hi = self._trim_bounds(srt)
+        else:
+            lo, hi = -1, 1 << 30
+        # Successive differences, mean, turning points over the kept intervals.
+        m = 0
+        total = 0
+        sumsq = 0
+        turns = 0
+        prev = -1
+        prev_d = 0
+        vmin = 1 << 30
+        vmax = 0
+        for k in range(n):
+            v = src[(start + k) % n]
+            if self.trim and (v < lo or v > hi):
+                continue
+            m += 1
+            total += v
+            if v < vmin:
+                vmin = v
+            if v > vmax:
+                vmax = v
+            if prev >= 0:
+                d = v - prev
+                sumsq += d * d
+                if (d > 0 and prev_d < 0) or (d < 0 and prev_d > 0):
+                    turns += 1
+                if d:
+                    prev_d = d
+            prev = v
+        if m < 3 or total <= 0:
+            return False
+        # nRMSSD = sqrt(sumsq / (m - 1)) / (total / m), in per mille.
+        self.nrmssd_permille = (isqrt((sumsq * m * m * 1000000) // (m - 1))) // total
+        # Entropy of the histogram of the kept intervals (16 bins over [min, max]).
+        hist = self._hist
+        for b in range(_BINS):
+            hist[b] = 0
+        span = vmax - vmin + 1
+        for k in range(n):
+            v = src[(start + k) % n]
+            if self.trim and (v < lo or v > hi):
+                continue
+            hist[((v - vmin) * _BINS) // span] += 1
+        ent = 0
+        tab = self._ent
+        top = len(tab) - 1
+        for b in range(_BINS):
+            c = hist[b]
+            ent += tab[c if c <= top else top]
+        mm = m if m < len(tab) else len(tab) - 1
+        self.entropy_permille = (ent * 1000) // (mm * 4 * _ENTROPY_Q) if mm else 0
+        self.turning_points = turns
+        # Turning points scaled to the band's interval count.
+        tp_ok = self._tp_lo <= (turns * self._m) // m <= self._tp_hi if m else False
+        return (self.nrmssd_permille > _NRMSSD_PERMILLE
+                and ent > self._ent_min and tp_ok)
+
+    def _trim_bounds(self, srt):
+        """(lo, hi) values of the kept intervals after sorting ``srt`` in place."""
+        n = _WINDOW
+        # Insertion sort of 64 ints: per beat, peer mode only.
+        for i in range(1, n):
+            v = srt[i]
+            j = i - 1
+            while j >= 0 and srt[j] > v:
+                srt[j + 1] = srt[j]
+                j -= 1
+            srt[j + 1] = v
+        t = n // 16
+        return srt[t], srt[n - 1 - t]
+
+    def _flags(self):
+        """Irregular flag of every interval of the window, oldest first (per
+        decision, not per beat)."""
+        n = _WINDOW
+        total = self._sum
+        out = bytearray(n)
+        for k in range(1, n):
+            d = self._rr[(self._pos + k) % n] - self._rr[(self._pos + k - 1) % n]
+            if d < 0:
+                d = -d
+            out[k] = 1 if 8 * n * d > total else 0
+        return out
+
+    def _date_onset(self):
+        n = _WINDOW
+        flags = self._flags()
+        first = -1
+        run = 0
+        for k in range(n - 1, 0, -1):
+            if flags[k]:
+                first = k
+                run = 0
+            else:
+                run += 1
+                if run >= _GAP:
+                    break
+        if first < 0:
+            first = 1
+        # The interval starts at the beat before its end.
+        k = first
+        return self._end[(self._pos + k) % n] - self._rr[(self._pos + k) % n]
+
+    def _date_offset(self):
+        if self._regular_run >= _GAP or self._offset_cand < 0:
+            return self._offset_cand if self._offset_cand >= 0 else self._last_irr
+        return self._last_irr

@@ -1,0 +1,268 @@
+"""The rhythm-event report: ``make eval-rhythm DATA=../shared/data/mitdb``.
+
+Runs every DS1 record (channel 0) through the device's rhythm code exactly as
+``medge ecg rhythm`` does (:func:`host.services.ecg.rhythm_record`: filter
+chain, QRS detector, the shipped beat model, signal quality,
+:class:`firmware.rhythm.monitor.RhythmMonitor`), and in the same run through
+the plain peer (``use_classes=False``: the same monitor without beat classes,
+Dash et al.'s own percentile trim in place of the classes), and writes
+``models/reports/rhythm.md``:
+
+* AF, EC57-style duration statistics: Se = time detected as AF inside the
+  reference ``(AFIB`` episodes / reference AF time; +P = detected AF time that
+  lies inside reference AF / all detected AF time, pooled over every record
+  (so false AF on the 20 records without AF counts against +P); per record
+  too.  Atrial flutter (``(AFL``, in 203) is not AF in the reference; the
+  detected time inside it is reported separately.
+* VT episodes: the reference episodes are the runs of >= 3 consecutive
+  reference V beats (``V``, ``E``) faster than 100 bpm (the device's rule on
+  the reference beats); a detected episode matches when it overlaps one.
+  Se = matched reference episodes / reference episodes, +P = matched detected /
+  detected.
+* Pauses: reference pauses are the gaps between consecutive reference beats
+  longer than 2.0 s; matching as for VT.
+
+Honesty notes (printed in the report): the shipped beat model was trained on
+all of DS1, so the classes the monitor sees here are better than on a new
+patient; DS1 has only two AF patients; the thresholds of the AF method are
+Dash et al.'s, not fitted here.
+
+Run::
+
+    python -m models.eval_rhythm ../shared/data/mitdb [--jobs 2] [--records 201 203]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from firmware.params import RHYTHM_PAUSE_MS, RHYTHM_VT_MIN_BEATS, RHYTHM_VT_MIN_BPM
+from models.eval_qrs import DS1_RECORDS
+
+REPORT = Path("models/reports/rhythm.md")
+MODEL = Path(__file__).resolve().parent / "beatnet"
+BEAT_SYMBOLS = frozenset("NLRejAaJSVEF/fQ")
+V_SYMBOLS = frozenset("VE")
+
+Interval = tuple[int, int]
+
+
+def reference(record: str) -> dict[str, list[Interval]]:
+    """Reference AF, AFL, VT and pause intervals of a record (its own samples)."""
+    import wfdb
+
+    ann = wfdb.rdann(record, "atr")
+    hdr = wfdb.rdheader(record)
+    fs = float(hdr.fs)
+    n = int(hdr.sig_len)
+    out: dict[str, list[Interval]] = {"AFIB": [], "AFL": [], "VT": [], "PAUSE": []}
+    # Rhythm episodes from the aux notes.
+    cur, since = None, 0
+    for s, sym, aux in zip(ann.sample, ann.symbol, ann.aux_note):
+        note = aux.strip("\x00").strip()
+        if sym == "+" and note.startswith("("):
+            if cur in ("(AFIB", "(AFL"):
+                out[cur[1:]].append((since, int(s)))
+            cur, since = note, int(s)
+    if cur in ("(AFIB", "(AFL"):
+        out[cur[1:]].append((since, n))
+    beats = [(int(s), sym) for s, sym in zip(ann.sample, ann.symbol) if sym in BEAT_SYMBOLS]
+    # VT: >= 3 consecutive V beats faster than the VT rate.
+    run: list[int] = []
+    for s, sym in beats + [(n, "N")]:
+        if sym in V_SYMBOLS:
+            run.append(s)
+            continue
+        if len(run) >= RHYTHM_VT_MIN_BEATS:
+            rate = 60.0 * fs * (len(run) - 1) / (run[-1] - run[0])
+            if rate > RHYTHM_VT_MIN_BPM:
+                out["VT"].append((run[0], run[-1]))
+        run = []
+    gap = RHYTHM_PAUSE_MS * fs / 1000.0
+    for (a, _), (b, _) in zip(beats, beats[1:]):
+        if b - a > gap:
+            out["PAUSE"].append((a, b))
+    return out
+
+
+def _overlap(a: list[Interval], b: list[Interval]) -> int:
+    tot = 0
+    for s0, e0 in a:
+        for s1, e1 in b:
+            lo, hi = max(s0, s1), min(e0, e1)
+            if hi > lo:
+                tot += hi - lo
+    return tot
+
+
+def _length(a: list[Interval]) -> int:
+    return sum(e - s for s, e in a)
+
+
+def _matches(ref: list[Interval], det: list[Interval]) -> tuple[int, int]:
+    """(reference episodes overlapped by a detection, detections overlapping a
+    reference episode); touching (a zero-length detection inside) counts."""
+    def hit(x: Interval, ys: list[Interval]) -> bool:
+        return any(x[0] <= y[1] and y[0] <= x[1] for y in ys)
+    return sum(hit(r, det) for r in ref), sum(hit(d, ref) for d in det)
+
+
+def _classifier():
+    from firmware.ml.infer import ModelSlot
+
+    slot = ModelSlot("auto")
+    base = MODEL
+    if not slot.install_files(str(base.with_suffix(".tflite")), str(base.with_suffix(".json"))):
+        raise SystemExit(f"eval_rhythm: the shipped model cannot be used: {slot.last_error}")
+    return slot.classifier
+
+
+def run_record(args: tuple[str, bool]) -> dict:
+    from sim.records import device_signal
+    from sim.rhythm_replay import episodes, rhythm_counts
+
+    record, use_classes = args
+    t0 = time.perf_counter()
+    sig = device_signal(record, 0)
+    res = rhythm_counts(sig.counts, sig.device_fs_hz, _classifier() if use_classes else None,
+                        use_classes=use_classes)
+    secs = time.perf_counter() - t0
+    det: dict[str, list[Interval]] = {"AFIB": [], "VT": [], "PAUSE": []}
+    for a, b, kind in episodes(res):
+        if kind in ("PAUSE", "ASYSTOLE"):
+            kind = "PAUSE"
+        if kind in det:
+            ra, rb = sig.to_record_samples([a])[0], sig.to_record_samples([b])[0]
+            det[kind].append((ra, rb))
+    return {"record": Path(record).name, "classes": use_classes, "det": det,
+            "seconds": secs, "duration_s": sig.record_len / sig.record_fs_hz}
+
+
+def score(results: list[dict], refs: dict[str, dict]) -> dict:
+    af_ref = af_det = af_tp = afl_det = 0
+    vt = [0, 0, 0, 0]  # ref, ref matched, det, det matched
+    pa = [0, 0, 0, 0]
+    per: list[tuple[str, float, float, int, int]] = []
+    for r in results:
+        ref = refs[r["record"]]
+        det = r["det"]
+        tp = _overlap(ref["AFIB"], det["AFIB"])
+        af_tp += tp
+        af_ref += _length(ref["AFIB"])
+        af_det += _length(det["AFIB"])
+        afl_det += _overlap(ref["AFL"], det["AFIB"])
+        for acc, kind in ((vt, "VT"), (pa, "PAUSE")):
+            m_ref, m_det = _matches(ref[kind], det[kind])
+            acc[0] += len(ref[kind])
+            acc[1] += m_ref
+            acc[2] += len(det[kind])
+            acc[3] += m_det
+        per.append((r["record"], _length(ref["AFIB"]), _length(det["AFIB"]), tp,
+                    len(det["VT"])))
+    def pct(a: int, b: int) -> str:
+        return f"{100.0 * a / b:.1f}" if b else "n/a"
+    return {"af_se": pct(af_tp, af_ref), "af_pp": pct(af_tp, af_det),
+            "af_ref_s": af_ref / 360.0, "af_det_s": af_det / 360.0,
+            "afl_det_s": afl_det / 360.0,
+            "vt": vt, "vt_se": pct(vt[1], vt[0]), "vt_pp": pct(vt[3], vt[2]),
+            "pause": pa, "pause_se": pct(pa[1], pa[0]), "pause_pp": pct(pa[3], pa[2]),
+            "per": per}
+
+
+def write_report(ours: dict, peer: dict, results: list[dict], data: str) -> str:
+    secs = sum(r["seconds"] for r in results if r["classes"])
+    dur = sum(r["duration_s"] for r in results if r["classes"])
+    L = ["# Rhythm events on MIT-BIH DS1",
+         "",
+         "Generated by `make eval-rhythm DATA=...` (`python -m models.eval_rhythm`); do not edit.",
+         f"Data: `{data}` (22 DS1 records, channel 0). Python {platform.python_version()}.",
+         "",
+         "Device: `firmware.rhythm` (AF: Dash et al. 2009 nRMSSD + Shannon entropy + "
+         "turning points on NN intervals chosen by the beat classes). Peer: the same "
+         "monitor with no beat classes (every interval, Dash's percentile trim).",
+         "",
+         "| figure | device (beat classes) | plain RR peer |",
+         "|---|---|---|",
+         f"| AF duration Se % | {ours['af_se']} | {peer['af_se']} |",
+         f"| AF duration +P % | {ours['af_pp']} | {peer['af_pp']} |",
+         f"| AF detected / reference, s | {ours['af_det_s']:.0f} / {ours['af_ref_s']:.0f} | "
+         f"{peer['af_det_s']:.0f} / {peer['af_ref_s']:.0f} |",
+         f"| AF detected inside atrial flutter (203), s | {ours['afl_det_s']:.0f} | "
+         f"{peer['afl_det_s']:.0f} |",
+         f"| VT episode Se % (matched / reference) | {ours['vt_se']} ({ours['vt'][1]}/"
+         f"{ours['vt'][0]}) | {peer['vt_se']} ({peer['vt'][1]}/{peer['vt'][0]}) |",
+         f"| VT episode +P % (matched / detected) | {ours['vt_pp']} ({ours['vt'][3]}/"
+         f"{ours['vt'][2]}) | {peer['vt_pp']} ({peer['vt'][3]}/{peer['vt'][2]}) |",
+         f"| pause Se % | {ours['pause_se']} ({ours['pause'][1]}/{ours['pause'][0]}) | "
+         f"{peer['pause_se']} ({peer['pause'][1]}/{peer['pause'][0]}) |",
+         f"| pause +P % | {ours['pause_pp']} ({ours['pause'][3]}/{ours['pause'][2]}) | "
+         f"{peer['pause_pp']} ({peer['pause'][3]}/{peer['pause'][2]}) |",
+         "",
+         "The peer has no beat classes, so it cannot detect VT (it reports none).",
+         "",
+         "## AF per record (seconds)",
+         "",
+         "| record | reference AF | device AF | device AF inside ref | peer AF | peer inside ref |",
+         "|---|---|---|---|---|---|"]
+    peer_per = {p[0]: p for p in peer["per"]}
+    for rec, ref, det, tp, _ in ours["per"]:
+        p = peer_per[rec]
+        if ref or det or p[2]:
+            L.append(f"| {rec} | {ref / 360:.0f} | {det / 360:.0f} | {tp / 360:.0f} | "
+                     f"{p[2] / 360:.0f} | {p[3] / 360:.0f} |")
+    L += ["",
+          "Records not listed: no AF in the reference and none detected by either.",
+          "",
+          "## What these figures can and cannot say",
+          "",
+          "- The shipped beat model was trained on all 22 DS1 records, so the classes the "
+          "monitor uses here are better than it will get on a new patient; the peer needs "
+          "no classes and has no such advantage. The held-out (DS2) AF figures are expected "
+          "lower for the device by however much the classes degrade (the issue's held-out S "
+          "figures: 29.5 Se / 18.2 +P), chiefly through PACs called N in sinus rhythm "
+          "(false AF) and AF beats called S or V (starved NN window).",
+          "- DS1 has two AF patients (201, 203): the AF Se is an estimate from two people.",
+          "- The AF thresholds are Dash et al.'s; nothing was fitted to these records.",
+          "- Reference VT here is the device's own rule applied to the reference beats "
+          "(EC57 counts runs the same way); the `(VT` rhythm notes agree with most of them.",
+          "",
+          f"Speed: {secs:.0f} s of CPU for {dur / 3600:.1f} h of ECG with classes "
+          f"({dur / secs:.0f}x real time, one core, CPython; whole chain incl. the beat model).",
+          ""]
+    return "\n".join(L)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("data", help="folder with the MIT-BIH DS1 records")
+    ap.add_argument("--records", nargs="*", default=list(DS1_RECORDS))
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--out", default=str(REPORT))
+    args = ap.parse_args(argv)
+    recs = [str(Path(args.data) / r) for r in args.records]
+    missing = [r for r in recs if not Path(r + ".hea").is_file()]
+    if missing:
+        print(f"eval_rhythm: missing records: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    refs = {Path(r).name: reference(r) for r in recs}
+    jobs = [(r, c) for r in recs for c in (True, False)]
+    with ProcessPoolExecutor(max_workers=args.jobs) as ex:
+        results = list(ex.map(run_record, jobs))
+    ours = score([r for r in results if r["classes"]], refs)
+    peer = score([r for r in results if not r["classes"]], refs)
+    text = write_report(ours, peer, results, args.data)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
