@@ -15,7 +15,7 @@ MPY_STAMP := tests/mpy/node_modules/.medge-installed
 DEMO_ARGS ?= --devices 5 --duration 30
 PYTEST_ARGS ?=
 
-.PHONY: demo test sysdeps lint bench eval eval-qrs eval-model eval-sim eval-fuzz eval-vitals eval-alerts model tables venv mpy clean help
+.PHONY: demo test sysdeps lint bench eval eval-qrs eval-model eval-sim eval-rhythm eval-fuzz eval-vitals eval-alerts model tables venv mpy clean help
 
 help:
 	@echo "make demo | test | lint | bench | eval | eval-qrs DATA=dir | model DATA=dir | eval-model DATA=dir | tables | clean"
@@ -99,6 +99,11 @@ eval-model: $(TRAIN_STAMP) $(MPY_STAMP)
 # 24/12/6 dB real noise, 250 and 360 Hz) against the simulator's ground truth.
 eval-sim: $(STAMP)
 	$(PY) -m models.eval_sim
+
+# Rhythm events (models/reports/rhythm.md): AF duration Se/+P, VT and pause episodes on
+# DS1 through the device's rhythm code, and the plain RR-irregularity peer in the same run.
+eval-rhythm: $(STAMP)
+	$(PY) -m models.eval_rhythm $(DATA)
 
 # Vital signs (models/reports/vitals.md + Bland-Altman PNGs): BIDMC 01-26 respiratory and
 # pulse rate against the annotations and numerics, neurokit2 in the same run, and every
