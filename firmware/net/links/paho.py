@@ -43,6 +43,8 @@ class PahoLink:
         self.connect_timeout_s = connect_timeout_s
         self._client = None
         self._connected = threading.Event()
+        self._answered = threading.Event()  # a CONNACK came, accepted or refused
+        self._refusal = None
         self._acked = []
         self._lock = threading.Lock()
 
@@ -51,7 +53,10 @@ class PahoLink:
         if client is self._client and not reason_code.is_failure:
             self._connected.set()
         else:
+            self._refusal = str(reason_code)
             log.warning("%s: connect refused: %s", self.client_id, reason_code)
+        if client is self._client:
+            self._answered.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         if client is self._client:
@@ -83,6 +88,8 @@ class PahoLink:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         self._client = client
+        self._answered.clear()
+        self._refusal = None
         with self._lock:
             self._acked = []
         try:
@@ -91,8 +98,13 @@ class PahoLink:
             self._client = None
             raise
         client.loop_start()
-        if not self._connected.wait(self.connect_timeout_s):
+        self._answered.wait(self.connect_timeout_s)
+        if not self._connected.is_set():
+            refusal = self._refusal
             self._close()
+            if refusal is not None:
+                raise OSError("%s:%d refused the connection: %s" % (self.host, self.port,
+                                                                     refusal))
             raise OSError("no CONNACK from %s:%d" % (self.host, self.port))
 
     def connected(self):
