@@ -35,8 +35,12 @@ certificate from the local CA (:mod:`host.services.tlsca`), with the same accoun
 Without ``accounts`` both kinds allow anonymous clients: the development mode
 (``medge broker --insecure``), for a broker that listens on loopback only, and what
 the tests that are not about security use.  The embedded broker has no
-authentication (amqtt's password plugin does not read mosquitto's ``$7$`` hashes):
-it is for a trusted loopback only, and its start-up line says so.
+authentication: amqtt (0.12.1, ``Broker._initialize_client_session`` and
+``_handle_client_session``) looks up, wipes (clean session) or adopts (persistent)
+the session of the presented client id, and takes over a connected one, *before* its
+auth plugins run, so a refused client can still destroy ingest's queue; a password
+check there would be false comfort.  It is for a trusted loopback only, and its
+start-up line says so.
 :class:`Broker` binds ``127.0.0.1`` unless the caller asks otherwise.
 
 Typical use::
