@@ -12,7 +12,9 @@ types and options.
 ``broker``  an MQTT broker (mosquitto if installed, else the embedded one)
 ``ingest``  MQTT -> validate -> de-duplicate -> store
 ``monitor`` live table of the fleet
-``fleet``   the device fleet: ``fleet list``
+``fleet``   the device fleet and its broker accounts: ``fleet list|show|add|remove|passwd``,
+            ``fleet ca init``
+``audit``   the audit log: ``audit list|verify``
 ``ecg``     WFDB records through the device's code: ``ecg analyze``
 =========== ===================================================================
 """
