@@ -5,6 +5,7 @@ from status messages, conflicts, one outcome per message, storage outages."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -360,3 +361,55 @@ def test_a_reader_of_an_outdated_store_is_told_to_migrate(tmp_path: Path) -> Non
     assert proc.returncode == 0 and "schema 2 -> 4" in proc.stdout
     proc = medge("fleet", "list", "--json", "--db", str(db), cwd=tmp_path, timeout=30)
     assert proc.returncode == 0 and len(json.loads(proc.stdout)) == 3
+
+
+def test_a_batch_gives_the_same_rows_and_outcomes_whichever_way_it_is_written(
+        db: Path | str, tmp_path: Path) -> None:
+    """write_batch writes a batch of new sequenced messages in a few set-based
+    statements and falls back to one item at a time when any item is a duplicate,
+    a conflict, a bad row or a status message: the outcomes, rows and counters are
+    those of writing every message alone."""
+    new = [Accept("vitals", f"dev-{i % 3}", vitals(i), T0 + i) for i in range(12)]
+    mixed = [Accept("vitals", "dev-0", vitals(12), T0 + 12),
+             new[0],  # duplicate
+             Accept("vitals", "dev-0", vitals(3, hr=99), T0 + 13),  # conflict
+             Accept("vitals", "dev-2", vitals(14), T0 + 14),
+             Accept("vitals", "dev-2", vitals(14), T0 + 15),  # duplicate inside the batch
+             Accept("vitals", "dev-1", {**vitals(15), "ts_ms": 2**64}, T0)]  # bad row
+
+    def run(store: Store, batches: list[list[Accept]]) -> list[Outcome]:
+        return [o for batch in batches for o in store.write_batch(batch)]
+
+    with Store(db) as batched, Store(tmp_path / "alone.db") as alone:
+        got = run(batched, [new, mixed])
+        want = run(alone, [[item] for item in new + mixed])
+        assert got == want == [Outcome.STORED] * 12 + [
+            Outcome.STORED, Outcome.DUPLICATE, Outcome.CONFLICT, Outcome.STORED,
+            Outcome.DUPLICATE, Outcome.REJECTED]
+        assert batched.fast_batches == 1  # ``new`` went the set-based way, ``mixed`` not
+        assert batched.counters() == alone.counters()
+        for device in ("dev-0", "dev-1", "dev-2"):
+            assert batched.seqs(device) == alone.seqs(device)
+            assert [batched.payload(device, s) for s in batched.seqs(device)] == \
+                [alone.payload(device, s) for s in alone.seqs(device)]
+        assert [(d.device_id, d.messages, d.hr_bpm) for d in batched.devices()] == \
+            [(d.device_id, d.messages, d.hr_bpm) for d in alone.devices()]
+
+
+def test_a_busy_writer_leaves_checkpoints_to_a_thread_of_their_own(tmp_path: Path) -> None:
+    path = tmp_path / "busy.db"
+    with Store(path, checkpointer=True) as store:
+        assert store.db.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+        before = path.stat().st_size
+        for b in range(20):
+            store.write_batch([Accept("vitals", "dev-1", vitals(b * 100 + i), T0)
+                               for i in range(100)])
+        wal = Path(f"{path}-wal").stat().st_size
+        assert wal > 4096 * 50  # the commits only appended to the WAL
+        deadline = time.monotonic() + 10
+        while store.checkpointer.checkpoints == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert store.checkpointer.checkpoints >= 1 and store.checkpointer.failures == 0
+        assert path.stat().st_size > before + 4096 * 20  # the pages reached the database file
+    with Store(path, readonly=True) as reader:
+        assert reader.vitals_count("dev-1") == 2000

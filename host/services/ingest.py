@@ -60,6 +60,7 @@ from paho.mqtt.properties import Properties
 
 from firmware.net import protocol
 from host.services import messages
+from host.services.fastpaho import FastClient
 from host.services.storage.target import parse_target
 from host.services.store import Accept, Item, Outcome, Reject, StorageUnavailable, Store, now_ms
 
@@ -132,7 +133,7 @@ class Ingest:
             check_group(group)
         if not 1 <= batch_max <= 10_000 or not 0 <= batch_ms <= 10_000:
             raise ValueError(f"batch_max {batch_max} (1..10000), batch_ms {batch_ms} (0..10000)")
-        self.store = Store(db_path, busy_timeout_s=1.0)
+        self.store = Store(db_path, busy_timeout_s=1.0, checkpointer=True)
         self.db_path = db_path
         self.host = host
         self.port = port
@@ -160,7 +161,7 @@ class Ingest:
         self._writer: threading.Thread | None = None
         self._busy = False  # the writer holds a batch taken from the queue
         self._stopping = threading.Event()
-        self._client: mqtt.Client | None = None
+        self._client: FastClient | None = None
         self._connected = threading.Event()
         #: Log failed connection attempts as WARNINGs (off while a bounded start-up
         #: wait is running: its caller reports the outcome in one line).
@@ -253,11 +254,18 @@ class Ingest:
         except queue.Empty:
             return []
         deadline = time.monotonic() + self.batch_ms / 1000
+        get_nowait = self._queue.get_nowait
         while len(batch) < self.batch_max:
+            try:  # what has arrived, without a timed wait per message
+                batch.append(get_nowait())
+                continue
+            except queue.Empty:
+                pass
             timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                break
             try:
-                batch.append(self._queue.get(timeout=timeout) if timeout > 0
-                             else self._queue.get_nowait())
+                batch.append(self._queue.get(timeout=timeout))
             except queue.Empty:
                 break
         return batch
@@ -292,8 +300,9 @@ class Ingest:
         client = self._client
         if client is None:
             return
+        client.ack_many([msg.mid for msg, _ in pending if msg.qos == 1])
         for msg, _ in pending:
-            if msg.qos > 0:
+            if msg.qos == 2:
                 client.ack(msg.mid, msg.qos)
 
     def _storage_failed(self, exc: Exception) -> None:
@@ -372,11 +381,11 @@ class Ingest:
             log.info("ingest: the broker at %s:%d does not speak MQTT v5; using 3.1.1",
                      self.host, self.port)
         if self.mqtt5:
-            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                                 protocol=mqtt.MQTTv5, manual_ack=True)
+            client = FastClient(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                                protocol=mqtt.MQTTv5, manual_ack=True)
         else:
-            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                                 clean_session=False, protocol=mqtt.MQTTv311, manual_ack=True)
+            client = FastClient(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                                clean_session=False, protocol=mqtt.MQTTv311, manual_ack=True)
         if self.username is not None:
             client.username_pw_set(self.username, self.password)
         tls = getattr(self, "tls", None)  # medge ingest --tls-ca/--tls-cert/--tls-key

@@ -138,6 +138,25 @@ CONFLICTS_KEEP_PER_DEVICE = 1000
 #: Bytes of a rejected payload kept for inspection.
 REJECTION_HEAD_BYTES = 1024
 
+_INSERT_MESSAGE = (
+    "INSERT INTO messages (device_id, seq, type, ts_ms, received_ms, payload, incarnation) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+_INSERT_VITALS = (
+    "INSERT INTO vitals (device_id, incarnation, seq, ts_ms, window_ms, hr_bpm, beats, "
+    "quality) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+_TOUCH_DEVICE = (
+    "INSERT INTO devices (device_id, first_seen_ms, last_seen_ms) VALUES (?, ?, ?) "
+    "ON CONFLICT(device_id) DO UPDATE SET "
+    "last_seen_ms = CASE WHEN excluded.last_seen_ms > devices.last_seen_ms "
+    "THEN excluded.last_seen_ms ELSE devices.last_seen_ms END")
+
+
+def _vitals_row(device_id: str, incarnation: str, seq: int, doc: dict[str, Any]) -> tuple:
+    """The ``vitals`` table's row of one vitals message (the columns of _INSERT_VITALS)."""
+    return (device_id, incarnation, seq, doc["ts_ms"], doc["window_ms"], doc["hr_bpm"],
+            doc["beats"], doc["quality"])
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -216,7 +235,8 @@ class Store:
     (``medge store info`` read-only, ``medge store migrate`` writable)."""
 
     def __init__(self, path: str | Path | Target, *, readonly: bool = False,
-                 busy_timeout_s: float = 10.0, migrate: bool = True) -> None:
+                 busy_timeout_s: float = 10.0, migrate: bool = True,
+                 checkpointer: bool = False) -> None:
         try:
             self.target = parse_target(path)
         except ValueError as exc:
@@ -231,6 +251,15 @@ class Store:
             self.db: Any = self._open_sqlite(readonly, busy_timeout_s, migrate)
         else:
             self.db = self._open_postgres(readonly, busy_timeout_s, migrate)
+        #: SQLite, ``checkpointer=True`` (a busy writer: ingest): WAL checkpoints run
+        #: in a thread of their own, not inside this connection's commits.
+        self.checkpointer: sqlite_backend.Checkpointer | None = None
+        if checkpointer and not readonly and self.backend is Backend.SQLITE:
+            assert self.target.path is not None
+            self.db.execute("PRAGMA wal_autocheckpoint=0")
+            self.checkpointer = sqlite_backend.Checkpointer(self.target.path)
+        #: Batches written by the set-based path (:meth:`_write_fast`), for tests.
+        self.fast_batches = 0
         #: Tests: called at the start of every write transaction; raise
         #: ``sqlite3.OperationalError`` from it to simulate a storage outage.
         self.fault_hook: Callable[[], None] | None = None
@@ -320,6 +349,9 @@ class Store:
             log.info("store %s: migrated to schema %d (steps %s)", self.path, LATEST, applied)
 
     def close(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
+            self.checkpointer = None
         self.db.close()
 
     def __enter__(self) -> Store:
@@ -386,7 +418,10 @@ class Store:
             if self.fault_hook is not None:
                 self.fault_hook()
             self._begin()
-            for item in items:
+            fast = self._write_fast(items, counts)
+            if fast is not None:
+                outcomes = fast
+            for item in items if fast is None else ():
                 self.db.execute("SAVEPOINT item")
                 try:
                     outcome = self._write_item(item, counts)
@@ -421,6 +456,50 @@ class Store:
             raise
         return outcomes
 
+    def _write_fast(self, items: Sequence[Item], counts: Counter[str]) -> list[Outcome] | None:
+        """The whole batch in a few statements when it is the common case: every
+        item a sequenced message other than ``status``, all of them new.  Returns
+        None (nothing written) otherwise, or when one row would not go in: the
+        caller then writes the batch item by item, which sorts out duplicates,
+        conflicts and bad rows."""
+        rows = []
+        vitals = []
+        seen: dict[str, int] = {}
+        for item in items:
+            if not isinstance(item, Accept) or item.msg_type == "status":
+                return None
+            doc = item.doc
+            seq = doc.get("seq")
+            if seq is None:
+                return None
+            incarnation = doc.get("incarnation", "")
+            rows.append((item.device_id, seq, item.msg_type, doc["ts_ms"], item.received_ms,
+                         json.dumps(doc, separators=(",", ":"), sort_keys=True), incarnation))
+            if item.msg_type == "vitals":
+                vitals.append(_vitals_row(item.device_id, incarnation, seq, doc))
+            if seen.get(item.device_id, -1) < item.received_ms:
+                seen[item.device_id] = item.received_ms
+        self.db.execute("SAVEPOINT batch")
+        try:
+            cur = self.db.executemany(_INSERT_MESSAGE, rows)
+            if cur.rowcount != len(rows):  # a duplicate or conflict in the batch
+                self.db.execute("ROLLBACK TO batch")
+                self.db.execute("RELEASE batch")
+                return None
+            if vitals:
+                self.db.executemany(_INSERT_VITALS, vitals)
+            self.db.executemany(_TOUCH_DEVICE, [(d, ms, ms) for d, ms in seen.items()])
+        except Exception as exc:
+            if self.dialect.is_storage_failure(exc):
+                raise
+            self.db.execute("ROLLBACK TO batch")
+            self.db.execute("RELEASE batch")
+            return None
+        self.db.execute("RELEASE batch")
+        self.fast_batches += 1
+        counts[Outcome.STORED.value] += len(rows)
+        return [Outcome.STORED] * len(rows)
+
     def _write_item(self, item: Item, counts: Counter[str]) -> Outcome:
         if isinstance(item, Reject):
             self._insert_rejection(item)
@@ -439,17 +518,13 @@ class Store:
             incarnation = doc.get("incarnation", "")
             body = json.dumps(doc, separators=(",", ":"), sort_keys=True)
             cur = self.db.execute(
-                "INSERT INTO messages (device_id, seq, type, ts_ms, received_ms, "
-                "payload, incarnation) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                _INSERT_MESSAGE,
                 (device_id, seq, msg_type, doc["ts_ms"], received_ms, body, incarnation))
             if cur.rowcount == 0:
                 return self._duplicate_or_conflict(item, incarnation, seq, body)
         if msg_type == "vitals":
-            self.db.execute(
-                "INSERT INTO vitals (device_id, incarnation, seq, ts_ms, window_ms, hr_bpm, "
-                "beats, quality) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (device_id, doc.get("incarnation", ""), seq, doc["ts_ms"], doc["window_ms"],
-                 doc["hr_bpm"], doc["beats"], doc["quality"]))
+            self.db.execute(_INSERT_VITALS,
+                            _vitals_row(device_id, doc.get("incarnation", ""), seq, doc))
         elif msg_type == "status":
             self._apply_status(device_id, doc)
         return Outcome.STORED
@@ -485,13 +560,7 @@ class Store:
             (item.reason, item.reason, REJECTIONS_KEEP_PER_REASON))
 
     def _touch_device(self, device_id: str, received_ms: int) -> None:
-        self.db.execute(
-            "INSERT INTO devices (device_id, first_seen_ms, last_seen_ms) VALUES (?, ?, ?) "
-            "ON CONFLICT(device_id) DO UPDATE SET "
-            "last_seen_ms = CASE WHEN excluded.last_seen_ms > devices.last_seen_ms "
-            "THEN excluded.last_seen_ms ELSE devices.last_seen_ms END",
-            (device_id, received_ms, received_ms),
-        )
+        self.db.execute(_TOUCH_DEVICE, (device_id, received_ms, received_ms))
 
     def _apply_status(self, device_id: str, doc: dict[str, Any]) -> None:
         if doc["state"] == "online":

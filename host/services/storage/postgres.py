@@ -30,6 +30,15 @@ def _to_pg(sql: str, with_params: bool) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
 
 
+class _Count:
+    """What :meth:`PgConnection.executemany` returns: ``rowcount`` as sqlite3's."""
+
+    __slots__ = ("rowcount",)
+
+    def __init__(self, rowcount: int) -> None:
+        self.rowcount = rowcount
+
+
 class PgConnection:
     def __init__(self, url: str, *, readonly: bool = False,
                  connect_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
@@ -70,11 +79,19 @@ class PgConnection:
         with_params = params is not None and len(params) > 0
         return self.conn.execute(self._q(sql, with_params), params if with_params else None)
 
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Any:
+        """Returns the cursor, closed; its ``rowcount`` is the rows all the
+        statements changed (as ``sqlite3``'s)."""
         rows = list(rows)
-        if rows:
-            with self.conn.cursor() as cur:
-                cur.executemany(self._q(sql, True), rows)
+        count = 0
+        with self.conn.cursor() as cur:
+            if rows:  # psycopg sums nothing (rowcount -1) unless asked for each result
+                cur.executemany(self._q(sql, True), rows, returning=True)
+                while True:
+                    count += max(cur.rowcount, 0)
+                    if not cur.nextset():
+                        break
+        return _Count(count)
 
     @property
     def in_transaction(self) -> bool:
