@@ -18,34 +18,54 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import pytest
 
 from host.broker.launch import free_port
+from host.services.audit import default_actor
 
 MEDGE = str(Path(sys.executable).with_name("medge"))
 
 
 def medge(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``medge ARGS`` in a new process (what a user runs)."""
     env = {k: v for k, v in os.environ.items() if k != "MEDGE_DB"}
     return subprocess.run([MEDGE, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout, check=False)
 
 
-def test_fleet_accounts_and_the_audit_log(tmp_path: Path) -> None:
+class Run:
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> Run:
+    """``medge ARGS`` in this process (host.cli.main: the same parser and commands,
+    without a Python start-up per call)."""
+    from host.cli import main
+
+    capsys.readouterr()
+    code = main(list(args))
+    out = capsys.readouterr()
+    return Run(code, out.out, out.err)
+
+
+def test_fleet_accounts_and_the_audit_log(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
     db = str(tmp_path / "m.db")
     added = medge("fleet", "add", "bed-1", "--json", "--db", db, "--actor", "alice",
-                  cwd=tmp_path)
+                  cwd=tmp_path)  # one real process: the contract-11 output
     assert added.returncode == 0, added.stderr
     doc = json.loads(added.stdout)
     assert (doc["device_id"], doc["role"], doc["username"]) == ("bed-1", "device", "bed-1")
     password = doc["password"]
     assert len(password) >= 32 and len(doc["incarnation"]) == 16
-    again = medge("fleet", "add", "bed-1", "--db", db, cwd=tmp_path)
+    again = cli(capsys, "fleet", "add", "bed-1", "--db", db)
     assert again.returncode == 2 and again.stderr.startswith("medge fleet add: account bed-1 "
                                                              "exists")
     assert len(again.stderr.splitlines()) == 1
     pw_file = tmp_path / "ingest.pw"
-    host = medge("fleet", "add", "ingest-1", "--role", "host", "--password-file", str(pw_file),
-                 "--json", "--db", db, cwd=tmp_path)
+    host = cli(capsys, "fleet", "add", "ingest-1", "--role", "host", "--password-file",
+               str(pw_file), "--json", "--db", db)
     assert host.returncode == 0, host.stderr
     assert "password" not in json.loads(host.stdout)
     assert oct(pw_file.stat().st_mode & 0o777) == "0o600" and len(pw_file.read_text()) > 32
@@ -53,37 +73,34 @@ def test_fleet_accounts_and_the_audit_log(tmp_path: Path) -> None:
     raw = Path(db).read_bytes()
     assert password.encode() not in raw and pw_file.read_text().strip().encode() not in raw
 
-    listed = json.loads(medge("fleet", "list", "--json", "--accounts", "--db", db,
-                              cwd=tmp_path).stdout)
+    listed = json.loads(cli(capsys, "fleet", "list", "--json", "--accounts", "--db", db).stdout)
     assert [(d["id"], d["role"], d["credentials"], d["state"]) for d in listed] == [
         ("bed-1", "device", "set", "offline"), ("ingest-1", "host", "set", None)]
-    shown = json.loads(medge("fleet", "show", "bed-1", "--json", "--db", db,
-                             cwd=tmp_path).stdout)
+    shown = json.loads(cli(capsys, "fleet", "show", "bed-1", "--json", "--db", db).stdout)
     assert shown["account"]["incarnation"] == doc["incarnation"]
     assert shown["account"]["credentials"] == "set" and "password" not in shown["account"]
-    removed = medge("fleet", "remove", "bed-1", "--db", db, "--actor", "bob", cwd=tmp_path)
+    removed = cli(capsys, "fleet", "remove", "bed-1", "--db", db, "--actor", "bob")
     assert removed.returncode == 0, removed.stderr
 
-    rows = json.loads(medge("audit", "list", "--json", "--db", db, cwd=tmp_path).stdout)
+    rows = json.loads(cli(capsys, "audit", "list", "--json", "--db", db).stdout)
     assert [(r["id"], r["actor"], r["action"], r["subject"]) for r in rows] == [
-        (1, "alice", "account.add", "bed-1"), (2, os.environ.get("USER") or rows[1]["actor"],
-                                                "account.add", "ingest-1"),
+        (1, "alice", "account.add", "bed-1"), (2, default_actor(), "account.add", "ingest-1"),
         (3, "bob", "account.remove", "bed-1")]
     assert rows[2]["before"]["credentials"] == "set" and rows[2]["after"]["credentials"] == "none"
     assert password not in json.dumps(rows)
-    ok = medge("audit", "verify", "--json", "--db", db, cwd=tmp_path)
+    ok = cli(capsys, "audit", "verify", "--json", "--db", db)
     assert ok.returncode == 0 and json.loads(ok.stdout)["ok"] is True
     assert json.loads(ok.stdout)["head"] == f"3:{rows[2]['hash']}"
 
-    with sqlite3.connect(db) as conn:  # someone edits the removal away
+    with sqlite3.connect(db) as conn:  # someone rewrites who made ingest's account
         conn.execute("UPDATE audit_log SET actor = 'nobody' WHERE id = 2")
-    edited = medge("audit", "verify", "--db", db, cwd=tmp_path)
+    edited = cli(capsys, "audit", "verify", "--db", db)
     assert edited.returncode == 1
     assert edited.stdout.strip() == ("audit log FAILED at row 2: row 2 edited (its content no "
                                      "longer matches its hash)")
     with sqlite3.connect(db) as conn:
         conn.execute("DELETE FROM audit_log WHERE id = 2")
-    deleted = medge("audit", "verify", "--json", "--db", db, cwd=tmp_path)
+    deleted = cli(capsys, "audit", "verify", "--json", "--db", db)
     assert deleted.returncode == 1
     assert json.loads(deleted.stdout)["bad_id"] == 2
     assert "row 2 deleted" in json.loads(deleted.stdout)["reason"]
@@ -104,7 +121,8 @@ def _connect(port: int, user: str | None, password: str | None) -> tuple[mqtt.Cl
     return c, state
 
 
-def test_medge_broker_with_the_registry(tmp_path: Path) -> None:
+def test_medge_broker_with_the_registry(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
     db = str(tmp_path / "m.db")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "MEDGE_DB"}
@@ -120,8 +138,7 @@ def test_medge_broker_with_the_registry(tmp_path: Path) -> None:
                 break
             time.sleep(0.05)
         assert st.get("rc") == "Not authorized"  # anonymous refused
-        doc = json.loads(medge("fleet", "add", "bed-2", "--json", "--db", db,
-                               cwd=tmp_path).stdout)
+        doc = json.loads(cli(capsys, "fleet", "add", "bed-2", "--json", "--db", db).stdout)
         deadline = time.monotonic() + 5
         while True:  # the broker picks the new account up (poll 0.5 s + SIGHUP)
             c, st = _connect(port, "bed-2", doc["password"])
@@ -131,7 +148,7 @@ def test_medge_broker_with_the_registry(tmp_path: Path) -> None:
             time.sleep(0.2)
         assert st.get("rc") == "Success"
         t0 = time.monotonic()
-        assert medge("fleet", "remove", "bed-2", "--db", db, cwd=tmp_path).returncode == 0
+        assert cli(capsys, "fleet", "remove", "bed-2", "--db", db).returncode == 0
         assert st["disconnected"].wait(5), "the removed account is still connected"
         assert time.monotonic() - t0 < 3
         c.loop_stop()
