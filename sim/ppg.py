@@ -119,3 +119,32 @@ def light_from_pleth(values: npt.ArrayLike) -> npt.NDArray[np.int32]:
     v = np.where(np.isfinite(v), v, lo)
     light = REPLAY_DC_COUNTS * (1.0 - REPLAY_AC_FRACTION * (v - lo) / span)
     return np.maximum(1, np.rint(light)).astype(np.int32)
+
+
+def add_motion(red: npt.NDArray[np.int64], ir: npt.NDArray[np.int64], fs_hz: int,
+               episodes: list[tuple[float, float]], rng: np.random.Generator,
+               strength: float = 3.0) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Motion artefact on a red/IR pair (counts): in each ``(start_s, end_s)``
+    episode, 0.5-4 Hz band-limited noise of ``strength`` times the IR pulse
+    amplitude (robust span of the signal) moves both wavelengths by the same
+    fraction of their level (tissue and venous blood, ratio near 1): the
+    classic way motion pulls a ratio of ratios towards SpO2 ~85 %.  Returns
+    new arrays, clipped to the 18-bit ADC."""
+    from scipy.signal import butter, sosfiltfilt
+
+    red = np.asarray(red, dtype=np.float64).copy()
+    ir = np.asarray(ir, dtype=np.float64).copy()
+    lo, hi = np.percentile(ir, [5, 95])
+    frac = strength * float(hi - lo) / float(np.median(ir))
+    sos = butter(2, [0.5, 4.0], btype="band", fs=fs_hz, output="sos")
+    for a, b in episodes:
+        i, j = round(a * fs_hz), min(len(ir), round(b * fs_hz))
+        if j - i < 8:
+            continue
+        n = sosfiltfilt(sos, rng.standard_normal(j - i + 2 * fs_hz))[fs_hz:fs_hz + j - i]
+        n *= frac / (np.std(n) or 1.0)
+        ir[i:j] *= 1.0 + n
+        red[i:j] *= 1.0 + n
+    top = (1 << 18) - 1
+    return (np.clip(np.rint(red), 0, top).astype(np.int64),
+            np.clip(np.rint(ir), 0, top).astype(np.int64))

@@ -1,12 +1,16 @@
 """Heart rate from the detector's R peaks: the mean of the recent RR intervals.
 
 Method: the last ``RR_HISTORY`` (8) RR intervals that fall in the
-physiological range (20..300 bpm) are averaged; an interval outside it (a
-pause, a gap in the signal, a double detection) restarts the average, so one
-bad interval never skews the published rate.  The rate is withheld (None)
-with fewer than 2 intervals, when the last beat is older than
-``max_age_samples`` (asystole or a lost lead must not leave a stale number on
-screen), or when the caller says the signal is not good.
+physiological range (20..300 bpm) are kept; an interval outside it (a
+pause, a gap in the signal, a double detection) restarts them, and so does a
+call while the signal is not good, after which no interval counts for
+``HOLDOFF_MS`` (2 s: the detector re-learns after lead-off or saturation,
+and the edge of a rail makes a false beat).  The
+rate is the mean of the kept intervals (every beat counts: premature beats
+are beats).  The rate is withheld (None) with fewer than 2 intervals, when
+the last beat is older than ``max_age_samples`` (asystole or a lost lead must
+not leave a stale number on screen), or when the caller says the signal is
+not good.
 
 Integers only: ``bpm = round(60 * fs * count / sum(rr))``, rounded half up;
 no allocation per beat.
@@ -17,6 +21,7 @@ from firmware.hw.compat import const
 RR_HISTORY = const(8)  # RR intervals averaged for the heart rate
 HR_MIN_BPM = const(20)
 HR_MAX_BPM = const(300)
+HOLDOFF_MS = const(2000)  # good signal needed after bad before intervals count again
 
 
 class HeartRate:
@@ -32,6 +37,8 @@ class HeartRate:
         self._rr_min_samples = (fs_hz * 60) // HR_MAX_BPM
         self._rr_max_samples = (fs_hz * 60) // HR_MIN_BPM
         self._rr_samples = [0] * RR_HISTORY
+        self._holdoff_samples = (HOLDOFF_MS * fs_hz) // 1000
+        self._hold_until = 0
         self._rr_count = 0
         self._rr_pos = 0
         self.last_beat = -1  # sample index of the last R peak, -1 before the first
@@ -39,7 +46,7 @@ class HeartRate:
 
     def beat(self, at):
         """Record one R peak at sample index ``at`` (since boot)."""
-        if self.last_beat >= 0:
+        if self.last_beat >= 0 and at >= self._hold_until:
             rr = at - self.last_beat
             if self._rr_min_samples <= rr <= self._rr_max_samples:
                 self._rr_samples[self._rr_pos] = rr
@@ -53,14 +60,17 @@ class HeartRate:
 
     def bpm(self, now_sample, signal_good):
         """The mean heart rate (int bpm) at sample ``now_sample``, or None (module doc)."""
-        if (
-            self._rr_count < 2
-            or now_sample - self.last_beat > self.max_age_samples
-            or not signal_good
-        ):
+        if not signal_good:
+            # What is detected around bad signal is not averaged: restart, and
+            # take no interval until the signal has been good for a while.
+            self._rr_count = 0
+            self._hold_until = now_sample + self._holdoff_samples
+            return None
+        if self._rr_count < 2 or now_sample - self.last_beat > self.max_age_samples:
             return None
         total = 0
-        for i in range(self._rr_count):
+        kept = self._rr_count
+        for i in range(kept):
             total += self._rr_samples[i]
-        num = 60 * self.fs_hz * self._rr_count
+        num = 60 * self.fs_hz * kept
         return (2 * num + total) // (2 * total)

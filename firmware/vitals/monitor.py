@@ -173,9 +173,10 @@ class VitalSigns:
                            self._resp_reason)
         pox = self.pox
         if pox is not None:
+            pox.assess(self.pulse_window_ms)
             pr = pox.pulse_rate_bpm(self.pulse_window_ms)
             protocol.add_vital(msg, withheld, protocol.F_PULSE, pr, 100 if pr is not None else 0,
-                               pox.pulse.reason)
+                               pox.pulse_reason)
             spo2 = pox.spo2()
             reason = pox.spo2_reason
             if spo2 is not None and pox.samples < self._overflow_until:

@@ -42,7 +42,13 @@ Quality index (``spo2_quality``, 0..100) and the reasons a value is withheld
 - ``inconsistent``: the pulses' ratios spread (interquartile range) more
   than ``RATIO_SPREAD_MAX_PERCENT`` (12 %) of their median, or fewer than
   half of the window's pulses have a plausible shape (their AC within
-  1/2..2x the median AC): motion, or a probe off the finger.
+  1/2..2x the median AC): a probe off the finger, noise;
+- ``motion`` (:meth:`PulseOximeter.assess`, also withholds the pulse rate):
+  the pulse amplitudes' IQR above 50 % of their median (clean pulses, even
+  in AF: <= 40 % in the simulator) or the perfusion index jumping above
+  twice its running baseline.  Motion moves both wavelengths alike, so its
+  ratio of ratios is consistent (near 1, SpO2 ~85 %): the ratio spread alone
+  does not catch it.
 
   quality = 100 - 5 x (ratio IQR as % of the median), floored at 0; 0 when
   withheld.
@@ -67,7 +73,7 @@ shape-consistency share but not the ratio spread.
 from array import array
 
 from firmware.hw.compat import const
-from firmware.vitals.rate import EventRate, median_inplace
+from firmware.vitals.rate import EventRate, median_inplace, sort_inplace
 from firmware.vitals.resp import MOD_PPG_AMPLITUDE, MOD_PPG_INTENSITY, MOD_PPG_INTERVAL
 from firmware.vitals.spo2 import SPO2_INVALID, ratio_q_from_ac_dc, spo2_from_ratio_q
 
@@ -86,12 +92,15 @@ SPO2_WINDOW_MS = const(8000)
 PI_MIN_X10000 = const(20)  # 0.2 % perfusion index
 RATIO_SPREAD_MAX_PERCENT = const(12)
 SPO2_MIN_PULSES = const(4)
+AC_SPREAD_MAX_PERCENT = const(50)
+_MOTION_RELEARN = const(30)
 
 REASON_NO_PULSE = "no_pulse"
 REASON_TOO_FEW = "too_few_pulses"
 REASON_SATURATED = "saturated"
 REASON_LOW_PERFUSION = "low_perfusion"
 REASON_INCONSISTENT = "inconsistent"
+REASON_MOTION = "motion"
 
 
 def _ms(fs, ms):
@@ -151,6 +160,11 @@ class PulseOximeter:
         self.spo2_quality = 0
         self.spo2_reason = REASON_NO_PULSE
         self.perfusion_x10000 = None
+        self.motion = False
+        self.ac_spread_pct = 0
+        self.pulse_reason = None
+        self._pi_base = 0
+        self._motion_run = 0
         self.reset()
 
     def reset(self):
@@ -303,28 +317,73 @@ class PulseOximeter:
             resp.add_interval(MOD_PPG_INTERVAL, t_ms)
 
     # -- per report ----------------------------------------------------------
+    def _collect(self, lo, src_a, dst_a, src_b, dst_b):
+        """Copy two per-pulse values of the pulses after sample ``lo`` (newest
+        first) into ``dst_a``/``dst_b``; return how many."""
+        n = 0
+        k = self._p_pos
+        at = self._p_at
+        for _ in range(self._p_count):
+            k = (k - 1) % _PULSES
+            if at[k] <= lo:
+                break
+            dst_a[n] = src_a[k]
+            dst_b[n] = src_b[k]
+            n += 1
+        return n
+
+    def assess(self, window_ms):
+        """Motion check over the pulses of the last ``window_ms`` (call once per
+        report, before :meth:`pulse_rate_bpm` and :meth:`spo2`); sets and
+        returns ``motion``.  Motion: the pulse amplitudes' interquartile range
+        above ``AC_SPREAD_MAX_PERCENT`` of their median, or the median
+        perfusion index above twice its baseline (a slow average of the
+        windows without motion; relearnt after ``_MOTION_RELEARN`` reports of
+        motion in a row, so a re-seated probe is not "motion" for ever)."""
+        ac = self._scratch2
+        pi = self._scratch
+        n = self._collect(self.samples - _ms(self.fs_hz, window_ms), self._p_ac, ac,
+                          self._p_pi, pi)
+        self.motion = False
+        self.ac_spread_pct = 0
+        if n < SPO2_MIN_PULSES:
+            return False
+        sort_inplace(ac, n)
+        med = ac[(n - 1) >> 1]
+        if med > 0:
+            self.ac_spread_pct = ((ac[(3 * (n - 1)) >> 2] - ac[(n - 1) >> 2]) * 100) // med
+        pi_med = median_inplace(pi, n)
+        base = self._pi_base
+        self.motion = self.ac_spread_pct > AC_SPREAD_MAX_PERCENT or (
+            base > 0 and pi_med > 2 * base)
+        if self.motion:
+            self._motion_run += 1
+            if self._motion_run >= _MOTION_RELEARN:
+                self._pi_base = pi_med
+                self._motion_run = 0
+        else:
+            self._motion_run = 0
+            self._pi_base = pi_med if base == 0 else base + ((pi_med - base) >> 3)
+        return self.motion
+
     def pulse_rate_bpm(self, window_ms):
         """Mean pulse rate over the last ``window_ms``, int bpm, or None
-        (reason in ``self.pulse.reason``)."""
-        return self.pulse.bpm(self.samples, _ms(self.fs_hz, window_ms))
+        (reason in ``pulse_reason``: ``motion`` or :mod:`firmware.vitals.rate`'s)."""
+        if self.motion:
+            self.pulse_reason = REASON_MOTION
+            return None
+        bpm = self.pulse.bpm(self.samples, _ms(self.fs_hz, window_ms))
+        self.pulse_reason = self.pulse.reason
+        return bpm
 
     def spo2(self):
         """SpO2 in tenths of a percent over the last ``SPO2_WINDOW_MS``, or None
         (``spo2_reason``); sets ``spo2_quality`` and ``perfusion_x10000``."""
         self.spo2_quality = 0
-        now = self.samples
-        lo = now - self._spo2_window
         ratios = self._scratch
         other = self._scratch2
-        n = 0
-        k = self._p_pos
-        for _ in range(self._p_count):
-            k = (k - 1) % _PULSES
-            if self._p_at[k] <= lo:
-                break
-            ratios[n] = self._p_ratio[k]
-            other[n] = self._p_pi[k]
-            n += 1
+        lo = self.samples - self._spo2_window
+        n = self._collect(lo, self._p_ratio, ratios, self._p_pi, other)
         if n == 0:
             self.perfusion_x10000 = None
             self.spo2_reason = REASON_NO_PULSE
@@ -332,6 +391,9 @@ class PulseOximeter:
         self.perfusion_x10000 = median_inplace(other, n)
         if n < SPO2_MIN_PULSES:
             self.spo2_reason = REASON_TOO_FEW
+            return None
+        if self.motion:
+            self.spo2_reason = REASON_MOTION
             return None
         if self._last_saturated > lo:
             self.spo2_reason = REASON_SATURATED

@@ -6,8 +6,10 @@ events in a ring made at init and gives the rate over a trailing window:
 1. the intervals between consecutive events inside the window
    ``(now - window_samples, now]`` that fall in the physiological range
    (``RATE_MIN_BPM``..``RATE_MAX_BPM``);
-2. their median ``m``; the intervals within ``m * 7/10 .. m * 13/10`` are
-   kept (a missed pulse or a double detection is dropped, not averaged);
+2. their median ``m``; the intervals within ``m * 11/20 .. m * 27/20`` are
+   kept (a missed pulse, 2x, a premature beat's weak pulse merged with the
+   next, ~1.6x, or a double detection, <= 1/2x, is dropped, not averaged; a
+   premature beat whose pulse was detected, typically 0.6-0.7x, counts);
 3. rate = ``round(60 * fs * kept / sum(kept intervals))``.
 
 Withheld (None, with the reason in :attr:`EventRate.reason`) with fewer than
@@ -106,8 +108,8 @@ class EventRate:
             self.reason = REASON_TOO_FEW
             return None
         med = median_inplace(iv, n)
-        lo_iv = (med * 7) // 10
-        hi_iv = (med * 13 + 9) // 10
+        lo_iv = (med * 11) // 20
+        hi_iv = (med * 27 + 19) // 20
         total = 0
         kept = 0
         for i in range(n):
