@@ -27,7 +27,7 @@ kept bounded in the store.
 Storage outage (locked database, disk full, read-only file): the batch is
 rolled back, nothing is acknowledged, and the writer retries with capped
 backoff (0.05 s doubling to 2 s) until the store takes it; the broker stops
-sending once its in-flight window (100) is full.  :meth:`Ingest.stats` then says
+sending once its in-flight window (RECEIVE_MAXIMUM, 1,000) is full.  :meth:`Ingest.stats` then says
 ``storage failing since <time>: <reason>``; one WARNING when it starts, one
 every 30 s while it lasts, one INFO line when it ends.  No restart needed.
 
@@ -73,9 +73,13 @@ class BrokerUnreachable(ConnectionError):
 SUBSCRIPTION = protocol.TOPIC_ROOT + "/#"
 #: Seconds the broker keeps ingest's session (and queues its messages) while it is away.
 SESSION_EXPIRY_S = 24 * 3600
-#: Unacknowledged QoS 1 messages the broker may have in flight to one ingest process.
-RECEIVE_MAXIMUM = 100
-BATCH_MAX = 100
+#: Unacknowledged QoS 1 messages the broker may have in flight to one ingest process:
+#: several batches, so the network thread receives the next ones while the writer
+#: commits (with 100, one batch, receiving and writing took turns); mosquitto's own
+#: per-client limit (``max_inflight_messages``) is 1,000 too.
+RECEIVE_MAXIMUM = 1000
+#: Group commit: at most this many messages per transaction, or BATCH_MS after the first.
+BATCH_MAX = 250
 BATCH_MS = 20
 _RETRY_MIN_S = 0.05
 _RETRY_MAX_S = 2.0
