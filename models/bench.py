@@ -9,7 +9,16 @@ fresh clone), fed in blocks of one second as the device loop does:
   the chain's output feeds the beat classifier);
 - ``QrsDetector`` alone;
 - ``EcgFilterChain`` alone;
-- ``SignalQuality`` alone.
+- ``SignalQuality`` alone;
+- ``ECG device loop`` (250 Hz): what the device runs per ECG block today
+  without a model: ``SignalQuality`` + ``QrsDetector`` + ``HeartRate``, one
+  heart rate per second;
+- ``Multi-sensor loop`` (ECG 250 Hz + PPG 100 Hz + temperature): the same
+  plus :class:`firmware.vitals.monitor.VitalSigns` (ECG respiratory
+  modulations, HRV, a red/IR PPG at 100 Hz through the pulse oximeter, a
+  thermometer read once a second, and every second the vitals report:
+  pulse, SpO2, and every 8 s the fused respiratory rate and HRV).  The PPG is
+  an integer waveform made inside the benchmark (both interpreters run it).
 
 For each it reports samples per second and the multiple of real time
 (samples/s / 360), best of 3 runs, one core: in this CPython, and inside the
@@ -45,19 +54,94 @@ HEART_RATE_BPM = 75.0
 SEED = 20240
 REPEATS = 3
 
-STAGES = ("chain+qrs", "qrs", "chain", "quality")
+STAGES = ("chain+qrs", "qrs", "chain", "quality", "ecg-loop", "vitals-loop")
 STAGE_NAMES = {
     "chain+qrs": "EcgFilterChain + QrsDetector",
     "qrs": "QrsDetector",
     "chain": "EcgFilterChain",
     "quality": "SignalQuality",
+    "ecg-loop": "ECG device loop (250 Hz)",
+    "vitals-loop": "Multi-sensor loop (ECG+PPG+T)",
 }
+#: ECG rate per stage (default FS_HZ): the device loops run at 250 Hz.
+STAGE_FS = {"ecg-loop": 250, "vitals-loop": 250}
 
 # The same code runs in both interpreters: it only uses what MicroPython has
 # (the front end's scale and rails from the device's own firmware.params).
 # ``make(stage)`` returns a function that consumes one block.
 STAGE_CODE = """
+class _Ppg:
+    # 100 Hz red/IR: triangle pulses at 75 /min, breathing 15 /min on the
+    # baseline and the amplitude (integers only: the same in both interpreters).
+    sample_rate_hz = 100
+    full_scale_count = 262143
+    overflows = 0
+
+    def __init__(self):
+        self.t = 0
+        self.owed = 0
+
+    def read_ppg(self, red, ir, max_count):
+        n = self.owed if self.owed < max_count else max_count
+        t = self.t
+        for i in range(n):
+            ph = t % 80
+            br = t % 400
+            tri = 200 - br if br < 200 else br - 200
+            pulse = (ph * 25 if ph < 8 else (80 - ph) * 200 // 72) * (800 + tri) // 1000
+            ir[i] = 120000 + 3 * tri - pulse * 12
+            red[i] = 95000 + 2 * tri - pulse * 57
+            t += 1
+        self.t = t
+        self.owed -= n
+        return n
+
+
+class _Thermo:
+    def read_temperature_mc(self):
+        return 36870
+
+
+def _loop(fs, with_vitals):
+    from firmware.params import ECG_ADC_MAX_COUNT, ECG_ADC_MIN_COUNT, ECG_COUNTS_PER_MV
+    from firmware.signal.qrs import QrsDetector
+    from firmware.signal.quality import SIGNAL_GOOD, SignalQuality
+    from firmware.vitals.heartrate import HeartRate
+    q = SignalQuality(fs, ECG_ADC_MIN_COUNT, ECG_ADC_MAX_COUNT, ECG_COUNTS_PER_MV)
+    det = QrsDetector(fs)
+    hr = HeartRate(fs, 3 * fs)
+    vit = ppg = None
+    if with_vitals:
+        from firmware.vitals.monitor import VitalSigns
+        ppg = _Ppg()
+        vit = VitalSigns(fs, ppg=ppg, thermometer=_Thermo(), temp_period_ms=1000)
+    state = [0]
+
+    def step(block):
+        n = len(block)
+        q.process(block, n)
+        if vit is not None:
+            vit.ecg(block, n)
+        for r in det.process(block):
+            hr.beat(r)
+            if vit is not None:
+                vit.beat(r)
+        state[0] += n
+        bpm = hr.bpm(state[0], q.flag == SIGNAL_GOOD)
+        if vit is not None:
+            ppg.owed += 100 * n // fs
+            vit.poll()
+            msg = {"hr_bpm": bpm}
+            vit.report(msg, bpm)
+        return bpm
+    return step
+
+
 def make(stage, fs, mains_hz):
+    if stage == "ecg-loop":
+        return _loop(fs, False)
+    if stage == "vitals-loop":
+        return _loop(fs, True)
     if stage == "quality":
         from firmware.params import ECG_ADC_MAX_COUNT, ECG_ADC_MIN_COUNT, ECG_COUNTS_PER_MV
         from firmware.signal.quality import SignalQuality
@@ -78,16 +162,20 @@ def make(stage, fs, mains_hz):
     return both
 """
 
-MPY_SCRIPT = STAGE_CODE + """
+#: Appended to STAGE_CODE (which is not %-formatted) for the VM run.
+MPY_SCRIPT = """
 import time
 from array import array
-with open("/data/ecg.bin", "rb") as f:
-    raw = f.read()
-data = array("h", raw)
-del raw
-fs = %(fs)d
-blocks = [data[i:i + fs] for i in range(0, len(data), fs)]
+datasets = {}
+for fs in %(rates)r:
+    with open("/data/ecg%%d.bin" %% fs, "rb") as f:
+        raw = f.read()
+    data = array("h", raw)
+    del raw
+    datasets[fs] = (data, [data[i:i + fs] for i in range(0, len(data), fs)])
 for stage in %(stages)r:
+    fs = %(stage_fs)r.get(stage, %(fs)d)
+    data, blocks = datasets[fs]
     best = -1
     err = None
     for _ in range(%(repeats)d):
@@ -109,11 +197,11 @@ for stage in %(stages)r:
 """
 
 
-def ecg_counts(duration_s: float) -> np.ndarray:
+def ecg_counts(duration_s: float, fs_hz: int = FS_HZ) -> np.ndarray:
     from sim.adc import mv_to_counts
     from sim.ecgsyn import EcgsynParams, ecgsyn
 
-    params = EcgsynParams(sample_rate_hz=FS_HZ, heart_rate_mean_bpm=HEART_RATE_BPM)
+    params = EcgsynParams(sample_rate_hz=fs_hz, heart_rate_mean_bpm=HEART_RATE_BPM)
     return mv_to_counts(ecgsyn(duration_s, params, np.random.default_rng(SEED)).signal_mv)
 
 
@@ -123,16 +211,23 @@ def _make_stage() -> Callable[[str, int, int], Callable[[Any], Any]]:
     return namespace["make"]
 
 
-def bench_cpython(counts: np.ndarray) -> dict[str, dict[str, Any]]:
+def _rates() -> list[int]:
+    return sorted({FS_HZ, *STAGE_FS.values()})
+
+
+def bench_cpython(counts: np.ndarray,
+                  others: dict[int, np.ndarray] | None = None) -> dict[str, dict[str, Any]]:
     make = _make_stage()
-    data = array("h", counts.tobytes())
-    blocks = [data[i : i + FS_HZ] for i in range(0, len(data), FS_HZ)]
+    by_fs = {FS_HZ: counts, **(others or {})}
     results: dict[str, dict[str, Any]] = {}
     for stage in STAGES:
+        fs = STAGE_FS.get(stage, FS_HZ)
+        data = array("h", by_fs[fs].tobytes())
+        blocks = [data[i : i + fs] for i in range(0, len(data), fs)]
         best = None
         try:
             for _ in range(REPEATS):
-                step = make(stage, FS_HZ, MAINS_HZ)
+                step = make(stage, fs, MAINS_HZ)
                 t0 = time.perf_counter()
                 for b in blocks:
                     step(b)
@@ -141,15 +236,15 @@ def bench_cpython(counts: np.ndarray) -> dict[str, dict[str, Any]]:
         except (ImportError, AttributeError) as exc:
             results[stage] = {"error": f"{type(exc).__name__}: {exc}"}
             continue
-        results[stage] = _figures(len(data), best or 1e-9)
+        results[stage] = _figures(len(data), best or 1e-9, fs)
     return results
 
 
-def _figures(samples: int, seconds: float) -> dict[str, Any]:
+def _figures(samples: int, seconds: float, fs_hz: int = FS_HZ) -> dict[str, Any]:
     seconds = max(seconds, 1e-6)
     rate = samples / seconds
     return {"samples": samples, "seconds": seconds, "samples_per_s": rate,
-            "x_real_time": rate / FS_HZ}
+            "x_real_time": rate / fs_hz}
 
 
 def _load_mpyvm() -> Any:
@@ -162,7 +257,8 @@ def _load_mpyvm() -> Any:
     return module
 
 
-def bench_micropython(counts: np.ndarray) -> tuple[dict[str, dict[str, Any]], float]:
+def bench_micropython(counts: np.ndarray, others: dict[int, np.ndarray] | None = None
+                      ) -> tuple[dict[str, dict[str, Any]], float]:
     mpyvm = _load_mpyvm()
     startup = None
     for _ in range(REPEATS):
@@ -170,16 +266,18 @@ def bench_micropython(counts: np.ndarray) -> tuple[dict[str, dict[str, Any]], fl
         mpyvm.run_micropython("pass")
         dt = time.perf_counter() - t0
         startup = dt if startup is None else min(startup, dt)
-    script = MPY_SCRIPT % {"fs": FS_HZ, "stages": STAGES, "repeats": REPEATS,
-                           "mains": MAINS_HZ}
-    blob = counts.astype("<i2").tobytes()
-    out = mpyvm.run_micropython(script, extra_files={"/data/ecg.bin": blob}, timeout_s=1800)
+    by_fs = {FS_HZ: counts, **(others or {})}
+    script = STAGE_CODE + MPY_SCRIPT % {
+        "fs": FS_HZ, "stages": STAGES, "repeats": REPEATS, "mains": MAINS_HZ,
+        "rates": sorted(by_fs), "stage_fs": STAGE_FS}
+    files = {f"/data/ecg{fs}.bin": c.astype("<i2").tobytes() for fs, c in by_fs.items()}
+    out = mpyvm.run_micropython(script, extra_files=files, timeout_s=1800)
     results: dict[str, dict[str, Any]] = {}
     for line in out.splitlines():
         parts = line.split(" ", 2)
         if parts[0] == "RESULT":
             stage, samples, ms = line.split()[1:]
-            results[stage] = _figures(int(samples), int(ms) / 1000)
+            results[stage] = _figures(int(samples), int(ms) / 1000, STAGE_FS.get(stage, FS_HZ))
         elif parts[0] == "ERROR":
             results[parts[1]] = {"error": parts[2]}
     return results, startup or 0.0
@@ -224,13 +322,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))
     counts = ecg_counts(args.duration_s)
-    cpy = bench_cpython(counts)
+    others = {fs: ecg_counts(args.duration_s, fs) for fs in _rates() if fs != FS_HZ}
+    cpy = bench_cpython(counts, others)
     mpy = None
     startup = None
     mpy_error = None
     if not args.skip_micropython:
         try:
-            mpy, startup = bench_micropython(counts)
+            mpy, startup = bench_micropython(counts, others)
         except Exception as exc:  # VM missing or failing: still report CPython
             mpy_error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
     if args.json:
