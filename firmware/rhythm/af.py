@@ -51,7 +51,7 @@ _BINS = const(16)  # histogram bins of the entropy (Dash)
 _NRMSSD_PERMILLE = const(100)  # Dash: nRMSSD > 0.1
 _SHE_PERMILLE = const(700)  # Dash: normalised Shannon entropy > 0.7
 _EXIT_WINDOWS = const(4)  # consecutive failing windows that end AF
-_GAP = const(8)  # regular intervals in a row that bound an AF episode
+_GAP = const(12)  # regular intervals in a row that bound an AF episode
 _ENTROPY_Q = const(1024)  # fixed-point scale of the entropy table
 
 
@@ -181,7 +181,7 @@ class AfDetector:
             self._fails = 0
             return 0
         self._fails += 1
-        if self._fails >= _EXIT_WINDOWS:
+        if self._fails >= _EXIT_WINDOWS and self._regular_run >= _GAP:
             self.active = False
             self.offset = self._date_offset()
             return -1

@@ -22,7 +22,9 @@ kind            rule (thresholds: ``firmware.params`` ``RHYTHM_*``)
 ``BURDEN``      once per hour of beats (and at :meth:`flush`): beats, PVCs,
                 PACs, per mille (phase ``report``)
 ``SIGNAL``      the signal was not good (evidence ``reason``: noisy,
-                lead_off, saturated); no rhythm is judged across it
+                lead_off, saturated; one episode per stretch of one flag);
+                no rhythm is judged across it (pauses and asystole are
+                still timed across ``noisy``)
 ==============  ==============================================================
 
 Each episode gives an ``onset`` event when it is recognised (its ``start``
@@ -31,11 +33,15 @@ when it is over (``start`` and ``end``); a PAUSE has only the ``end``
 event.  ``start``/``end`` are sample indices counted like the R peaks.
 
 Signal quality: beats that arrive while the signal is not good, and every RR
-interval that spans a stretch of bad signal, are not used; a flat line is
-``lead_off``, never asystole (``firmware.signal.quality``).  Rhythm-aware
+interval that spans a stretch of bad signal, are not used for the rhythm
+statistics; a flat line is ``lead_off``, never asystole
+(``firmware.signal.quality``).  Asystole in a noisy trace is flagged
+``noisy`` by the quality check (no QRS sets its hysteresis), so pauses and
+asystole are timed across ``noisy`` stretches, never across ``lead_off`` or
+``saturated`` ones.  Rhythm-aware
 classes: while AF is on, an S beat is reported as N (:meth:`beat` returns
 the class it counts the beat as).  For the AF window an S beat also counts
-as N when at least half of the last 16 beats were called S: then S is the
+as N when at least a third of the last 16 beats were called S: then S is the
 rhythm itself (an AF whose beats the classifier calls S, or a rhythm of
 mostly atrial ectopics), and leaving those beats out would starve the window.
 
@@ -61,7 +67,7 @@ from firmware.params import (
     check_sample_rate_hz,
 )
 from firmware.rhythm.af import AfDetector
-from firmware.signal.quality import CODE_GOOD, FLAGS, WINDOW_MS
+from firmware.signal.quality import CODE_GOOD, CODE_NOISY, FLAGS, WINDOW_MS
 
 AFIB = "AFIB"
 VT = "VT"
@@ -219,6 +225,7 @@ class RhythmMonitor:
         self._bigeminy.reset()
         self._trigeminy.reset()
         self._last_r = -1  # last beat used (-1: chain broken)
+        self._gap_r = -1  # last beat for pause/asystole timing (-1: none)
         self._last_cls = -1
         self._s_bits = 0
         self._s_count = 0
@@ -248,6 +255,17 @@ class RhythmMonitor:
         """One classified beat at sample ``r``; returns the class it counts as
         (S in AF is N; -1 stays -1)."""
         self.beats += 1
+        if self._bad and self._bad_code != CODE_NOISY:
+            self.beats_unreliable += 1
+            return cls
+        # Gaps (pause, asystole) are timed across noise too: noise hides
+        # beats from the classes, not from the clock, and an asystole in a
+        # noisy trace must still sound.
+        gap_r = self._gap_r
+        if gap_r >= 0 and r > gap_r:
+            self._gaps(gap_r, r, r - gap_r)
+        if r > gap_r:
+            self._gap_r = r
         if self._bad:
             self.beats_unreliable += 1
             return cls
@@ -263,7 +281,7 @@ class RhythmMonitor:
         c = eff if use else _N
         if c < 0:
             c = _N
-        elif c == _S and 2 * self._s_count >= _S_RECENT:
+        elif c == _S and 3 * self._s_count >= _S_RECENT:
             c = _N  # S is the rhythm itself here, not an ectopic beat
         self._burden(r, eff)
         prev_r = self._last_r
@@ -271,7 +289,6 @@ class RhythmMonitor:
         chain = prev_r >= 0 and not self._gap_bad
         if chain:
             rr = r - prev_r
-            self._gaps(prev_r, r, rr)
             self._rate(r, rr)
             if rr > self._pause:
                 self.af.reset_chain()  # a pause is not an AF interval
@@ -291,32 +308,44 @@ class RhythmMonitor:
     def tick(self, now, quality_code, last_peak=-1):
         """Once per block: ``now`` the samples consumed so far, the signal
         quality code (``firmware.signal.quality``), the newest R peak the
-        detector decided on (-1: none), for the asystole alarm."""
+        detector decided on (-1: none), for the asystole alarm.
+
+        ``lead_off`` and ``saturated`` mean no ECG: nothing is judged, no
+        gap is timed across them.  ``noisy`` stops the rhythm statistics
+        (AF, VT, rate, geminy) but not the pause and asystole timing."""
         if quality_code != CODE_GOOD:
+            switched = self._bad and quality_code != self._bad_code
+            if switched:
+                self._signal_end(now)
             if not self._bad:
                 self._bad = True
                 self._bad_code = quality_code
-                start = now - self._quality_lag
+                # The quality window looks back: the stretch began up to a
+                # window ago (a switch between two bad flags: now).
+                start = now if switched else now - self._quality_lag
                 self._bad_start = start if start > 0 else 0
-                self._break(self._bad_start)
+                self._break(self._bad_start, quality_code != CODE_NOISY)
+            if quality_code != CODE_NOISY:
+                return
+        elif self._bad:
+            self._signal_end(now)
             return
-        if self._bad:
-            self._bad = False
-            self._emit(SIGNAL, END, self._bad_start, now, {"reason": FLAGS[self._bad_code]})
-            self._gap_bad = True
-            return
-        last = last_peak if last_peak > self._last_r else self._last_r
-        if (last >= 0 and not self._asys_open and not self._gap_bad
-                and now - last > self._asystole_alarm):
+        last = last_peak if last_peak > self._gap_r else self._gap_r
+        if last >= 0 and not self._asys_open and now - last > self._asystole_alarm:
             self._asys_open = True
             self._asys_start = last
             self._emit(ASYSTOLE, ONSET, last, -1, {"gap_ms": self._ms(now - last)})
 
+    def _signal_end(self, now):
+        self._bad = False
+        self._emit(SIGNAL, END, self._bad_start, now, {"reason": FLAGS[self._bad_code]})
+        self._gap_bad = True
+        self._bad_start = now
+
     def flush(self, now):
         """End of the stream: close every open episode, report the burden."""
         if self._bad:
-            self._bad = False
-            self._emit(SIGNAL, END, self._bad_start, now, {"reason": FLAGS[self._bad_code]})
+            self._signal_end(now)
         last = self._last_r
         self._break(last if last >= 0 else now)
         off = self.af.end()
@@ -344,27 +373,34 @@ class RhythmMonitor:
     def _emit(self, kind, phase, start, end, evidence):
         self.events.append(RhythmEvent(kind, phase, start, end, evidence))
 
-    def _break(self, at):
-        """The beat chain breaks at sample ``at`` (bad signal, end of stream)."""
+    def _break(self, at, no_ecg=True):
+        """The beat chain breaks at sample ``at`` (bad signal, end of stream);
+        with ``no_ecg`` the gap timing stops too."""
         self._close_vt()
         self._vt_n = 0
         self._bigeminy.close(self)
         self._bigeminy.reset()
         self._trigeminy.close(self)
         self._trigeminy.reset()
-        if self._asys_open:
-            self._asys_open = False
-            self._emit(ASYSTOLE, END, self._asys_start, at,
-                       {"gap_ms": self._ms(at - self._asys_start), "ended_by_signal": 1})
+        if no_ecg:
+            if self._asys_open:
+                self._asys_open = False
+                self._emit(ASYSTOLE, END, self._asys_start, at,
+                           {"gap_ms": self._ms(at - self._asys_start), "ended_by_signal": 1})
+            self._gap_r = -1
         self._last_r = -1
         self._last_cls = -1
         self.af.reset_chain()
 
     def _gaps(self, prev_r, r, rr):
+        # The alarm may be raised before the beat that opened the gap arrives
+        # here (beats wait for their post-RR); that beat does not end it.
+        if self._asys_open and r <= self._asys_start:
+            return
         if self._asys_open or rr > self._asystole:
             start = self._asys_start if self._asys_open else prev_r
             self._asys_open = False
-            self._emit(ASYSTOLE, END, start, r, {"gap_ms": self._ms(rr)})
+            self._emit(ASYSTOLE, END, start, r, {"gap_ms": self._ms(r - start)})
         elif rr > self._pause:
             self._emit(PAUSE, END, prev_r, r, {"rr_ms": self._ms(rr)})
 
