@@ -39,10 +39,11 @@ comes back); no delays, no de-duplication across parameters: what "plain" means.
 Scores.  Alerts per patient-day (medge: alert episodes opened plus escalations;
 reminders are reported apart; threshold monitor: alarms), and for every
 ground-truth episode whether and when each system first alerted (medge: a
-relevant alert open or raised from 1 h before the onset to the episode's end;
-the threshold monitor: its first alarm in the same span), the time from the
-onset, and for the ``news2`` episodes the delay to medge's first alert of
-severity medium or higher.
+relevant alert (:data:`RELEVANT`; any alert for a NEWS2 episode) raised or still
+open at or after the onset, until the episode's end; the threshold monitor: its
+first relevant alarm (:data:`THRESHOLD_RELEVANT`) raised or still active in the
+same span), the time from the onset, and for the ``news2`` episodes the delay to
+medge's first alert of severity medium or higher.
 """
 
 from __future__ import annotations
@@ -89,12 +90,13 @@ PVC_PER_MIN_LIMIT = 10
 ALARM_DELAY_READINGS = 2
 #: A nurse acknowledges a medge alert this long after it is raised (reminders stop).
 ACK_AFTER_S = 180
-#: medge alert kinds that count for each kind of ground-truth episode.
-RELEVANT = {"news2": ("news2", "news2_rising", "baseline:"),
-            "af": ("af", "baseline:heart_rate", "news2"),
+#: medge alert kinds that count for each kind of ground-truth episode ("" = any: a
+#: general deterioration is caught by whatever brings the nurse to the bedside).
+RELEVANT = {"news2": ("",), "af": ("af", "baseline:heart_rate", "news2"),
             "pvc": ("pvc_burden", "vt")}
-#: Threshold-monitor alarms that count for each kind of episode.
-THRESHOLD_RELEVANT = {"news2": tuple(name for name, _, _ in LIMITS),
+#: Threshold-monitor alarms that count for each kind of episode (any alarm for news2,
+#: as for medge).
+THRESHOLD_RELEVANT = {"news2": (*(name for name, _, _ in LIMITS), "af", "vt", "pvc_per_min"),
                       "af": ("af", "pulse"), "pvc": ("pvc_per_min", "vt")}
 
 
@@ -469,8 +471,9 @@ def run_ward(patients: int, hours: float, seed: int) -> dict[str, Any]:
             delays = [getattr(ep, attr) - ep.onset_s for ep in eps
                       if getattr(ep, attr) is not None]
             out[kind] = {"episodes": len(eps), "alerted": len(delays),
-                         "median_delay_s": (sorted(delays)[len(delays) // 2]
-                                            if delays else None)}
+                         "median_delay_s": (round(sorted(delays)[len(delays) // 2], 1)
+                                            if delays else None),
+                         "max_delay_s": round(max(delays), 1) if delays else None}
         return out
 
     medge_total = sum(r.medge_alerts for r in runs)
@@ -530,8 +533,9 @@ def render(doc: dict[str, Any]) -> str:
     for kind in ("news2", "af", "pvc"):
         md, td = m["delays"][kind], t["delays"][kind]
         lines.append(f"  {kind:<6} episodes {md['episodes']}: medge {md['alerted']} (median "
-                     f"{md['median_delay_s']} s), threshold {td['alerted']} (median "
-                     f"{td['median_delay_s']} s)")
+                     f"{md['median_delay_s']} s, max {md['max_delay_s']} s), threshold "
+                     f"{td['alerted']} (median {td['median_delay_s']} s, max "
+                     f"{td['max_delay_s']} s)")
     for name, s in sorted(doc["by_scenario"].items()):
         lines.append(f"  {name:<13} x{s['patients']}: medge {s['medge_per_patient_day']}/day, "
                      f"threshold {s['threshold_per_patient_day']}/day")

@@ -196,3 +196,39 @@ def test_stable_24_hours_with_noise_gives_no_alerts() -> None:
     assert run.episodes == []
     assert (run.medge_alerts, run.medge_reminders) == (0, 0)
     assert run.threshold_alarms >= 0
+
+
+def _hover(mon: PatientMonitor, minutes: int, rr_of_minute, oxygen: bool = True) -> list:
+    mon.add_observation("consciousness", "A", T0)
+    mon.add_observation("oxygen", oxygen, T0)
+    mon.add_bp(T0, 130)
+    events = []
+    for s in range(0, minutes * 60, 5):
+        t = T0 + s * 1000
+        if s % 1800 == 0:
+            mon.add_bp(t, 130)
+        mon.add_vitals(t, pulse=80, resp_rate=rr_of_minute(s // 60), spo2=96,
+                       temperature=36.8)
+        events += mon.evaluate(t).events
+    return events
+
+
+def test_a_score_hovering_at_the_trigger_gives_one_alert() -> None:
+    # oxygen 2 + SpO2 96 on scale 1 (0) + RR alternating 24 (2) and 25 (3) every 20 min:
+    # NEWS2 4, 5, 4, 5 ... for 4 h
+    mon = monitor()
+    events = _hover(mon, 240, lambda m: 25 if (m // 20) % 2 else 24)
+    opened = [e for e in events if e.event is EventKind.OPEN]
+    assert [(e.kind, e.severity) for e in opened] == [("news2", "medium")]
+    assert not [e for e in events if e.event is EventKind.RESOLVE]
+
+
+def test_a_brief_single_parameter_excursion_opens_nothing() -> None:
+    mon = monitor()
+    # RR 7 (3 points) for 60 s, once: under the 2 min a low-medium alert needs
+    events = _hover(mon, 30, lambda m: 7 if 10 <= m < 11 else 16, oxygen=False)
+    assert [e for e in events if e.event is EventKind.OPEN] == []
+    mon = monitor()
+    events = _hover(mon, 30, lambda m: 7 if 10 <= m < 14 else 16, oxygen=False)
+    assert [(e.kind, e.severity) for e in events if e.event is EventKind.OPEN] == [
+        ("news2", "low-medium")]

@@ -167,3 +167,41 @@ def test_watch_cli_one_pass_without_a_broker(ward: Path,
     # today, long after the fixture's readings: everything stale, so a lower bound
     assert doc["patients"]["p-2"]["lower_bound"] is True and doc["published"] == 0
     assert main(["advice", "--watch", "p-2", "--db", str(ward)]) == 2
+
+
+def test_the_clinical_path_on_postgresql(postgres: str, tmp_path: Path) -> None:
+    """Patients, assignments, observations, override, advice with alert episodes and
+    their acknowledgement on a real PostgreSQL (the same SQL as SQLite)."""
+    from test_store import drop_pg_database, fresh_pg_database
+
+    from host.services.advice.records import ack, list_alerts
+
+    url = fresh_pg_database(postgres)
+    try:
+        with Store(url) as s:
+            patients.add_patient(s, "p-2", patients.make_profile(age=70, sex="male"),
+                                 actor="nurse", ts_ms=T0)
+            patients.assign(s, "p-2", "bed-1", actor="nurse", ts_ms=T0)
+            with pytest.raises(patients.DeviceBusy):
+                patients.add_patient(s, "p-3", patients.make_profile(age=60, sex="male"),
+                                     actor="nurse", ts_ms=T0)
+                patients.assign(s, "p-3", "bed-1", actor="nurse", ts_ms=T0 + 1)
+            for seq, sec in enumerate(range(0, 600, 5)):
+                s.add("vitals", "bed-1", vitals("bed-1", seq, T0 + sec * 1000, 135),
+                      T0 + sec * 1000)
+            patients.add_observations(s, "p-2", Inputs(consciousness="C", oxygen=False,
+                                                       systolic=124, resp_rate=16, spo2=97,
+                                                       temperature=36.8),
+                                      ts_ms=T0, entered_by="n", entered_ms=T0, uid="u")
+            patients.set_target(s, "p-2", "heart_rate", (50, 140), actor="dr", reason="r",
+                                ts_ms=T0)
+            for now in (T0 + 590_000, T0 + 595_000):
+                a, events, open_kinds = live.assess(s, "p-2", now)
+                live.record_events(s, "p-2", events, open_kinds=open_kinds, now_ms=now)
+            assert a.news2["score"] == 6 and a.bands["heart_rate"]["source"] == "override"
+            [alert] = [x for x in list_alerts(s, patient_id="p-2") if x["kind"] == "news2"]
+            assert ack(s, alert["alert_uid"], by="nurse-kim", ts_ms=T0 + 600_000)["state"] \
+                == "acknowledged"
+            assert audit.verify(s).ok
+    finally:
+        drop_pg_database(postgres, url)

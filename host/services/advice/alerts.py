@@ -5,7 +5,8 @@ Each evaluation hands :meth:`AlertTracker.update` the conditions that hold now
 (``kind`` -> severity and details).  Per kind, one episode at a time:
 
 - **open** when the condition has held for ``onset_evals`` consecutive
-  evaluations (at once for emergencies and for :data:`IMMEDIATE_KINDS`);
+  evaluations (and ``Policy.onset_s`` for its severity; at once for emergencies and
+  for :data:`IMMEDIATE_KINDS`);
 - **escalate** when its severity rises above the episode's highest so far (the
   episode stays the same alert, and needs acknowledging again; a fall in
   severity is only recorded);
@@ -75,9 +76,19 @@ class AlertEvent:
                 "condition": None if self.condition is None else self.condition.as_dict()}
 
 
+def _onset_s() -> dict[str, float]:
+    return {"low-medium": 120.0}
+
+
 @dataclass(frozen=True)
 class Policy:
+    """``onset_s``: how long a condition of a severity must hold before it opens
+    (low-medium, a single parameter at 3, for 2 min: on continuous data one
+    parameter's brief excursion is more often noise than a state; NEWS2 was made
+    for intermittent observations).  Everything else opens after ``onset_evals``."""
+
     onset_evals: int = 2
+    onset_s: dict[str, float] = field(default_factory=_onset_s)
     clear_s: float = 15 * 60
     remind_s: float = 30 * 60
     remind_urgent_s: float = 10 * 60
@@ -102,7 +113,7 @@ class AlertTracker:
     def __init__(self, policy: Policy | None = None) -> None:
         self.policy = policy or Policy()
         self.open: dict[str, Episode] = {}
-        self._pending: dict[str, int] = {}
+        self._pending: dict[str, tuple[int, int]] = {}  # kind -> (first seen, evaluations)
         self._next = 1
 
     def update(self, now_ms: int, conditions: list[Condition]) -> list[AlertEvent]:
@@ -112,10 +123,12 @@ class AlertTracker:
         for kind, c in present.items():
             ep = self.open.get(kind)
             if ep is None:
-                n = self._pending.get(kind, 0) + 1
-                self._pending[kind] = n
-                if n >= (1 if c.severity == "emergency" or c.kind in IMMEDIATE_KINDS
-                         else p.onset_evals):
+                first, n = self._pending.get(kind, (now_ms, 0))
+                n += 1
+                self._pending[kind] = (first, n)
+                immediate = c.severity == "emergency" or c.kind in IMMEDIATE_KINDS
+                if immediate or (n >= p.onset_evals and now_ms - first
+                                 >= p.onset_s.get(c.severity, 0.0) * 1000):
                     ep = Episode(self._next, kind, now_ms, c.severity, c.severity, now_ms,
                                  now_ms, condition=c)
                     self._next += 1

@@ -9,8 +9,9 @@ at a time ``now`` gives an :class:`Assessment` and the alert events of that mome
 What a parameter's value is at ``now``:
 
 - a device-measured vital: the median of its reliable readings in the last
-  :data:`SMOOTH_S` (90 s; a single artefact or a noisy reading at a band edge does
-  not change the score), provided the newest is at most :data:`DEVICE_STALE_S` old;
+  :data:`SMOOTH_S` (60 s; a single artefact or a noisy reading at a band edge does
+  not change the score), provided there are at least :data:`MIN_READINGS` and the
+  newest is at most :data:`DEVICE_STALE_S` old;
 - a blood pressure: the newest reading at most :data:`BP_STALE_S` old (a cuff
   cycles every 15-30 min);
 - a manual observation: the newest entry at most :data:`MANUAL_STALE_S` old;
@@ -20,7 +21,8 @@ Anything else is missing: NEWS2 lists it and is a lower bound (never scored as
 normal).  Consciousness and air/oxygen come only from manual observations (or the
 profile's ``on_oxygen`` when no observation says otherwise).
 
-Alert kinds: ``news2`` (risk low-medium, medium, high: the RCP's trigger rows),
+Alert kinds: ``news2`` (risk low-medium, medium, high: the RCP's trigger rows; held
+open in a deadband just below the trigger, :data:`NEWS2_HOLD_SCORE`),
 ``news2_rising`` (:mod:`.trend`), ``baseline:<vital>`` (the smoothed value outside
 the personal band for :data:`DRIFT_HOLD_S`; :mod:`.baseline`), and the arrhythmia
 kinds of :mod:`.arrhythmia`.  Episodes, escalation, reminders: :mod:`.alerts`.
@@ -42,7 +44,10 @@ from host.services.advice.trend import Trajectory
 __all__ = ["BP_STALE_S", "DEVICE_STALE_S", "DRIFT_HOLD_S", "MANUAL_STALE_S", "SMOOTH_S",
            "Assessment", "PatientMonitor"]
 
-SMOOTH_S = 90
+SMOOTH_S = 60
+#: Fewest readings in the smoothing window for a device value (fewer, e.g. the first
+#: after a lead-off, could be one artefact: missing instead).
+MIN_READINGS = 3
 DEVICE_STALE_S = 120
 BP_STALE_S = 3600
 #: A manual observation's shelf life (s): consciousness and air/oxygen for 12 h (the
@@ -50,6 +55,10 @@ BP_STALE_S = 3600
 MANUAL_STALE_S = {"consciousness": 12 * 3600, "oxygen": 12 * 3600, "systolic": 3600,
                   "resp_rate": 3600, "spo2": 3600, "pulse": 3600, "temperature": 3600}
 DRIFT_HOLD_S = 10 * 60
+#: An open medium/high NEWS2 episode is held while the score is at least this (a
+#: deadband below the trigger of 5: a patient hovering at 4-5 gets one alert, not one
+#: every time a reading crosses the band edge).
+NEWS2_HOLD_SCORE = 4
 PVC_WINDOW_S = 5 * 60
 PVC_MIN_BEATS = 300
 #: Device vitals -> the NEWS2 parameter they supply.
@@ -143,7 +152,7 @@ class PatientMonitor:
         else:
             q = self._readings[name]
             recent = [v for t, v in q if now_ms - SMOOTH_S * 1000 < t <= now_ms]
-            if q and recent and now_ms - q[-1][0] <= DEVICE_STALE_S * 1000:
+            if len(recent) >= MIN_READINGS and now_ms - q[-1][0] <= DEVICE_STALE_S * 1000:
                 device = (median(recent), q[-1][0])
         manual = self._manual.get(name)
         if manual is not None and now_ms - manual[1] > MANUAL_STALE_S[name] * 1000:
@@ -223,9 +232,19 @@ class PatientMonitor:
         return conditions, bands
 
     def _news2_condition(self, r: n2.News2) -> Condition | None:
-        if r.risk is n2.Risk.LOW:
-            return None
         doc = r.as_dict()
+        if r.risk is n2.Risk.LOW:
+            held = self.tracker.open.get("news2")
+            if held is None or not self._holds(held.severity, r):
+                return None
+            return Condition("news2", "low",
+                             f"NEWS2 {r.score}: just below the trigger the alert was raised "
+                             "at; the episode is held until it falls further "
+                             "(hysteresis, not a new alert)",
+                             f"hold: NEWS2 >= {NEWS2_HOLD_SCORE} or a parameter scoring >= 2",
+                             {"score": r.score, "sub_scores": doc["sub_scores"],
+                              "values": doc["values"], "missing": doc["missing"],
+                              "scale": r.scale}, n2.REFERENCE)
         bound = " (lower bound: " + ", ".join(r.missing) + " missing)" if r.missing else ""
         reds = f"; 3 in {', '.join(r.red_parameters)}" if r.red_parameters else ""
         text = f"NEWS2 {r.score}{bound}: {r.risk.value} risk{reds}. {doc['response']}"
@@ -234,6 +253,15 @@ class PatientMonitor:
                          {"score": r.score, "sub_scores": doc["sub_scores"],
                           "values": doc["values"], "missing": doc["missing"],
                           "scale": r.scale}, n2.REFERENCE)
+
+    @staticmethod
+    def _holds(severity: str, r: n2.News2) -> bool:
+        """Whether an open NEWS2 episode raised at ``severity`` stays open at a score
+        now below its trigger: a medium or high one while NEWS2 >= :data:`NEWS2_HOLD_SCORE`,
+        a low-medium one (a 3 in one parameter) while some parameter still scores >= 2."""
+        if severity in ("medium", "high"):
+            return r.score >= NEWS2_HOLD_SCORE
+        return any(v is not None and v >= 2 for v in r.sub_scores.values())
 
     def evaluate(self, now_ms: int) -> Assessment:
         inputs, sources = self.current_inputs(now_ms)
