@@ -31,6 +31,10 @@ when the signal cannot support it:
 ``hr_pulse_delta_bpm``      ECG heart rate minus PPG pulse rate, when both are there
 ``hrv_sdnn_ms`` /           SDNN and RMSSD of the last 5 min of normal-to-normal
 ``hrv_rmssd_ms``            intervals (:class:`firmware.vitals.hrv.Hrv`)
+``nibp_systolic_mmhg`` ...  the last good cuff reading as read (systolic, diastolic,
+                            mean; ``nibp_age_s`` since it arrived,
+                            ``nibp_last_failure`` the status of a failed one):
+                            ``nibp``, a :class:`firmware.hw.drivers.nibp.NibpModule`
 ==========================  =========================================================
 
 Bad input is counted in ``faults`` (also published) and becomes a reason,
@@ -38,7 +42,9 @@ never a crash or a number: a thermometer that raises ``OSError`` (an I2C
 NACK) -> ``sensor_error``; a reading outside 25..45 degC -> ``out_of_range``;
 no good reading for 3 periods -> ``stale``; a PPG FIFO overflow in the window
 -> the SpO2 is withheld as ``fifo_overflow`` (the pulse shapes have a gap);
-a saturated PPG -> ``saturated``.  Reasons of the PPG and respiration are
+a saturated PPG -> ``saturated``; a cuff line with a bad checksum, a
+malformed or implausible one, a failed measurement -> ``nibp_*`` counters
+(the last good reading stays, with its age).  Reasons of the PPG and respiration are
 those of :mod:`firmware.vitals.pulseox`, :mod:`firmware.vitals.rate` and
 :mod:`firmware.vitals.resp`.
 
@@ -75,7 +81,7 @@ class VitalSigns:
     """Multi-sensor vital signs for the device loop (module docstring)."""
 
     def __init__(self, ecg_fs_hz, ppg=None, thermometer=None, temp_period_ms=1000,
-                 pulse_window_ms=PULSE_WINDOW_MS):
+                 pulse_window_ms=PULSE_WINDOW_MS, nibp=None):
         self.ecg_fs_hz = ecg_fs_hz
         self.resp = RespiratoryRate(RESP_WINDOW_MS)
         self.edr = EcgModulations(ecg_fs_hz, self.resp)
@@ -87,6 +93,9 @@ class VitalSigns:
             self._red = array("l", [0] * _PPG_BLOCK)
             self._ir = array("l", [0] * _PPG_BLOCK)
         self.thermometer = thermometer
+        self.nibp = nibp
+        self._nibp_readings = 0
+        self._nibp_at_ms = -1
         self.temp_period_ms = temp_period_ms
         self.pulse_window_ms = pulse_window_ms
         self._next_temp_ms = 0
@@ -104,6 +113,9 @@ class VitalSigns:
         #: Counters of bad input since boot (published in ``faults``).
         self.faults = {"ppg_fifo_overflow": 0, "ppg_saturated": 0, "temp_sensor_error": 0,
                        "temp_out_of_range": 0}
+        if nibp is not None:
+            for key in ("nibp_checksum_errors", "nibp_bad_lines", "nibp_failed"):
+                self.faults[key] = 0
 
     # -- per block -----------------------------------------------------------
     def ecg(self, buf, n):
@@ -133,11 +145,25 @@ class VitalSigns:
                 self._overflow_until = self.pox.samples + (
                     self.pox.fs_hz * 8)  # the SpO2 window after the gap
             self.faults["ppg_saturated"] = self.pox.saturated_samples
+        if self.nibp is not None:
+            self._poll_nibp()
         if self.thermometer is not None:
             now = self.now_ms()
             if now >= self._next_temp_ms:
                 self._next_temp_ms = now + self.temp_period_ms
                 self._read_temperature(now)
+
+    def _poll_nibp(self):
+        nibp = self.nibp
+        nibp.poll()
+        p = nibp.parser
+        if p.readings != self._nibp_readings:
+            self._nibp_readings = p.readings
+            self._nibp_at_ms = self.now_ms()
+        f = self.faults
+        f["nibp_checksum_errors"] = p.checksum_errors
+        f["nibp_bad_lines"] = p.bad_lines + p.overlong
+        f["nibp_failed"] = p.failed
 
     def _read_temperature(self, now):
         try:
@@ -198,6 +224,17 @@ class VitalSigns:
                 t = None
             protocol.add_vital(msg, withheld, protocol.F_TEMP, t, 100 if t is not None else 0,
                                reason)
+        if self.nibp is not None:
+            p = self.nibp.parser
+            msg[protocol.F_NIBP_SYS] = p.systolic_mmhg
+            msg[protocol.F_NIBP_DIA] = p.diastolic_mmhg
+            msg[protocol.F_NIBP_MAP] = p.map_mmhg
+            if self._nibp_at_ms >= 0:
+                msg[protocol.F_NIBP_AGE] = (now - self._nibp_at_ms) // 1000
+            else:
+                withheld[protocol.F_NIBP_SYS] = REASON_NO_READING
+            if p.last_failed:
+                msg[protocol.F_NIBP_LAST_FAILURE] = p.last_failure.lower()
         sdnn = self._sdnn
         protocol.add_vital(msg, withheld, protocol.F_HRV_SDNN, sdnn,
                            100 if sdnn is not None else 0, self._hrv_reason)
