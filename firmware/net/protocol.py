@@ -10,6 +10,7 @@ Topic tree (``{id}`` is the device id)::
 
     medge/v1/dev/{id}/status   retained, QoS 1: birth (online) / offline / last will
     medge/v1/dev/{id}/vitals   QoS 1: one message per reporting window
+    medge/v1/dev/{id}/event    QoS 1: rhythm events (onset / end / report)
     medge/v1/dev/{id}/cmd      host -> device commands (later issues)
     medge/v1/dev/{id}/ack      device -> host command results (later issues)
 """
@@ -21,6 +22,7 @@ TOPIC_ROOT = "medge/v1"
 
 MSG_STATUS = "status"
 MSG_VITALS = "vitals"
+MSG_EVENT = "event"
 MSG_CMD = "cmd"
 MSG_ACK = "ack"
 
@@ -150,3 +152,19 @@ def add_vital(msg, withheld, name, value, quality, reason):
     msg[QUALITY_FIELDS[name]] = quality if value is not None else 0
     if value is None:
         withheld[name] = reason or REASON_UNRELIABLE
+
+
+def event(device_id, seq, ts_ms, kind, phase, start_ms, end_ms, evidence):
+    """One rhythm event (``firmware.rhythm.monitor.RhythmEvent``): ``kind``
+    (AFIB, VT, PAUSE, ASYSTOLE, BRADY, TACHY, BIGEMINY, TRIGEMINY, BURDEN,
+    SIGNAL), ``phase`` (onset, end, report), the episode's ``start_ms`` and
+    ``end_ms`` (epoch ms; ``end_ms`` None at onset) and its ``evidence``
+    (rate, irregularity statistic, beat counts: a dict of ints, and the
+    ``reason`` string of a SIGNAL event)."""
+    msg = _envelope(MSG_EVENT, device_id, seq, ts_ms)
+    msg["kind"] = kind
+    msg["phase"] = phase
+    msg["start_ms"] = start_ms
+    msg["end_ms"] = end_ms
+    msg["evidence"] = evidence
+    return msg
