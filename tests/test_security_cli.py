@@ -19,6 +19,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from test_security_tls import tls_connack
 
 from host.broker.launch import free_port
 from host.services.audit import default_actor
@@ -106,6 +107,24 @@ def test_fleet_accounts_and_the_audit_log(tmp_path: Path,
     assert "row 2 deleted" in json.loads(deleted.stdout)["reason"]
 
 
+def test_certificates_at_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "m.db")
+    no_ca = cli(capsys, "fleet", "add", "bed-3", "--cert", "--db", db)
+    assert no_ca.returncode == 2 and "medge fleet ca init" in no_ca.stderr
+    made = cli(capsys, "fleet", "ca", "init", "--json", "--db", db)
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["ca_file"] == str(tmp_path / "m.db.d" / "ca" / "ca.pem")
+    assert cli(capsys, "fleet", "ca", "init", "--db", db).returncode == 2  # kept, not replaced
+    doc = json.loads(cli(capsys, "fleet", "add", "bed-3", "--cert", "--json", "--db",
+                         db).stdout)
+    cert = doc["cert"]
+    assert Path(cert["cert_file"]).read_text().startswith("-----BEGIN CERTIFICATE-----")
+    assert oct(Path(cert["key_file"]).stat().st_mode & 0o777) == "0o600"
+    assert "PRIVATE KEY" not in json.dumps(doc)
+    bad = cli(capsys, "ingest", "--tls-cert", cert["cert_file"], "--db", db)
+    assert bad.returncode == 2 and "need --tls-ca" in bad.stderr
+
+
 def _connect(port: int, user: str | None, password: str | None) -> tuple[mqtt.Client, dict]:
     state: dict = {"disconnected": threading.Event()}
     done = threading.Event()
@@ -124,10 +143,12 @@ def _connect(port: int, user: str | None, password: str | None) -> tuple[mqtt.Cl
 def test_medge_broker_with_the_registry(tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     db = str(tmp_path / "m.db")
-    port = free_port()
+    port, tls_port = free_port(), free_port()
+    assert cli(capsys, "fleet", "ca", "init", "--db", db).returncode == 0
     env = {k: v for k, v in os.environ.items() if k != "MEDGE_DB"}
     broker = subprocess.Popen([MEDGE, "broker", "--kind", "mosquitto", "--port", str(port),
-                               "--db", db, "--data-dir", str(tmp_path / "broker")],
+                               "--db", db, "--data-dir", str(tmp_path / "broker"), "--tls",
+                               "--tls-port", str(tls_port)],
                               cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     try:
@@ -138,7 +159,8 @@ def test_medge_broker_with_the_registry(tmp_path: Path,
                 break
             time.sleep(0.05)
         assert st.get("rc") == "Not authorized"  # anonymous refused
-        doc = json.loads(cli(capsys, "fleet", "add", "bed-2", "--json", "--db", db).stdout)
+        doc = json.loads(cli(capsys, "fleet", "add", "bed-2", "--cert", "--json", "--db",
+                             db).stdout)
         deadline = time.monotonic() + 5
         while True:  # the broker picks the new account up (poll 0.5 s + SIGHUP)
             c, st = _connect(port, "bed-2", doc["password"])
@@ -147,6 +169,11 @@ def test_medge_broker_with_the_registry(tmp_path: Path,
             c.loop_stop()
             time.sleep(0.2)
         assert st.get("rc") == "Success"
+        # ... and on the TLS listener with its certificate (and its password).
+        tls = doc["cert"]
+        assert tls_connack("127.0.0.1", tls_port, tls, "bed-2", doc["password"]) == "Success"
+        assert tls_connack("127.0.0.1", tls_port, {"ca_file": tls["ca_file"]}, "bed-2",
+                           doc["password"]) != "Success"  # no client certificate
         t0 = time.monotonic()
         assert cli(capsys, "fleet", "remove", "bed-2", "--db", db).returncode == 0
         assert st["disconnected"].wait(5), "the removed account is still connected"
@@ -156,6 +183,7 @@ def test_medge_broker_with_the_registry(tmp_path: Path,
         broker.terminate()
         out, _ = broker.communicate(timeout=15)
     assert "anonymous clients refused" in out and "AUTHENTICATION OFF" not in out
+    assert f"TLS with client certificates on port {tls_port}" in out
     assert "accounts changed" in out
     assert doc["password"] not in out
 

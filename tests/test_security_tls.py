@@ -57,7 +57,7 @@ def _connect_packet(user: str, password: str) -> bytes:
     return bytes([0x10, len(body)]) + body
 
 
-def _connack(broker: Broker, port: int, tls: dict, user: str, password: str) -> str:
+def tls_connack(host: str, port: int, tls: dict, user: str, password: str) -> str:
     """What a client gets on the TLS ``port``: the CONNACK return code, or how the TLS
     session failed (plain ssl sockets: no client library's retry loop in the way)."""
     import socket
@@ -66,8 +66,8 @@ def _connack(broker: Broker, port: int, tls: dict, user: str, password: str) -> 
     if tls.get("cert_file"):
         ctx.load_cert_chain(tls["cert_file"], tls["key_file"])
     try:
-        with socket.create_connection((broker.host, port), timeout=5) as raw, \
-                ctx.wrap_socket(raw, server_hostname=broker.host) as sock:
+        with socket.create_connection((host, port), timeout=5) as raw, \
+                ctx.wrap_socket(raw, server_hostname=host) as sock:
             sock.sendall(_connect_packet(user, password))
             reply = sock.recv(4)
     except ssl.SSLCertVerificationError:
@@ -103,12 +103,12 @@ def test_a_device_on_its_certificate_carries_its_messages_end_to_end(tmp_path: P
         other = tlsca.init_ca(tmp_path / "other-ca")
         stranger = tlsca.issue_client(tmp_path / "other-ca", "sim-0001").as_dict()
         for creds in ({"ca_file": dev_tls["ca_file"]}, dict(stranger, ca_file=dev_tls["ca_file"])):
-            got = _connack(broker, tls_port, creds, "sim-0001", dev_pw)
+            got = tls_connack(broker.host, tls_port, creds, "sim-0001", dev_pw)
             assert got.startswith("tls: refused") or got == "closed", got
-        assert _connack(broker, tls_port, {"ca_file": str(other.ca_file)}, "sim-0001",
-                        dev_pw) == "tls: the broker's certificate is not trusted"
-        assert _connack(broker, tls_port, dev_tls, "sim-0001", "wrong") == "Not authorized"
-        assert _connack(broker, tls_port, dev_tls, "sim-0001", dev_pw) == "Success"
+        assert tls_connack(broker.host, tls_port, {"ca_file": str(other.ca_file)},
+                           "sim-0001", dev_pw) == "tls: the broker's certificate is not trusted"
+        assert tls_connack(broker.host, tls_port, dev_tls, "sim-0001", "wrong") == "Not authorized"
+        assert tls_connack(broker.host, tls_port, dev_tls, "sim-0001", dev_pw) == "Success"
 
         ingest.start()
         assert ingest.wait_connected(10)
