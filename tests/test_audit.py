@@ -156,3 +156,28 @@ def test_inside_the_callers_transaction(any_store: Store) -> None:
 
 def test_default_actor_is_a_name() -> None:
     assert audit.default_actor()
+
+
+def test_account_changes_are_audited_on_both_backends(any_store: Store) -> None:
+    from host.services import accounts
+
+    store = any_store
+    acc, pw = accounts.add(store, "bed-1", "device", actor="alice")
+    assert acc.active and acc.incarnation and accounts.check_password(pw, acc.password_hash)
+    with pytest.raises(accounts.AccountError, match="exists"):
+        accounts.add(store, "bed-1", "device", actor="alice")
+    acc2, pw2 = accounts.reset(store, "bed-1", actor="bob")
+    assert acc2.incarnation == acc.incarnation and pw2 != pw
+    accounts.remove(store, "bed-1", actor="bob")
+    got = accounts.provision(store, ["bed-1", "bed-2"], "device", actor="carol")
+    assert sorted(got) == ["bed-1", "bed-2"]
+    assert accounts.account(store, "bed-1").incarnation != acc.incarnation  # a new unit
+    with pytest.raises(accounts.AccountError, match="is a device account"):
+        accounts.provision(store, ["bed-2"], "host", actor="carol")
+    assert [(e.actor, e.action, e.subject) for e in audit.entries(store)] == [
+        ("alice", "account.add", "bed-1"), ("bob", "credential.reset", "bed-1"),
+        ("bob", "account.remove", "bed-1"), ("carol", "account.add", "bed-1"),
+        ("carol", "account.add", "bed-2")]
+    assert audit.verify(store).ok
+    assert all(e.before is None or "password" not in json.dumps(e.before)
+               for e in audit.entries(store))
