@@ -9,7 +9,10 @@ duplicates by (device, seq)).
 Drop policy: the capacity is fixed at init.  When a new message arrives and
 the outbox is full, the *oldest* message is dropped and counted in
 ``dropped``: the newest vital signs are worth more to a clinician than the
-oldest.  This copy lives in RAM; a flash-backed outbox (surviving a reboot)
+oldest.  A message pushed with ``keep=True`` (rhythm events: an AF onset or
+an asystole is never worth less than a routine vitals window) is passed
+over: the oldest message *without* ``keep`` goes instead, and only an outbox
+full of kept messages drops its oldest one (counted in ``dropped_kept`` too).  This copy lives in RAM; a flash-backed outbox (surviving a reboot)
 plugs in behind the same methods.
 
 Observation hooks (diagnostics, and the simulator's loss accounting, which
@@ -23,6 +26,7 @@ _PAYLOAD = 1
 _RETAIN = 2
 _TOKEN = 3  # link token while in flight, None while waiting to be sent
 _ACKED = 4
+_KEEP = 5
 
 
 class Outbox:
@@ -35,6 +39,7 @@ class Outbox:
         self._count = 0
         self._inflight = 0
         self.dropped = 0  # messages dropped by the full-outbox policy
+        self.dropped_kept = 0  # of which pushed with keep=True
         self.sent = 0  # publish attempts (including re-sends)
         self.acked = 0  # messages acknowledged by the broker
         self.on_push = None  # optional callable(topic, payload): every message pushed
@@ -46,15 +51,43 @@ class Outbox:
     def inflight(self):
         return self._inflight
 
-    def push(self, topic, payload, retain):
+    def push(self, topic, payload, retain, keep=False):
         if self.on_push is not None:
             self.on_push(topic, payload)
-        if self._count == self.capacity:
-            self._drop_head()
+        if self._count == self.capacity and self._drop_one():
             self.dropped += 1
         idx = (self._head + self._count) % self.capacity
-        self._slots[idx] = [topic, payload, retain, None, False]
+        self._slots[idx] = [topic, payload, retain, None, False, keep]
         self._count += 1
+
+    def _drop_one(self):
+        """Make room: the oldest entry already acknowledged or without
+        ``keep`` (the older ones move up one slot), else the oldest of all.
+        True if a message not yet acknowledged was lost."""
+        cap = self.capacity
+        for i in range(self._count):
+            pos = (self._head + i) % cap
+            entry = self._slots[pos]
+            if entry[_ACKED] or not entry[_KEEP]:
+                break
+        else:
+            self.dropped_kept += 1
+            self._drop_head()
+            return True
+        lost = not entry[_ACKED]
+        if i == 0:
+            self._drop_head()
+            return lost
+        if entry[_TOKEN] is not None and not entry[_ACKED]:
+            self._inflight -= 1
+        # Close the gap: the entries before it move one slot towards it.
+        while i > 0:
+            self._slots[(self._head + i) % cap] = self._slots[(self._head + i - 1) % cap]
+            i -= 1
+        self._slots[self._head] = None
+        self._head = (self._head + 1) % cap
+        self._count -= 1
+        return lost
 
     def _drop_head(self):
         entry = self._slots[self._head]
