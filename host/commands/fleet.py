@@ -19,6 +19,11 @@ def add_actor(p: argparse.ArgumentParser) -> None:
                    help="who is making the change, for the audit log (default: the OS user)")
 
 
+def add_password_file(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--password-file", type=Path, metavar="F",
+                   help="write the password to this new file (0600) instead of printing it")
+
+
 def _account_id(text: str) -> str:
     from host.services.accounts import AccountError, check_username
 
@@ -72,8 +77,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                  "medge fleet add bed-2 --cert --json"])
     q.add_argument("id", type=_account_id, metavar="ID")
     q.add_argument("--role", choices=("device", "host"), default="device")
-    q.add_argument("--password-file", type=Path, metavar="F",
-                   help="write the password to this new file (0600) instead of printing it")
+    add_password_file(q)
     q.add_argument("--cert", action="store_true",
                    help="issue a client certificate (key 0600) from the local CA")
     q.add_argument("--ca-dir", type=Path, metavar="DIR",
@@ -88,8 +92,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Replace an account's password (same incarnation); printed once.",
         example=["medge fleet passwd bed-1 --json"])
     q.add_argument("id", type=_account_id, metavar="ID")
-    q.add_argument("--password-file", type=Path, metavar="F",
-                   help="write the password to this new file (0600) instead of printing it")
+    add_password_file(q)
     add_actor(q)
     add_json(q, "the account and its new password")
     add_db(q)
@@ -241,6 +244,12 @@ def _actor(args: argparse.Namespace) -> str:
     return actor
 
 
+def _check_password_file(args: argparse.Namespace) -> None:
+    """Refuse an existing --password-file before anything changes."""
+    if args.password_file is not None and args.password_file.exists():
+        raise CliError(f"--password-file {args.password_file}: exists (not overwritten)")
+
+
 def _write_password(path: Path, password: str) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -279,8 +288,7 @@ def run_add(args: argparse.Namespace) -> int:
     from host.services.accounts import AccountError, Role, add
 
     actor = _actor(args)
-    if args.password_file is not None and args.password_file.exists():
-        raise CliError(f"--password-file {args.password_file}: exists (not overwritten)")
+    _check_password_file(args)
     ca_dir = None
     if args.cert:
         from host.services.tlsca import default_dir
@@ -311,8 +319,7 @@ def run_passwd(args: argparse.Namespace) -> int:
     from host.services.accounts import AccountError, reset
 
     actor = _actor(args)
-    if args.password_file is not None and args.password_file.exists():
-        raise CliError(f"--password-file {args.password_file}: exists (not overwritten)")
+    _check_password_file(args)
     with _write_store(args.db) as store:
         try:
             acc, password = reset(store, args.id, actor=actor)
