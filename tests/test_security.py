@@ -166,6 +166,12 @@ def test_a_device_is_confined_to_its_own_topics(secured) -> None:
         # ... and its own topics work.
         assert a.publish(f"{T}/dev-a/vitals", b"a-own") == 0
         assert b.publish(f"{T}/dev-b/vitals", b"b-own") == 0
+        # A second host account shares the load: shared subscriptions pass the ACL.
+        worker = Peer(broker, "ingest-2", "ingest-2", c["ingest-2"])
+        assert worker.subscribe("$share/ward/medge/v1/#") == 1
+        assert a.publish(f"{T}/dev-a/vitals", b"a-shared") == 0
+        assert (f"{T}/dev-a/vitals", b"a-shared") in worker.drain(0.3)
+        worker.close()
         # The host reads every device and commands B; B gets it, A does not.
         assert host.publish(f"{T}/dev-b/cmd", b"ping-b") == 0
         # A host cannot forge a device's data.
