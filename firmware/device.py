@@ -51,7 +51,8 @@ class Device:
     beat pipeline (filter chain, features) and the slot's classifier, and each
     ``vitals`` message counts the window's beats per AAMI class."""
 
-    def __init__(self, config, source, link, clock, state, model=None, vitals=None):
+    def __init__(self, config, source, link, clock, state, model=None, vitals=None,
+                 rhythm=None):
         self.cfg = config
         self.source = source
         self.link = link
@@ -66,6 +67,13 @@ class Device:
         #: Optional :class:`firmware.vitals.monitor.VitalSigns` (PPG, temperature,
         #: respiration, HRV): its vitals join every ``vitals`` message.
         self.vitals = vitals
+        #: Optional :class:`firmware.rhythm.monitor.RhythmMonitor` (needs a
+        #: model): each of its events is published as an ``event`` message,
+        #: kept in the outbox ahead of routine messages.
+        self.rhythm = rhythm
+        self._last_peak = -1
+        if rhythm is not None and model is None:
+            raise ValueError("a rhythm monitor needs a beat model (the beat pipeline)")
         if model is not None:
             if config.mains_hz is None:
                 raise ValueError("mains_hz is required with a beat model (the filter chain)")
@@ -91,6 +99,7 @@ class Device:
         #: The device's topics (public: the simulator's instrumentation reads them).
         self.topic_status = protocol.topic(config.device_id, protocol.MSG_STATUS)
         self.topic_vitals = protocol.topic(config.device_id, protocol.MSG_VITALS)
+        self.topic_event = protocol.topic(config.device_id, protocol.MSG_EVENT)
 
     @property
     def beats(self):
@@ -121,6 +130,8 @@ class Device:
             else:
                 self._classify(self.pipeline.process(buf, n))
             self.samples += n
+            if self.rhythm is not None:
+                self._rhythm_tick()
             total += n
             self._window_fill += n
             if self._window_fill == self._report_samples:
@@ -138,11 +149,35 @@ class Device:
             self._beat(beat)
         clf = self.model.classifier
         feats = pipe.features
+        rhythm = self.rhythm
         for _ in range(ready):
-            pipe.next_beat()
+            r = pipe.next_beat()
+            cls = -1
             if clf is not None:
-                self._classes[clf.classify(feats.beat, feats.rr)] += 1
+                cls = clf.classify(feats.beat, feats.rr)
+                self._classes[cls] += 1
                 self.classified += 1
+            if rhythm is not None:
+                rhythm.beat(r, cls)
+
+    def _rhythm_tick(self):
+        """The rhythm monitor's tick after each block; its events go out as
+        ``event`` messages (times: epoch ms, from the sample counts)."""
+        peaks = self.pipeline.new_peaks
+        if peaks:
+            self._last_peak = peaks[-1]
+        rhythm = self.rhythm
+        rhythm.tick(self.samples, self.quality.flag_code, self._last_peak)
+        if not rhythm.events:
+            return
+        fs = self.cfg.sample_rate_hz
+        now = self.clock.epoch_ms()
+        for ev in rhythm.take_events():
+            start = now - ((self.samples - ev.start) * 1000) // fs
+            end = None if ev.end < 0 else now - ((self.samples - ev.end) * 1000) // fs
+            msg = protocol.event(self.cfg.device_id, self.seq.next(), now, ev.kind, ev.phase,
+                                 start, end, ev.evidence)
+            self.outbox.push(self.topic_event, encode(msg), False, True)
 
     def _beat(self, at):
         """Record one detected R peak (sample index since boot)."""
