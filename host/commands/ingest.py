@@ -84,7 +84,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--client-id", metavar="ID",
                    help="MQTT client id, stable across restarts (its session holds what was "
                    "not acknowledged; default medge-ingest, or medge-ingest-GROUP-HOSTNAME)")
-    p.add_argument("--username", metavar="U", help="broker account")
+    p.add_argument("--username", metavar="U",
+                   help="broker account (a host account, `medge fleet add U --role host`; one "
+                   "per worker: with accounts the broker makes it the session's client id)")
     p.add_argument("--password-file", type=Path, metavar="F",
                    help="file whose first line is the account's password")
     p.add_argument("--tls-ca", type=Path, metavar="F",
