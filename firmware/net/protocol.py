@@ -25,6 +25,7 @@ MSG_VITALS = "vitals"
 MSG_EVENT = "event"
 MSG_CMD = "cmd"
 MSG_ACK = "ack"
+MSG_ALERT = "alert"  # host -> device: an alert episode of the patient on the device
 
 STATE_ONLINE = "online"
 STATE_OFFLINE = "offline"

@@ -51,7 +51,7 @@ MAX_JSON_DEPTH = 16
 
 #: Message types a device sends (host -> device types are ignored by ingest).
 DEVICE_TYPES = (protocol.MSG_STATUS, protocol.MSG_VITALS, protocol.MSG_ACK)
-HOST_TYPES = (protocol.MSG_CMD,)
+HOST_TYPES = (protocol.MSG_CMD, protocol.MSG_ALERT)
 ALL_TYPES = DEVICE_TYPES + HOST_TYPES
 
 _TOPIC_PREFIX = protocol.TOPIC_ROOT + "/dev/"
