@@ -155,7 +155,7 @@ def test_watch_publishes_alerts_to_the_device_topic_on_mosquitto(ward: Path) -> 
     assert len(got) == first["published"]
     for m in got:
         jsonschema.validate(m, schema)
-        assert m["patient_id"] == "p-2" and m["state"] == "open"
+        assert (m["device_id"], m["patient_id"], m["state"]) == ("bed-1", "p-2", "open")
     assert "news2" in {m["kind"] for m in got}
 
 

@@ -4,7 +4,8 @@ not retained), so the device can show it.  Only pseudonymous ids travel.
 
 Message (v1, host -> device; schema ``host/schemas/v1/alert.schema.json``)::
 
-    {"v": 1, "type": "alert", "alert_uid": "...", "patient_id": "p-0001",
+    {"v": 1, "type": "alert", "device_id": "bed-12", "alert_uid": "...",
+     "patient_id": "p-0001",
      "kind": "news2", "severity": "medium", "state": "open", "ts_ms": ...,
      "text": "NEWS2 5: medium risk ..."}
 
@@ -27,10 +28,11 @@ def alert_topic(device_id: str) -> str:
     return f"medge/v1/dev/{device_id}/alert"
 
 
-def alert_message(alert: dict[str, Any]) -> dict[str, Any]:
-    """The wire form of one stored alert (:func:`host.services.advice.records.list_alerts`)."""
+def alert_message(device_id: str, alert: dict[str, Any]) -> dict[str, Any]:
+    """The wire form of one stored alert (:func:`host.services.advice.records.list_alerts`)
+    for the device ``device_id``."""
     cond = (alert.get("detail") or {}).get("condition") or {}
-    return {"v": 1, "type": "alert", "alert_uid": alert["alert_uid"],
+    return {"v": 1, "type": "alert", "device_id": device_id, "alert_uid": alert["alert_uid"],
             "patient_id": alert["patient_id"], "kind": alert["kind"],
             "severity": alert["severity"], "state": alert["state"],
             "ts_ms": alert["ts_ms"], "text": str(cond.get("text", alert["kind"]))[:TEXT_MAX]}
@@ -60,7 +62,7 @@ class AlertPublisher:
 
     def publish(self, device_id: str, alert: dict[str, Any]) -> None:
         info = self.client.publish(alert_topic(device_id),
-                                   json.dumps(alert_message(alert), separators=(",", ":")),
+                                   json.dumps(alert_message(device_id, alert), separators=(",", ":")),
                                    qos=1)
         info.wait_for_publish(self.timeout_s)
         self.sent += 1
