@@ -190,16 +190,16 @@ def test_medge_vitals_analyze_bidmc_excerpt_against_the_monitor() -> None:
     assert [str(d["heart_rate"]) for d in data] == [r[1] for r in rows]
 
 
-def test_medge_vitals_analyze_bad_record_is_one_line_exit_2(tmp_path: Path) -> None:
-    proc = subprocess.run([str(MEDGE), "vitals", "analyze", str(tmp_path / "nothing")],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("medge vitals: ")
+def test_medge_vitals_analyze_bad_record_is_one_line_exit_2(tmp_path: Path, capsys) -> None:
+    from host.services.vitals import run_analyze
+
+    assert run_analyze(str(tmp_path / "nothing"), out=io.StringIO()) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("medge vitals: ")
     wfdb.wrsamp("resp", fs=125, units=["Ohm"], sig_name=["RESP"],
                 p_signal=np.zeros((500, 1)), fmt=["16"], write_dir=str(tmp_path))
-    proc = subprocess.run([str(MEDGE), "vitals", "analyze", str(tmp_path / "resp")],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and "no ECG" in proc.stderr
+    assert run_analyze(str(tmp_path / "resp"), out=io.StringIO()) == 2
+    assert "no ECG" in capsys.readouterr().err
 
 
 # -- MicroPython ---------------------------------------------------------------
