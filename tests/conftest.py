@@ -6,7 +6,8 @@ from typing import Callable, Iterator
 
 import pytest
 from mpyvm import run_micropython
-from pgserver import PgServer, PgServerError
+
+from host.services.storage.pgserver import PgServer, PgServerError
 
 
 @pytest.fixture(scope="session")
@@ -18,9 +19,10 @@ def micropython() -> Callable[..., str]:
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[str]:
-    """A throw-away PostgreSQL server (tests/pgserver.py) on a free loopback port for the
-    whole session: yields ``postgresql://medge@127.0.0.1:PORT/medge``; stopped and
-    deleted at the end.  Missing server binaries fail (never skip) naming the install."""
+    """A throw-away PostgreSQL server (host/services/storage/pgserver.py) on a free
+    loopback port for the whole session: yields
+    ``postgresql://medge@127.0.0.1:PORT/medge``; stopped and deleted at the end.
+    Missing server binaries fail (never skip) naming the install."""
     server = PgServer()
     try:
         server.start()

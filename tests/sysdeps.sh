@@ -2,7 +2,7 @@
 # The system packages `make test` needs, checked in milliseconds before the venv
 # install and pytest (which take minutes):
 #   mosquitto      the broker tests (a real broker, never skipped)
-#   postgresql     the PostgreSQL tests (initdb + postgres: a throw-away server, tests/pgserver.py)
+#   postgresql     the PostgreSQL tests (initdb + postgres: a throw-away server, host/services/storage/pgserver.py)
 #   node, npm      the MicroPython VM tests (npm @micropython/micropython-webassembly-pyscript)
 #   python3-venv   creating .venv (only checked while .venv does not exist yet)
 # A missing one is installed with apt-get when we are root or have passwordless
@@ -48,7 +48,7 @@ locate() {
 has() { locate "$1" >/dev/null; }
 
 # has_pg_server: initdb and postgres side by side, on search_path or in pglib/<major>/bin
-# (the places tests/pgserver.py looks).
+# (the places host/services/storage/pgserver.py looks).
 has_pg_server() {
     local dir
     if dir=$(locate initdb); then

@@ -20,15 +20,15 @@ from pathlib import Path
 
 import pytest
 import tomllib
-from pgserver import find_bin_dir
 
 from host.broker.launch import find_mosquitto
+from host.services.storage.pgserver import find_bin_dir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = REPO_ROOT / "tests" / "sysdeps.sh"
 CHECK_BUDGET_S = 5.0  # "stops at once": milliseconds in practice
 HOST_ONLY = {"numpy", "scipy", "wfdb", "amqtt", "pandas", "matplotlib"}
-PG_SERVER = ["initdb", "postgres"]  # found side by side (tests/pgserver.py)
+PG_SERVER = ["initdb", "postgres"]  # found side by side (host/services/storage/pgserver.py)
 
 
 def _tool(name: str) -> str:

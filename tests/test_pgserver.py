@@ -1,5 +1,5 @@
-"""The throw-away PostgreSQL server the tests use (tests/pgserver.py, the ``postgres``
-fixture): a real server that psycopg 3 talks to, and that is gone once stopped."""
+"""The throw-away PostgreSQL server the tests use (host/services/storage/pgserver.py,
+the ``postgres`` fixture): a real server that psycopg 3 talks to, and that is gone once stopped."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ import sys
 import time
 from pathlib import Path
 
-import pgserver
 import psycopg
 import pytest
-from pgserver import PgServer, PgServerError, find_bin_dir
+
+from host.services.storage import pgserver
+from host.services.storage.pgserver import PgServer, PgServerError, find_bin_dir
 
 START_BUDGET_S = 10.0  # about 1 s here; the hard bound is PgServer's 30 s timeout
 
@@ -83,9 +84,10 @@ def test_missing_binaries_are_one_line_naming_the_install(
 @pytest.mark.timeout(60)
 def test_a_sigkilled_parent_takes_its_server_down() -> None:
     """No finally or atexit runs after SIGKILL: the parent-death signal stops the server."""
-    script = ("import sys, time; sys.path.insert(0, sys.argv[1]); from pgserver import PgServer;"
+    script = ("import sys, time; sys.path.insert(0, sys.argv[1]);"
+              "from host.services.storage.pgserver import PgServer;"
               "s = PgServer().start(); print(s.proc.pid, s.tmp, flush=True); time.sleep(60)")
-    parent = subprocess.Popen([sys.executable, "-c", script, str(Path(__file__).parent)],
+    parent = subprocess.Popen([sys.executable, "-c", script, str(Path(__file__).parents[1])],
                               stdout=subprocess.PIPE, text=True)
     try:
         pid_text, tmp = parent.stdout.readline().split()  # type: ignore[union-attr]

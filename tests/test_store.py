@@ -214,7 +214,7 @@ def test_fresh_store_is_at_the_latest_schema_with_every_table(db: Path | str) ->
 
 
 def test_unreachable_postgresql_is_one_line() -> None:
-    from pgserver import free_port
+    from host.services.storage.pgserver import free_port
 
     url = f"postgresql://medge@127.0.0.1:{free_port()}/medge"
     with pytest.raises(StoreError) as err:
@@ -317,8 +317,9 @@ def _db_commands(db: str) -> dict[str, tuple[str, ...]]:
 
 @pytest.mark.parametrize("command", ["ingest", "fleet", "export", "store"])
 def test_unreachable_postgresql_at_the_cli(tmp_path: Path, command: str) -> None:
-    from pgserver import free_port
     from test_cli_boundary import assert_one_line_error, medge
+
+    from host.services.storage.pgserver import free_port
 
     url = f"postgresql://medge:pw@127.0.0.1:{free_port()}/medge"
     proc = medge(*_db_commands(url)[command], cwd=tmp_path, timeout=30)

@@ -1,5 +1,5 @@
-"""A throw-away PostgreSQL server for the tests: a fresh cluster in a temp dir, on a
-free loopback port, stopped and deleted when done.
+"""A throw-away PostgreSQL server for the tests and ``make bench``: a fresh cluster in
+a temp dir, on a free loopback port, stopped and deleted when done.
 
 Decision: Debian's PostgreSQL server binaries (``apt-get install -y postgresql``:
 /usr/lib/postgresql/<major>/bin/{initdb,postgres}), driven here with initdb and the
@@ -116,8 +116,11 @@ class PgServer:
     ``start()`` / ``stop()``; ``stop()`` is idempotent and also runs at exit."""
 
     def __init__(self, *, bin_dir: Optional[Path] = None,
-                 timeout_s: float = START_TIMEOUT_S) -> None:
+                 timeout_s: float = START_TIMEOUT_S, durable: bool = False) -> None:
         self.bin_dir = bin_dir
+        #: ``durable=True`` (the benchmark): PostgreSQL's own defaults, fsync and
+        #: synchronous commit on, as a site runs it; else the fast settings above.
+        self.durable = durable
         self.timeout_s = timeout_s
         self.tmp: Optional[Path] = None
         self.port: Optional[int] = None
@@ -209,8 +212,10 @@ class PgServer:
         args = [str(self.bin_dir / "postgres"), "-D", str(self.data_dir),
                 "-c", "listen_addresses=127.0.0.1", "-p", str(self.port),
                 "-c", f"unix_socket_directories={self.tmp}",
-                "-c", "fsync=off", "-c", "synchronous_commit=off",
-                "-c", "full_page_writes=off", "-c", "max_connections=100"]
+                "-c", "max_connections=100"]
+        if not self.durable:
+            args += ["-c", "fsync=off", "-c", "synchronous_commit=off",
+                     "-c", "full_page_writes=off"]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, cwd=self.tmp,
@@ -267,6 +272,7 @@ class PgServer:
         self.stop()
 
 
-if __name__ == "__main__":  # python tests/pgserver.py: start one, print its URL and timing
+# python -m host.services.storage.pgserver: start one, print its URL and timing
+if __name__ == "__main__":
     with PgServer() as pg:
         print(f"{pg.url}  started in {pg.start_s:.2f} s", file=sys.stderr)
