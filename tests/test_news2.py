@@ -239,9 +239,25 @@ def test_cli_text_names_the_missing(capsys: pytest.CaptureFixture[str]) -> None:
     (["--resp-rate", "12.5"], "--resp-rate"), (["--temp", "nan"], "--temp"),
     (["--consciousness", "X"], "--consciousness"), (["--air", "--oxygen"], "--oxygen"),
     (["--scale", "3"], "--scale")])
-def test_cli_bad_input_is_one_line_exit_2(argv: list[str], field: str) -> None:
-    proc = subprocess.run([MEDGE, "news2", *argv], capture_output=True, text=True,
-                          timeout=60, check=False)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
+def test_cli_bad_input_is_one_line_exit_2(argv: list[str], field: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    code, lines = refused(capsys, ["news2", *argv])
+    assert code == 2
     assert len(lines) == 1 and lines[0].startswith("medge news2: ") and field in lines[0]
+
+
+def test_the_installed_command_refuses_in_one_line() -> None:
+    proc = subprocess.run([MEDGE, "news2", "--spo2", "abc"], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr.startswith("medge news2: --spo2: expected a whole number from 40 to "
+                                  "100 %, got 'abc'") and proc.stderr.count("\n") == 1
+
+
+def refused(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, list[str]]:
+    """Exit code and stderr lines of ``medge ARGV`` run in-process."""
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    return code, capsys.readouterr().err.strip().splitlines()

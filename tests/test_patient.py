@@ -4,8 +4,6 @@ library against a real SQLite store and the CLI against a temporary one."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,6 @@ from host.services import audit, patients
 from host.services.advice.news2 import Inputs
 from host.services.store import Store
 
-MEDGE = str(Path(sys.executable).with_name("medge"))
 T0 = 1_764_000_000_000
 
 
@@ -48,7 +45,7 @@ def test_a_device_cannot_be_on_two_patients_at_once(store: Store) -> None:
     add(store, "p-1")
     add(store, "p-2")
     patients.assign(store, "p-1", "bed-1", actor="n", ts_ms=T0)
-    with pytest.raises(patients.DeviceBusy, match="^device: bed-1 is assigned to patient p-1"):
+    with pytest.raises(patients.DeviceBusy, match=r"^device: bed-1 is assigned to patient p-1"):
         patients.assign(store, "p-2", "bed-1", actor="n", ts_ms=T0 + 5)
     patients.unassign(store, "bed-1", actor="n", ts_ms=T0 + 100)
     with pytest.raises(patients.DeviceBusy, match="cannot start before"):
@@ -112,7 +109,7 @@ def test_override_is_audited_with_who_when_and_why(store: Store) -> None:
     assert (e.actor, e.ts_ms, e.before, e.after) == (
         "dr-lee", T0 + 5, {"param": "heart_rate", "target": None},
         {"param": "heart_rate", "target": [50, 125], "reason": "chronic AF"})
-    with pytest.raises(patients.PatientError, match="^range"):
+    with pytest.raises(patients.PatientError, match=r"^range"):
         patients.set_target(store, "p-1", "spo2", (60, 101), actor="x", reason="r", ts_ms=T0)
 
 
@@ -164,14 +161,15 @@ def test_cli_add_assign_obs_show_discharge(tmp_path: Path,
     (["patient", "add", "Bob Smith", "--age", "70", "--sex", "male"], "pseudonymous"),
     (["patient", "show", "nobody"], "no patient"),
 ])
-def test_cli_bad_input_one_line_exit_2(tmp_path: Path, argv: list[str], needle: str) -> None:
+def test_cli_bad_input_one_line_exit_2(tmp_path: Path, argv: list[str], needle: str,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from test_news2 import refused
+
     db = tmp_path / "b.db"
     with Store(db) as s:
         add(s, "p-1")
         add(s, "p-2")
         patients.assign(s, "p-1", "bed-1", actor="n", ts_ms=T0)
-    proc = subprocess.run([MEDGE, *argv, "--db", str(db)], capture_output=True, text=True,
-                          timeout=60, check=False)
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0]
+    code, lines = refused(capsys, [*argv, "--db", str(db)])
+    assert code == 2, lines
+    assert len(lines) == 1 and lines[0].startswith("medge ") and needle in lines[0]

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -13,8 +10,6 @@ from hypothesis import strategies as st
 
 from host.cli import main
 from host.services.advice.cha2ds2 import stroke_risk
-
-MEDGE = str(Path(sys.executable).with_name("medge"))
 
 
 def test_78_year_old_woman_with_hypertension(capsys: pytest.CaptureFixture[str]) -> None:
@@ -74,9 +69,11 @@ def test_text_output(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize("argv,field", [
     (["--age", "abc", "--sex", "male"], "--age"), (["--age", "12", "--sex", "male"], "--age"),
     (["--age", "70", "--sex", "x"], "--sex"), (["--sex", "male"], "--age")])
-def test_bad_input_exits_2(argv: list[str], field: str) -> None:
-    proc = subprocess.run([MEDGE, "score", "cha2ds2-vasc", *argv], capture_output=True,
-                          text=True, timeout=60, check=False)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and field in lines[0]
+def test_bad_input_exits_2(argv: list[str], field: str,
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    from test_news2 import refused
+
+    code, lines = refused(capsys, ["score", "cha2ds2-vasc", *argv])
+    assert code == 2
+    assert len(lines) == 1 and lines[0].startswith("medge score cha2ds2-vasc: ") \
+        and field in lines[0]

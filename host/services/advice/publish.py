@@ -61,9 +61,8 @@ class AlertPublisher:
         self.sent = 0
 
     def publish(self, device_id: str, alert: dict[str, Any]) -> None:
-        info = self.client.publish(alert_topic(device_id),
-                                   json.dumps(alert_message(device_id, alert), separators=(",", ":")),
-                                   qos=1)
+        payload = json.dumps(alert_message(device_id, alert), separators=(",", ":"))
+        info = self.client.publish(alert_topic(device_id), payload, qos=1)
         info.wait_for_publish(self.timeout_s)
         self.sent += 1
 
