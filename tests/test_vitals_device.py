@@ -147,3 +147,34 @@ def test_multi_sensor_loop_same_bytes_in_micropython_and_true_vitals(
     assert vitals[-1]["faults"]["temp_sensor_error"] == 1
     assert vitals[-1]["faults"]["temp_out_of_range"] == 1
     assert vitals[0]["withheld"]["hrv_sdnn_ms"] == "too_short"
+
+
+def test_vital_signs_from_one_config_on_emulated_parts() -> None:
+    import pytest
+
+    from firmware.vitals.monitor import vital_signs_from_config
+    from sim.bus import I2CBus
+    from sim.clock import SimClock
+    from sim.nibp import LoopbackUart
+    from sim.parts.max30102 import MAX30102
+    from sim.parts.tmp117 import TMP117
+
+    clock = SimClock(start_epoch_ms=0)
+    bus = I2CBus()
+    bus.attach(0x57, MAX30102(clock, red=150.0, ir=180.0))
+    bus.attach(0x48, TMP117(clock, temperature=37.25))
+    uart = LoopbackUart()
+    vit = vital_signs_from_config(
+        {"ppg": {"sample_rate_sps": 200}, "temperature": {"period_ms": 2000},
+         "nibp": {"cycle_s": 300}}, 250, i2c=bus, uart=uart)
+    assert vit.pox.fs_hz == 200 and vit.temp_period_ms == 2000
+    assert uart.tx.startswith(b"$CYCLE,300*")
+    assert vital_signs_from_config({}, 250).ppg is None  # no sensor: no vitals of it
+    for bad in ({"ppg": {"rate": 100}}, {"spo2": {}}, {"temperature": {"period_ms": 5}},
+                {"ppg": {"led_current_ma": 7}}):
+        with pytest.raises(ValueError):
+            vital_signs_from_config(bad, 250, i2c=bus, uart=uart)
+    with pytest.raises(ValueError):
+        vital_signs_from_config({"nibp": {}}, 250)
+    with pytest.raises(OSError):  # no part at that address: the driver says so
+        vital_signs_from_config({"temperature": {"address": 0x49}}, 250, i2c=bus)

@@ -242,3 +242,81 @@ class VitalSigns:
         if withheld:
             msg[protocol.F_WITHHELD] = withheld
         msg[protocol.F_FAULTS] = self.faults
+
+
+#: The ``vitals`` object of a device config: one place for every sensor's rate.
+CONFIG_KEYS = ("ppg", "temperature", "nibp", "pulse_window_ms")
+_PPG_KEYS = ("sample_rate_sps", "led_current_ma", "adc_range_na", "address")
+_TEMP_KEYS = ("period_ms", "averages", "address")
+_NIBP_KEYS = ("cycle_s",)
+
+
+def _check(obj, where, keys):
+    if not isinstance(obj, dict):
+        raise ValueError("%s must be an object, got %r" % (where, obj))
+    for key in obj:
+        if key not in keys:
+            raise ValueError("%s: unknown key %r (known: %s)" % (where, key, ", ".join(keys)))
+    return obj
+
+
+def _int(obj, key, where, default, low, high):
+    v = obj.get(key, default)
+    if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high:
+        raise ValueError("%s.%s must be an int in %d..%d, got %r" % (where, key, low, high, v))
+    return v
+
+
+def vital_signs_from_config(spec, ecg_fs_hz, i2c=None, uart=None):
+    """A :class:`VitalSigns` from a device config's ``vitals`` object::
+
+        {"ppg": {"sample_rate_sps": 100, "led_current_ma": [10, 10], "adc_range_na": 4096},
+         "temperature": {"period_ms": 1000, "averages": 8},
+         "nibp": {"cycle_s": 300}, "pulse_window_ms": 8000}
+
+    Each sensor has its own rate here (the ECG's is the device's
+    ``sample_rate_hz``); a sensor left out is absent (its vitals are not
+    published).  ``i2c`` is the bus of the MAX30102 and the TMP117, ``uart``
+    the NIBP module's.  Bad keys or values: ValueError naming them; a part
+    that does not answer: the driver's OSError."""
+    _check(spec, "vitals", CONFIG_KEYS)
+    ppg = thermo = nibp = None
+    temp_period_ms = 1000
+    if "ppg" in spec or "temperature" in spec:
+        if i2c is None:
+            raise ValueError("vitals: the PPG and the thermometer need an I2C bus")
+    if "ppg" in spec:
+        from firmware.hw.drivers.max30102 import DEFAULT_ADDRESS, MAX30102
+        from firmware.hw.sensors import Max30102DualSource
+
+        p = _check(spec["ppg"], "vitals.ppg", _PPG_KEYS)
+        leds = p.get("led_current_ma", [10, 10])
+        if not isinstance(leds, (list, tuple)) or len(leds) != 2:
+            raise ValueError("vitals.ppg.led_current_ma must be [red, ir] in mA, got %r"
+                             % (leds,))
+        ox = MAX30102(i2c, address=_int(p, "address", "vitals.ppg", DEFAULT_ADDRESS, 8, 119),
+                      sample_rate_sps=_int(p, "sample_rate_sps", "vitals.ppg", 100, 50, 3200),
+                      adc_range_na=_int(p, "adc_range_na", "vitals.ppg", 4096, 2048, 16384),
+                      led_current_ma=(leds[0], leds[1]))
+        ppg = Max30102DualSource(ox)
+    if "temperature" in spec:
+        from firmware.hw.drivers.tmp117 import DEFAULT_ADDRESS as TMP_ADDRESS
+        from firmware.hw.drivers.tmp117 import TMP117
+
+        t = _check(spec["temperature"], "vitals.temperature", _TEMP_KEYS)
+        temp_period_ms = _int(t, "period_ms", "vitals.temperature", 1000, 100, 600000)
+        thermo = TMP117(i2c, address=_int(t, "address", "vitals.temperature", TMP_ADDRESS, 8,
+                                          119),
+                        averages=_int(t, "averages", "vitals.temperature", 8, 1, 64))
+    if "nibp" in spec:
+        from firmware.hw.drivers.nibp import NibpModule
+
+        n = _check(spec["nibp"], "vitals.nibp", _NIBP_KEYS)
+        if uart is None:
+            raise ValueError("vitals: the NIBP module needs a UART")
+        nibp = NibpModule(uart)
+        if "cycle_s" in n:
+            nibp.cycle(_int(n, "cycle_s", "vitals.nibp", 0, 0, 86400))
+    return VitalSigns(ecg_fs_hz, ppg=ppg, thermometer=thermo, temp_period_ms=temp_period_ms,
+                      pulse_window_ms=_int(spec, "pulse_window_ms", "vitals", PULSE_WINDOW_MS,
+                                           2000, 60000), nibp=nibp)
