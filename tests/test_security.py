@@ -266,3 +266,31 @@ def test_hashes_are_mosquittos_own_format(tmp_path: Path) -> None:
     theirs = pw.read_text().strip().split(":", 1)[1]
     assert theirs.startswith("$7$") and accounts.check_password("from-the-tool", theirs)
     assert not accounts.check_password("other", theirs)
+
+
+def test_a_forged_will_for_another_device_is_never_delivered(secured) -> None:
+    """A device that sets its last will on another device's status (a forged 'offline'
+    when it drops) is let in, but the broker never publishes that will."""
+    import socket
+
+    broker, _, c = secured
+    host = Peer(broker, "ingest", "ingest", c["ingest"])
+    host.subscribe(f"{T}/+/status")
+    liar = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="dev-a",
+                       protocol=mqtt.MQTTv311)
+    liar.username_pw_set("dev-a", c["dev-a"])
+    liar.will_set(f"{T}/dev-b/status", b'{"state":"offline","reason":"lost"}', qos=1,
+                  retain=True)
+    up = threading.Event()
+    liar.on_connect = lambda *args: up.set()
+    liar.connect(broker.host, broker.port)
+    liar.loop_start()
+    assert up.wait(5)
+    liar.socket().shutdown(socket.SHUT_RDWR)  # dies without DISCONNECT: the will is due
+    liar.loop_stop()
+    assert host.drain(0.8) == []
+    own = Peer(broker, "dev-a", "dev-a", c["dev-a"])  # its own status is delivered
+    assert own.publish(f"{T}/dev-a/status", b'{"state":"online"}', retain=True) == 0
+    assert host.drain(0.3) == [(f"{T}/dev-a/status", b'{"state":"online"}')]
+    own.close()
+    host.close()
