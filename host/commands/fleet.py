@@ -227,11 +227,10 @@ def run_show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc, indent=2))
         return 0
-    for key, value in doc.items():
-        if key != "account":
-            print(f"{key:<14} {'-' if value is None else value}")
-    for key, value in (doc["account"] or {}).items():
-        print(f"account.{key:<6} {'-' if value is None else value}")
+    rows = [(k, v) for k, v in doc.items() if k != "account"]
+    rows += [(f"account.{k}", v) for k, v in (doc["account"] or {}).items()]
+    for key, value in rows:
+        print(f"{key:<20} {'-' if value is None else value}")
     return 0
 
 

@@ -249,7 +249,7 @@ def verify(store: Any, *, anchor: str | None = None) -> Verdict:
             text_id, anchor_hash = anchor.split(":", 1)
             anchor_id = int(text_id)
         except ValueError:
-            raise ValueError(f"audit: anchor {anchor!r} is not ID:HASH") from None
+            raise ValueError(f"{anchor!r} is not ID:HASH") from None
     recorded = head(store)
     expect_id, prev_hash, n = 1, GENESIS, 0
     for row in _rows(store):
