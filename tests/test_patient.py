@@ -173,3 +173,20 @@ def test_cli_bad_input_one_line_exit_2(tmp_path: Path, argv: list[str], needle: 
     code, lines = refused(capsys, [*argv, "--db", str(db)])
     assert code == 2, lines
     assert len(lines) == 1 and lines[0].startswith("medge ") and needle in lines[0]
+
+
+def test_virtual_patients_from_scenarios_are_registered_once(store: Store) -> None:
+    from sim.scenario import load_scenario
+
+    copd = load_scenario("copd_oxygen")
+    a = patients.register_virtual(store, "sim-0001", "patient-0001", copd, 7, ts_ms=T0)
+    again = patients.register_virtual(store, "sim-0001", "patient-0001", copd, 7,
+                                      ts_ms=T0 + 1000)
+    assert a is not None and again is not None and again.from_ms == T0
+    p = patients.get_patient(store, "patient-0001")
+    assert (p["copd"], p["hypercapnic"], p["spo2_target"], p["on_oxygen"]) == (
+        True, True, [88, 92], True)
+    assert patients.profile_from_scenario(copd, 7)["age"] == p["age"]
+    assert patients.get_patient(store, "patient-0001")["scenario"] == "copd_oxygen"
+    stable = patients.profile_from_scenario(load_scenario("stable"), 7)
+    assert stable["copd"] is False and "spo2_target" not in stable

@@ -337,3 +337,39 @@ def latest_observations(store: Any, patient_id: str, *, since_ms: int | None = N
             value = CONSCIOUSNESS[int(value)]
         out[kind] = (value, int(ts))
     return out
+
+
+def profile_from_scenario(scenario: Any, seed: int) -> dict[str, Any]:
+    """A virtual patient's profile drawn from a simulator scenario
+    (:class:`sim.scenario.Scenario`) and a seed: age 45-88 and sex drawn from the
+    seed; a prescribed 88-92 % SpO2 target means COPD with hypercapnic failure; the
+    scenario's supplemental oxygen is kept as ``on_oxygen``."""
+    import random
+
+    r = random.Random(seed)
+    target = [int(v) for v in scenario.patient["spo2_target_percent"]]
+    hypercapnic = target == [88, 92]
+    profile = make_profile(age=r.randint(45, 88), sex=r.choice(["female", "male"]),
+                           spo2_target=tuple(target) if hypercapnic else None,
+                           copd=hypercapnic, hypercapnic=hypercapnic,
+                           hypertension=r.random() < 0.4, diabetes=r.random() < 0.2,
+                           vascular=r.random() < 0.15)
+    profile["on_oxygen"] = bool(scenario.patient["on_oxygen"])
+    profile["scenario"] = scenario.name
+    return profile
+
+
+def register_virtual(store: Any, device_id: str, patient_id: str, scenario: Any, seed: int,
+                     *, ts_ms: int, actor: str = "medge-sim") -> Assignment | None:
+    """``medge demo``/``medge sim``: register a simulated device's virtual patient
+    (idempotent: a store kept between runs keeps its patients) and assign the device
+    to it unless the device is on another patient (then None)."""
+    try:
+        get_patient(store, patient_id)
+    except UnknownPatient:
+        add_patient(store, patient_id, profile_from_scenario(scenario, seed), actor=actor,
+                    ts_ms=ts_ms)
+    try:
+        return assign(store, patient_id, device_id, actor=actor, ts_ms=ts_ms)
+    except DeviceBusy:
+        return None
