@@ -59,6 +59,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from host.services import patients
 from host.services.advice import news2 as n2
 from host.services.advice.alerts import EventKind, rank
 from host.services.advice.arrhythmia import RhythmEvent
@@ -171,14 +172,7 @@ class VirtualWardPatient:
         self.temp_off = var["temperature_c"] * max(-2, min(2, r.gauss(0, 1)))
         self.bp_f = 1 + var["blood_pressure_percent"] / 100 * max(-2, min(2, r.gauss(0, 1)))
         self.on_oxygen = bool(scenario.patient["on_oxygen"])
-        target = list(scenario.patient["spo2_target_percent"])
-        self.profile = {"age": r.randint(45, 88), "sex": r.choice(["female", "male"]),
-                        "copd": target == [88.0, 92.0], "hypercapnic": target == [88.0, 92.0],
-                        "hypertension": r.random() < 0.4, "diabetes": r.random() < 0.2,
-                        "chf": False, "stroke": False, "vascular": r.random() < 0.15,
-                        "chronic_af": False, "targets": {}, "on_oxygen": self.on_oxygen}
-        if target == [88.0, 92.0]:
-            self.profile["spo2_target"] = [88, 92]
+        self.profile = patients.profile_from_scenario(scenario, seed)
         self._noise = {name: r.gauss(0, 1) for name in NOISE_SD}
         self._cuff: list[float] = []
         self._cuff_rng = random.Random(seed + 7_919)
@@ -302,6 +296,8 @@ class PatientRun:
     episodes: list[Episode]
     medge_by_kind: dict[str, int] = field(default_factory=dict)
     threshold_by_kind: dict[str, int] = field(default_factory=dict)
+    #: (time_s, event, kind, severity) of every medge alert event but reminders
+    medge_events: list[tuple[float, str, str, str]] = field(default_factory=list)
 
 
 def _spans(kind: str, duration_s: float, holds: Callable[[float], bool]) -> list[Episode]:
@@ -377,6 +373,7 @@ def run_patient(p: VirtualWardPatient, pid: str = "p") -> PatientRun:
     next_eval = 0.0
     beats_acc = [0, 0]
     to_ack: list[tuple[float, str]] = []
+    events_log: list[tuple[float, str, str, str]] = []
     medge_alerts = reminders = 0
     by_kind: Counter[str] = Counter()
     t = 0.0
@@ -432,9 +429,12 @@ def run_patient(p: VirtualWardPatient, pid: str = "p") -> PatientRun:
                 if e.event in (EventKind.OPEN, EventKind.ESCALATE):
                     medge_alerts += 1
                     by_kind[e.kind] += 1
+                    events_log.append((t, e.event.value, e.kind, e.severity))
                     to_ack.append((t + ACK_AFTER_S, e.kind))
                 elif e.event is EventKind.REMIND:
                     reminders += 1
+                else:
+                    events_log.append((t, e.event.value, e.kind, e.severity))
             _score(episodes, t, mon, thr)
             while to_ack and to_ack[0][0] <= t:
                 mon.tracker.ack(to_ack.pop(0)[1], ms, "nurse")
@@ -445,17 +445,17 @@ def run_patient(p: VirtualWardPatient, pid: str = "p") -> PatientRun:
         t += STEP_S
     thr_kind: Counter[str] = Counter(k for _, k in thr.alarms)
     return PatientRun(p.sc.name, medge_alerts, reminders, len(thr.alarms), episodes,
-                      dict(by_kind), dict(thr_kind))
+                      dict(by_kind), dict(thr_kind), events_log)
 
 
-def run_ward(patients: int, hours: float, seed: int) -> dict[str, Any]:
+def run_ward(n_patients: int, hours: float, seed: int) -> dict[str, Any]:
     scenarios = {name: load_scenario(name) for name in set(MIX)}
     runs = []
-    for i in range(patients):
+    for i in range(n_patients):
         name = MIX[i % len(MIX)]
         runs.append(run_patient(VirtualWardPatient(scenarios[name], seed * 1000 + i, hours),
                                 f"p-{i:03d}"))
-    days = patients * hours / 24
+    days = n_patients * hours / 24
     episodes = [ep for r in runs for ep in r.episodes]
     medge_hit = [ep for ep in episodes if ep.medge_s is not None]
     thr_hit = [ep for ep in episodes if ep.threshold_s is not None]
@@ -494,7 +494,7 @@ def run_ward(patients: int, hours: float, seed: int) -> dict[str, Any]:
         medge_kinds.update(r.medge_by_kind)
         thr_kinds.update(r.threshold_by_kind)
     return {
-        "patients": patients, "hours": hours, "seed": seed, "patient_days": days,
+        "patients": n_patients, "hours": hours, "seed": seed, "patient_days": days,
         "medge": {"alerts_per_patient_day": round(medge_total / days, 2),
                   "reminders_per_patient_day": round(sum(r.medge_reminders for r in runs)
                                                      / days, 2),

@@ -188,6 +188,11 @@ def test_simulated_sepsis_first_medium_alert_within_2_minutes() -> None:
     assert ep.medge_medium_s is not None
     assert 0 <= ep.medge_medium_s - ep.onset_s <= 120
     assert run.medge_alerts <= 6  # rising, baseline drift, medium, high: no flapping
+    # the trend's early warning comes before the ground truth reaches NEWS2 5
+    rising = [t for t, ev, kind, _ in run.medge_events if kind == "news2_rising" and ev == "open"]
+    assert rising and rising[0] < ep.onset_s
+    opened = [kind for _, ev, kind, _ in run.medge_events if ev == "open"]
+    assert len(opened) == len(set(opened))  # each kind once: one alert per episode
 
 
 def test_stable_24_hours_with_noise_gives_no_alerts() -> None:

@@ -23,7 +23,8 @@ profile's ``on_oxygen`` when no observation says otherwise).
 
 Alert kinds: ``news2`` (risk low-medium, medium, high: the RCP's trigger rows; held
 open in a deadband just below the trigger, :data:`NEWS2_HOLD_SCORE`),
-``news2_rising`` (:mod:`.trend`), ``baseline:<vital>`` (the smoothed value outside
+``news2_rising`` (:mod:`.trend`; an early warning, not raised while a medium or
+high NEWS2 alert is open), ``baseline:<vital>`` (the smoothed value outside
 the personal band for :data:`DRIFT_HOLD_S`; :mod:`.baseline`), and the arrhythmia
 kinds of :mod:`.arrhythmia`.  Episodes, escalation, reminders: :mod:`.alerts`.
 """
@@ -277,7 +278,9 @@ class PatientMonitor:
             advice.append(f"NEWS2 {result.score}" + (" (lower bound)" if result.missing
                                                      else "") + ": low risk; "
                           + n2.RESPONSES[result.trigger][1])
-        if trend.rising:
+        held = self.tracker.open.get("news2")
+        if trend.rising and (held is None or held.severity in ("low", "low-medium")):
+            # an early warning: once a medium/high NEWS2 alert is open it says no more
             conditions.append(Condition(
                 "news2_rising", "low",
                 f"NEWS2 rising {trend.slope_per_h:.1f} points/h over 2 h: early warning, "
