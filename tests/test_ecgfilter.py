@@ -13,8 +13,6 @@ requires every output sample to equal CPython's, for CPython's 'wide' and
 from __future__ import annotations
 
 import binascii
-import time
-from array import array
 
 import numpy as np
 import pytest
@@ -249,23 +247,3 @@ def test_qrs_bandpass_access() -> None:
     bp = chain.qrs_bandpass()
     assert isinstance(bp, dsp.BiquadCascadeEfQ15)
     assert bp is not chain.qrs_bandpass()
-
-
-def test_chain_throughput_leaves_room_for_the_detector(ecg60: np.ndarray) -> None:
-    """The device chain (this + a QRS detector) must run >= 200x real time at
-    360 Hz on one CPython core: 13.9 us/sample.  This chain must take well under
-    half: here at least 150 000 samples/s (6.7 us/sample); ~1 us/sample measured."""
-    x = ecg60.tolist()
-    chain = EcgFilterChain(FS_HZ, 50)
-    buf = array("h", bytes(2 * FS_HZ))
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        for i in range(0, len(x), FS_HZ):
-            m = min(FS_HZ, len(x) - i)
-            buf[:m] = array("h", x[i : i + m])
-            chain.process_inplace(buf, m)
-        best = min(best, time.perf_counter() - start)
-    rate = len(x) / best
-    print(f"EcgFilterChain: {rate:,.0f} samples/s ({1e6 / rate:.2f} us/sample)")
-    assert rate >= 150_000
