@@ -406,6 +406,7 @@ def test_run_broker_forever_stops_on_sigterm(tmp_path: Path, kind: str) -> None:
     returncode, text = _child_output(["-c", code], sigterm_once_up)
     assert returncode == 0, text
     assert "listening on mqtt://127.0.0.1:" in text and "development default" in text
+    assert "AUTHENTICATION OFF" in text  # without a registry (medge broker --insecure)
     assert (embedded_mod.KEEPS in text) == (kind == "embedded"), text
     assert _refused("127.0.0.1", port)
 
