@@ -70,3 +70,18 @@ def test_stable_patient_at_12_db_has_no_af_or_vt(classifier):
     assert len(res.beats) > 1200  # the chain saw the patient
     kinds = [k for _, _, k in episodes(res)]
     assert "AFIB" not in kinds and "VT" not in kinds, kinds
+
+
+def test_beats_in_af_are_not_called_s(classifier):
+    """Rhythm-aware classes (``medge ecg analyze``'s default): once AF is
+    recognised, its beats are not S; the classifier alone calls many of them S."""
+    from host.services.ecg import classify_beats
+
+    p = VirtualPatient("rhythm_events", 3, FS)
+    ecg = p.run(450.0).ecg
+    lo, hi = 190 * FS, 450 * FS  # AF from 150 s; recognised within 30 s
+    raw = [lab for s, lab in classify_beats(ecg, FS, classifier, 50, rhythm=False) if lo < s < hi]
+    aware = [lab for s, lab in classify_beats(ecg, FS, classifier, 50) if lo < s < hi]
+    assert len(raw) == len(aware) > 250
+    assert raw.count("S") >= 20  # else this test shows nothing
+    assert aware.count("S") <= raw.count("S") // 5

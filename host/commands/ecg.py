@@ -30,6 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--runtime", default="auto", choices=["auto", "litert", "litert-ref", "python"],
                    help="int8 runtime (auto: LiteRT's reference kernels if installed, else the "
                         "pure-Python engine; both bit-exact)")
+    q.add_argument("--no-rhythm", action="store_true",
+                   help="the classifier's own classes (default: rhythm-aware, as the device "
+                        "reports them: no S beat in atrial fibrillation)")
     q.set_defaults(func=run_analyze, prog=q.prog)
     r = add_command(
         ecg_sub, "rhythm", help="rhythm episodes of a WFDB record as CSV",
@@ -57,7 +60,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run_analyze(args: argparse.Namespace) -> int:
     from host.services.ecg import run_analyze as analyze
 
-    return analyze(args.record, args.channel, model=args.model, runtime=args.runtime)
+    return analyze(args.record, args.channel, model=args.model, runtime=args.runtime,
+                   rhythm=not args.no_rhythm)
 
 
 def run_rhythm(args: argparse.Namespace) -> int:
