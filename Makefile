@@ -60,7 +60,7 @@ endif
 test: sysdeps $(STAMP) $(MPY_STAMP) lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-bench: $(STAMP) $(MPY_STAMP)
+bench: sysdeps $(STAMP) $(MPY_STAMP)
 	$(PY) -m models.bench
 	$(PY) -m host.bench_fleet
 	$(PY) -m host.bench_ingest --duration 60

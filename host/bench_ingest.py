@@ -18,6 +18,13 @@ other side, in child processes:
   into SQLite and commits, one transaction per message (auto-acknowledged by
   paho after the callback) -- the baseline every figure is compared with.
 
+``--backends sqlite,postgresql`` (both by default): ``ingest-1`` and
+``ingest-3`` also run on PostgreSQL (``ingest-1-pg``, ``ingest-3-pg``), a
+throw-away server started here (host/services/storage/pgserver.py) with
+PostgreSQL's durable defaults (fsync and synchronous commit on, as a site runs
+it), a fresh database per run; the peer runs on SQLite only, so the PostgreSQL
+ratios are to the same SQLite baseline.
+
 Each consumer runs alone against the same offered load (2 cores here: running
 them side by side would measure the scheduler), twice over:
 
@@ -35,8 +42,10 @@ Before a consumer starts, the bench creates its store and adds a side table
 ``bench_seen`` (rowid, ts_ms) filled by an ``AFTER INSERT`` trigger on the
 vitals table: the trigger runs inside the consumer's transaction, so a row of
 ``bench_seen`` becomes visible to another connection exactly when that
-transaction commits.  A poller in the bench process reads the new rows every
-``POLL_S`` (5 ms) from its own WAL reader connection and takes the first time it
+transaction commits (PostgreSQL: a statement-level trigger; its ids are taken
+at insert, so the poller keeps the set of ids above the last contiguous one).
+A poller in the bench process reads the new rows every ``POLL_S`` (5 ms) from
+its own reader connection and takes the first time it
 sees a row as its commit time (late by at most the poll interval plus the
 poller's own scheduling delay: latencies are upper bounds).
 
@@ -186,7 +195,7 @@ class Backlog:
         threading.Thread(target=self._poll, daemon=True).start()
 
     def _poll(self) -> None:
-        conn = sqlite3.connect(f"{Path(self.db).resolve().as_uri()}?mode=ro", uri=True)
+        conn = _reader(self.db)
         while True:
             self.committed = conn.execute("SELECT COALESCE(MAX(id), 0) FROM bench_seen")\
                 .fetchone()[0]
@@ -382,7 +391,30 @@ BEGIN INSERT INTO bench_seen (ts_ms) VALUES (NEW.ts_ms); END;
 """
 
 
-def prepare_store(db: Path, kind: str) -> None:
+#: PostgreSQL: the same side table, filled per statement from its transition table.
+_SEEN_DDL_PG = """
+CREATE TABLE IF NOT EXISTS bench_seen (id BIGSERIAL PRIMARY KEY, ts_ms BIGINT NOT NULL);
+CREATE OR REPLACE FUNCTION bench_seen_fn() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO bench_seen (ts_ms) SELECT ts_ms FROM new_rows; RETURN NULL; END $$;
+CREATE TRIGGER bench_seen_vitals AFTER INSERT ON vitals REFERENCING NEW TABLE AS new_rows
+FOR EACH STATEMENT EXECUTE FUNCTION bench_seen_fn();
+"""
+
+
+def _is_pg(db: Path | str) -> bool:
+    return str(db).startswith(("postgresql://", "postgres://"))
+
+
+def _reader(db: Path | str) -> Any:
+    """A read connection with ``execute(sql, params).fetchall()/fetchone()``."""
+    if _is_pg(db):
+        import psycopg
+
+        return psycopg.connect(str(db), autocommit=True)
+    return sqlite3.connect(f"{Path(db).resolve().as_uri()}?mode=ro", uri=True)
+
+
+def prepare_store(db: Path | str, kind: str) -> None:
     """Create the consumer's store and the commit-time side table (module docstring)."""
     if kind == "peer":
         conn = sqlite3.connect(db)
@@ -392,6 +424,12 @@ def prepare_store(db: Path, kind: str) -> None:
         from host.services.store import Store
 
         Store(db).close()
+        if _is_pg(db):
+            import psycopg
+
+            with psycopg.connect(str(db), autocommit=True) as pg:
+                pg.execute(_SEEN_DDL_PG)
+            return
         conn = sqlite3.connect(db)
     conn.executescript(_SEEN_DDL)
     conn.close()
@@ -408,17 +446,40 @@ class Poller(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
-        conn = sqlite3.connect(f"{self.db.resolve().as_uri()}?mode=ro", uri=True)
+        conn = _reader(self.db)
+        pg = _is_pg(self.db)
+        sql = ("SELECT id, ts_ms FROM bench_seen WHERE id > %s ORDER BY id" if pg else
+               "SELECT id, ts_ms FROM bench_seen WHERE id > ? ORDER BY id")
+        # SQLite commits one writer at a time, so ids appear in commit order and the
+        # last id read is the mark.  PostgreSQL takes an id at insert: a transaction
+        # that commits later can hold lower ids, so the mark is the end of the run
+        # of contiguous ids seen (ids above it already seen are skipped); a hole
+        # left 5 s (a rolled-back insert) is stepped over.
         last = 0
+        seen_above: set[int] = set()
+        hole_since = 0.0
         while True:
             stopping = self.stop.is_set()
-            rows = conn.execute("SELECT id, ts_ms FROM bench_seen WHERE id > ? ORDER BY id",
-                                (last,)).fetchall()
+            rows = conn.execute(sql, (last,)).fetchall()
             now = _now_ms()
-            if rows:
+            fresh = [r for r in rows if r[0] not in seen_above]
+            if fresh:
+                self.seen_ms.extend([now] * len(fresh))
+                self.ts_ms.extend(r[1] for r in fresh)
+            if rows and not pg:
                 last = rows[-1][0]
-                self.seen_ms.extend([now] * len(rows))
-                self.ts_ms.extend(r[1] for r in rows)
+            elif rows:
+                seen_above.update(r[0] for r in fresh)
+                while last + 1 in seen_above:
+                    last += 1
+                    seen_above.discard(last)
+                if seen_above and not hole_since:
+                    hole_since = time.monotonic()
+                elif seen_above and time.monotonic() - hole_since > 5:
+                    last = min(seen_above) - 1
+                    hole_since = 0.0
+                elif not seen_above:
+                    hole_since = 0.0
             if stopping:
                 break
             time.sleep(POLL_S)
@@ -467,13 +528,14 @@ def _wait_ingest_ready(db: Path, client_ids: list[str], procs: list[subprocess.P
     raise RuntimeError(f"ingest workers not connected after {timeout_s:.0f} s")
 
 
-def _store_counters(db: Path, kind: str) -> dict[str, int]:
-    conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+def _store_counters(db: Path | str, kind: str) -> dict[str, int]:
+    conn = _reader(db)
     try:
         rows = conn.execute("SELECT COUNT(*) FROM vitals").fetchone()[0]
         # seqs missing between each device's first and last stored one
-        gaps = conn.execute("SELECT COALESCE(SUM(hi - lo + 1 - n), 0) FROM (SELECT MIN(seq) lo, "
-                            "MAX(seq) hi, COUNT(*) n FROM vitals GROUP BY device_id)").fetchone()[0]
+        gaps = conn.execute(
+            "SELECT COALESCE(SUM(hi - lo + 1 - n), 0) FROM (SELECT MIN(seq) lo, MAX(seq) hi, "
+            "COUNT(*) n FROM vitals GROUP BY device_id) AS per_device").fetchone()[0]
         if kind == "peer":
             return {"rows": rows, "stored": rows, "gaps": gaps}
         counters = dict(conn.execute("SELECT name, value FROM counters"))
@@ -484,9 +546,11 @@ def _store_counters(db: Path, kind: str) -> dict[str, int]:
 
 def run_one(broker: Any, workdir: Path, scenario: str, consumer: str, rate: float,
             duration_s: float, n_devices: int, clients: int, tag: str,
-            generator: str = "raw", max_backlog: int | None = None) -> dict[str, Any]:
-    """One consumer against one offered load; the figures (module docstring)."""
-    db = workdir / f"{tag}.db"
+            generator: str = "raw", max_backlog: int | None = None,
+            db_url: str | None = None) -> dict[str, Any]:
+    """One consumer against one offered load; the figures (module docstring).
+    ``db_url``: a PostgreSQL database for the store (else a SQLite file)."""
+    db: Path | str = db_url or workdir / f"{tag}.db"
     log = workdir / f"{tag}.log"
     kind = "peer" if consumer == "peer" else "ingest"
     prepare_store(db, kind)
@@ -494,7 +558,7 @@ def run_one(broker: Any, workdir: Path, scenario: str, consumer: str, rate: floa
     if consumer == "peer":
         procs.append(_child(["-m", "host.bench_ingest", "_peer", "--db", str(db),
                              "--port", str(broker.port), "--client-id", f"peer-{tag}"], log))
-        ready_file = db.with_suffix(".ready")
+        ready_file = Path(db).with_suffix(".ready")
         deadline = time.monotonic() + 20
         while not ready_file.exists():
             if time.monotonic() > deadline or procs[0].poll() is not None:
@@ -571,7 +635,8 @@ def run_one(broker: Any, workdir: Path, scenario: str, consumer: str, rate: floa
             per_10s.append((b - a) / 10)
             start += 10_000
     out = {
-        "scenario": scenario, "consumer": consumer, "offered_rate": rate,
+        "scenario": scenario, "consumer": consumer + ("-pg" if db_url else ""),
+        "backend": "postgresql" if db_url else "sqlite", "offered_rate": rate,
         "duration_s": duration_s, "devices": n_devices,
         "published": g["published"], "acked": g["acked"],
         "generator_rate": round(g["rate_achieved"], 1),
@@ -589,36 +654,69 @@ def run_one(broker: Any, workdir: Path, scenario: str, consumer: str, rate: floa
     return out
 
 
+def _fresh_pg_database(server_url: str, name: str) -> str:
+    import psycopg
+
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return server_url.rsplit("/", 1)[0] + "/" + name
+
+
 def bench(scenarios: list[str], consumers: list[str], duration_s: float, rate: float,
           n_devices: int = 1000, clients: int = 4, repeat: int = 1,
           progress: Any = None, generator: str = "raw",
-          max_backlog: int | None = MAX_BACKLOG) -> dict[str, Any]:
+          max_backlog: int | None = MAX_BACKLOG,
+          backends: tuple[str, ...] = ("sqlite",)) -> dict[str, Any]:
+    """Every (scenario, consumer, backend); the plain consumer (``peer``) runs on
+    SQLite only.  PostgreSQL: a throw-away server started here with PostgreSQL's
+    durable defaults (fsync, synchronous commit), a fresh database per run."""
     from host.broker.launch import Broker, find_mosquitto
 
     if find_mosquitto() is None:
         raise RuntimeError("mosquitto is not installed (apt install mosquitto): the ingest "
                            "benchmark needs it")
     runs: list[dict[str, Any]] = []
+    pg = None
     with tempfile.TemporaryDirectory(prefix="medge-bench-ingest-") as tmp:
         workdir = Path(tmp)
         os.chmod(workdir, 0o711)  # mosquitto drops root: it must reach its data dir
         broker = Broker("mosquitto", data_dir=workdir / "broker", persistence=False)
         broker.start()
+        # ingest's health files of a PostgreSQL store go to $MEDGE_STATE_DIR (children
+        # inherit it): here, not in the checkout's var/
+        state_before = os.environ.get("MEDGE_STATE_DIR")
+        os.environ["MEDGE_STATE_DIR"] = str(workdir / "state")
         try:
+            if "postgresql" in backends:
+                from host.services.storage.pgserver import PgServer
+
+                pg = PgServer(durable=True).start()
             for rep in range(repeat):
                 for scenario in scenarios:
                     offered = rate if scenario == "throughput" else n_devices * 1.0
-                    for consumer in consumers:
-                        tag = f"{scenario}-{consumer}-{rep}"
-                        r = run_one(broker, workdir, scenario, consumer, offered, duration_s,
-                                    n_devices, clients, tag, generator,
-                                    max_backlog if scenario == "throughput" else None)
-                        r["repeat"] = rep
-                        runs.append(r)
-                        if progress:
-                            progress(r)
+                    for backend in backends:
+                        for consumer in consumers:
+                            if consumer == "peer" and backend != "sqlite":
+                                continue
+                            tag = f"{scenario}-{consumer}-{backend}-{rep}"
+                            url = (_fresh_pg_database(pg.url, tag.replace("-", "_"))
+                                   if pg is not None and backend == "postgresql" else None)
+                            r = run_one(broker, workdir, scenario, consumer, offered,
+                                        duration_s, n_devices, clients, tag, generator,
+                                        max_backlog if scenario == "throughput" else None,
+                                        db_url=url)
+                            r["repeat"] = rep
+                            runs.append(r)
+                            if progress:
+                                progress(r)
         finally:
             broker.stop()
+            if pg is not None:
+                pg.stop()
+            if state_before is None:
+                os.environ.pop("MEDGE_STATE_DIR", None)
+            else:
+                os.environ["MEDGE_STATE_DIR"] = state_before
     return {"runs": runs, "summary": summarize(runs), "cores": os.cpu_count(),
             "generator": generator,
             "poll_s": POLL_S, "warmup_s": WARMUP_S}
@@ -664,7 +762,7 @@ def _line(r: dict[str, Any]) -> str:
            if r["latency_ms_p50"] is not None else "no latency samples")
     sustained = (f", slowest 10 s {r['stored_per_s_min_10s']:.0f}/s"
                  if r["stored_per_s_min_10s"] is not None else "")
-    return (f"ingest bench: {r['scenario']:10s} {r['consumer']:8s} offered "
+    return (f"ingest bench: {r['scenario']:10s} {r['consumer']:11s} offered "
             f"{r['offered_rate']:.0f}/s (sent {r['generator_rate']:.0f}/s) "
             f"x {r['duration_s']:g} s: stored {r['stored_per_s']:.0f}/s{sustained}; {lat}; "
             f"lost {r['lost']}, duplicates {r['duplicates']}; CPU consumer "
@@ -704,6 +802,8 @@ def main(argv: list[str] | None = None) -> int:
                     "from the 2 cores the consumers need)")
     ap.add_argument("--scenarios", default="throughput,latency")
     ap.add_argument("--consumers", default="ingest-1,ingest-3,peer")
+    ap.add_argument("--backends", default="sqlite,postgresql",
+                    help="stores to run ingest on (sqlite,postgresql; the peer: SQLite only)")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--max-backlog", type=int, default=MAX_BACKLOG,
                     help="throughput scenario: the generator holds back when this many "
@@ -734,10 +834,15 @@ def main(argv: list[str] | None = None) -> int:
     for c in consumers:
         if c not in ("ingest-1", "ingest-3", "peer"):
             ap.error(f"unknown consumer {c!r}")
+    backends = tuple(b for b in args.backends.split(",") if b)
+    for b in backends:
+        if b not in ("sqlite", "postgresql"):
+            ap.error(f"unknown backend {b!r}")
     result = bench(scenarios, consumers, args.duration, args.rate, args.devices, args.clients,
                    args.repeat, progress=None if args.json else lambda r: print(_line(r),
                                                                                 flush=True),
-                   generator=args.generator, max_backlog=args.max_backlog or None)
+                   generator=args.generator, max_backlog=args.max_backlog or None,
+                   backends=backends)
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
     else:
