@@ -30,6 +30,12 @@ Dash et al.'s, not fitted here.
 Run::
 
     python -m models.eval_rhythm ../shared/data/mitdb [--jobs 2] [--records 201 203]
+        [--sim-hours 24] [--sim-seeds 6]
+
+It also runs the simulator hard cases (issue 13 acceptance, with ground truth):
+the ``rhythm_events`` scenario for ``--sim-seeds`` seeds (onset error of every
+AF, VT, pause and asystole episode) and the ``stable`` patient for
+``--sim-hours`` hours at 12 dB noise (AF and VT events: should be none).
 """
 
 from __future__ import annotations
@@ -239,12 +245,102 @@ def write_report(ours: dict, peer: dict, results: list[dict], data: str) -> str:
     return "\n".join(L)
 
 
+# ---------------------------------------------------------------- simulator
+
+SIM_FS_HZ = 250
+#: Seeds of the report's virtual patients: 1-6 were looked at while the code
+#: was written (seed 4 led to the 12-interval AF episode bound), so the
+#: report uses others.
+SIM_SEED0 = 101
+#: Onset tolerance per episode kind (issue 13 acceptance), seconds.
+ONSET_S = {"AFIB": 30.0, "VT": 10.0, "PAUSE": 10.0, "ASYSTOLE": 10.0}
+
+
+def sim_stable(args: tuple[float, int, float]) -> dict:
+    """The ``stable`` patient for ``hours`` at ``snr_db`` through the chain, an
+    hour at a time: the AF and VT events it reports (there should be none)."""
+    from sim.patient import VirtualPatient
+    from sim.rhythm_replay import episodes, rhythm_stream
+
+    hours, seed, snr_db = args
+    p = VirtualPatient("stable", seed, SIM_FS_HZ, snr_db=snr_db)
+    t0 = time.perf_counter()
+    n = int(round(hours))
+    res = rhythm_stream((p.run(3600.0).ecg for _ in range(n)), SIM_FS_HZ, _classifier(),
+                        mains_hz=p.scenario.noise["mains_hz"], keep_beats=False)
+    eps = episodes(res)
+    return {"hours": n, "seed": seed, "snr_db": snr_db, "seconds": time.perf_counter() - t0,
+            "af": sum(k == "AFIB" for _, _, k in eps), "vt": sum(k == "VT" for _, _, k in eps),
+            "beats": len(p.truth.beats), "kinds": sorted({k for _, _, k in eps})}
+
+
+def sim_events(seed: int) -> dict:
+    """The ``rhythm_events`` scenario: each truth AF/VT/pause/asystole episode
+    found or not, with its onset error; AF/VT reported outside the truth."""
+    from sim.patient import VirtualPatient
+    from sim.rhythm_replay import episodes, rhythm_counts
+
+    p = VirtualPatient("rhythm_events", seed, SIM_FS_HZ)
+    ecg = p.run(p.scenario.duration_s).ecg
+    res = rhythm_counts(ecg, SIM_FS_HZ, _classifier(), mains_hz=p.scenario.noise["mains_hz"])
+    det = episodes(res)
+    fs = SIM_FS_HZ
+    rows = []
+    truth = [e for e in p.truth.rhythm_episodes() if e.rhythm in ONSET_S]
+    for t in truth:
+        hits = [a for a, b, k in det if k == t.rhythm
+                and a <= t.end_sample + fs and b >= t.start_sample - fs]
+        err = min(abs(a - t.start_sample) for a in hits) / fs if hits else None
+        rows.append((t.rhythm, t.start_sample / fs, err))
+    extra = [(k, a / fs) for a, b, k in det if k in ("AFIB", "VT") and not any(
+        t.rhythm == k and a <= t.end_sample + fs and b >= t.start_sample - fs for t in truth)]
+    return {"seed": seed, "rows": rows, "extra": extra}
+
+
+def sim_report(stable: list[dict], events: list[dict]) -> list[str]:
+    L = ["", "## Simulator hard cases (ground truth)", "",
+         f"Seeds from {SIM_SEED0} on: seeds 1-6 of this scenario were looked at while the "
+         "code was written (seed 4, an AF whose first intervals were regular by chance, "
+         "led to bounding AF episodes by 12 regular intervals instead of 8); these seeds "
+         "were not. The tests use seed 3.", "",
+         "`rhythm_events` (15 min, 18 dB real noise: sinus with 3 % PVCs and 1 % PACs, 5 min "
+         "of AF, VT runs of 10 and 5 beats, a 3 s pause, 6 s asystole, a 20 s lead-off), "
+         "whole chain at 250 Hz, one row per seed: onset error in seconds per truth episode "
+         "(tolerance: AF 30 s, the others 10 s; `miss` = not reported).", "",
+         "| seed | " + " | ".join(r[0] for r in events[0]["rows"]) + " | AF/VT outside truth |",
+         "|---|" + "---|" * (len(events[0]["rows"]) + 1)]
+    ok = 0
+    total = 0
+    for e in events:
+        cells = []
+        for kind, _, err in e["rows"]:
+            total += 1
+            if err is not None and err <= ONSET_S[kind]:
+                ok += 1
+            cells.append("miss" if err is None else f"{err:.1f}")
+        extra = ", ".join(f"{k} at {t:.0f} s" for k, t in e["extra"]) or "0"
+        L.append(f"| {e['seed']} | " + " | ".join(cells) + f" | {extra} |")
+    L += ["", f"Episodes found within tolerance: {ok} / {total}.", "",
+          "`stable` (sinus 72 bpm, occasional PVCs/PACs) with real noise at the stated SNR, "
+          "whole chain, streamed an hour at a time:", "",
+          "| hours | seed | SNR dB | beats | AF events | VT events | episode kinds | CPU s |",
+          "|---|---|---|---|---|---|---|---|"]
+    for s in stable:
+        L.append(f"| {s['hours']} | {s['seed']} | {s['snr_db']:g} | {s['beats']} | {s['af']} | "
+                 f"{s['vt']} | {', '.join(s['kinds']) or '-'} | {s['seconds']:.0f} |")
+    return L
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", help="folder with the MIT-BIH DS1 records")
     ap.add_argument("--records", nargs="*", default=list(DS1_RECORDS))
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", default=str(REPORT))
+    ap.add_argument("--sim-hours", type=float, default=24.0,
+                    help="hours of the stable patient at 12 dB (0: skip the simulator)")
+    ap.add_argument("--sim-seeds", type=int, default=6,
+                    help="seeds of the rhythm_events scenario")
     args = ap.parse_args(argv)
     recs = [str(Path(args.data) / r) for r in args.records]
     missing = [r for r in recs if not Path(r + ".hea").is_file()]
@@ -254,10 +350,17 @@ def main(argv: list[str] | None = None) -> int:
     refs = {Path(r).name: reference(r) for r in recs}
     jobs = [(r, c) for r in recs for c in (True, False)]
     with ProcessPoolExecutor(max_workers=args.jobs) as ex:
+        stable_f = (ex.submit(sim_stable, (args.sim_hours, 1, 12.0))
+                    if args.sim_hours > 0 else None)
         results = list(ex.map(run_record, jobs))
+        events = (list(ex.map(sim_events, range(SIM_SEED0, SIM_SEED0 + args.sim_seeds)))
+                  if args.sim_hours > 0 else [])
+        stable = [stable_f.result()] if stable_f is not None else []
     ours = score([r for r in results if r["classes"]], refs)
     peer = score([r for r in results if not r["classes"]], refs)
     text = write_report(ours, peer, results, args.data)
+    if events:
+        text += "\n".join(sim_report(stable, events)) + "\n"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
     print(text)

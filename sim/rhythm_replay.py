@@ -10,9 +10,11 @@ said as a :class:`RhythmResult`.  ``medge ecg rhythm`` (host.services.ecg),
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sim.records import MITDB_MAINS_HZ
 
-__all__ = ["BLOCK_MS", "RhythmResult", "episodes", "rhythm_counts"]
+__all__ = ["BLOCK_MS", "RhythmResult", "episodes", "rhythm_counts", "rhythm_stream"]
 
 #: The chain is fed this much signal per call, as the device loop does.
 BLOCK_MS = 1000
@@ -37,21 +39,32 @@ def rhythm_counts(counts, fs_hz: int, classifier, mains_hz: int = MITDB_MAINS_HZ
     """Raw device counts through the device's chain
     (:class:`firmware.rhythm.chain.RhythmChain`), fed in blocks of one second
     as the device loop does."""
+    return rhythm_stream([counts], fs_hz, classifier, mains_hz, use_classes)
+
+
+def rhythm_stream(chunks: Iterable, fs_hz: int, classifier,
+                  mains_hz: int = MITDB_MAINS_HZ, use_classes: bool = True,
+                  keep_beats: bool = True) -> RhythmResult:
+    """As :func:`rhythm_counts` for a signal that comes in ``chunks`` (arrays
+    of counts, e.g. a virtual patient's hours; each cut into blocks of one
+    second); ``keep_beats`` False keeps no per-beat list (long runs)."""
     from firmware.ml.infer import AAMI_LABELS
     from firmware.rhythm.chain import RhythmChain
     from firmware.signal.quality import FLAGS
 
     chain = RhythmChain(fs_hz, mains_hz, classifier, use_classes)
     beats: list[tuple[int, str]] = []
-    chain.on_beat = lambda r, c: beats.append((int(r), AAMI_LABELS[c] if c >= 0
-                                               else "N"))
+    if keep_beats:
+        chain.on_beat = lambda r, c: beats.append((int(r), AAMI_LABELS[c] if c >= 0
+                                                   else "N"))
     block = max(1, fs_hz * BLOCK_MS // 1000)
-    data = counts.tolist() if hasattr(counts, "tolist") else list(counts)
     events = []
-    for start in range(0, len(data), block):
-        chunk = data[start : start + block]
-        chain.process(chunk, len(chunk))
-        events.extend(chain.monitor.take_events())
+    for counts in chunks:
+        data = counts.tolist() if hasattr(counts, "tolist") else list(counts)
+        for start in range(0, len(data), block):
+            chunk = data[start : start + block]
+            chain.process(chunk, len(chunk))
+            events.extend(chain.monitor.take_events())
     chain.flush()
     events.extend(chain.monitor.take_events())
     q = chain.quality
