@@ -9,7 +9,8 @@ the morphology it is drawn with, the rhythm it belongs to and the strength of
 the mechanical contraction it causes (for the pulse wave).  The timing follows
 the physiology of each rhythm:
 
-* sinus rhythm (NSR, or BRADY / TACHY by the scenario's rate, <60 / >100 bpm):
+* sinus rhythm (NSR, or BRADY / TACHY by the scenario's rate, below / above
+  ``firmware.params.RHYTHM_BRADY_BPM`` / ``RHYTHM_TACHY_BPM``, 60 / 100 bpm):
   the sinus node fires every ``60 / HR(t) * (1 + cv * y(t))`` seconds, ``y`` the
   ECGSYN tachogram (bimodal Mayer-wave / RSA spectrum, ``sim.ecgsyn.Tachogram``)
   with its RSA peak at the breathing rate and ``cv = hrv_std_bpm / HR``;
@@ -82,6 +83,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.signal import lfilter
 
+from firmware.params import RHYTHM_BRADY_BPM, RHYTHM_TACHY_BPM
 from sim.ecgsyn import (
     _ANGLE_HR_EXPONENTS,
     DEFAULT_PQRST_ANGLES_RAD,
@@ -335,7 +337,8 @@ class RhythmGenerator:
 
     def _sinus_label(self, t: float) -> str:
         hr = self._hr(t)
-        return "BRADY" if hr < 60.0 else "TACHY" if hr > 100.0 else "NSR"
+        return ("BRADY" if hr < RHYTHM_BRADY_BPM else "TACHY" if hr > RHYTHM_TACHY_BPM
+                else "NSR")
 
     def _advance_sa_past(self, t: float) -> None:
         """Fire (and block) the sinus node until its next firing is after ``t``."""
