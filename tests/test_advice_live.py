@@ -205,3 +205,32 @@ def test_the_clinical_path_on_postgresql(postgres: str, tmp_path: Path) -> None:
             assert audit.verify(s).ok
     finally:
         drop_pg_database(postgres, url)
+
+
+def test_device_rhythm_events_reach_the_advice(ward: Path) -> None:
+    """The device's event messages (docs/protocol.md: AFIB onset, a sustained VT, a
+    BURDEN report) as the store keeps them."""
+    def event(seq: int, ts: int, kind: str, phase: str, start: int, end, evidence) -> dict:
+        return {"v": 1, "type": "event", "device_id": "bed-1", "seq": seq, "ts_ms": ts,
+                "kind": kind, "phase": phase, "start_ms": start, "end_ms": end,
+                "evidence": evidence}
+
+    t = T0 + 1_700_000
+    with Store(ward) as s:
+        for doc in (event(1000, t, "AFIB", "onset", t - 30_000, None, {"rate_bpm": 135}),
+                    event(1001, t + 1000, "BURDEN", "report", t - 3_600_000, t,
+                          {"pvc_permille": 123, "period_ms": 3_600_000}),
+                    event(1002, t + 2000, "VT", "onset", t - 5000, None,
+                          {"rate_bpm": 180, "beats": 15}),
+                    event(1003, t + 60_000, "VT", "end", t - 5000, t + 55_000,
+                          {"rate_bpm": 180, "beats": 180, "sustained": 1})):
+            s.add("event", "bed-1", doc, doc["ts_ms"])
+    with Store(ward, readonly=True) as s:
+        a, _, _ = live.assess(s, "p-2", t + 70_000)
+    kinds = {c.kind: c for c in a.conditions}
+    assert kinds["af"].numbers["cha2ds2_vasc"] == 4 and "rate control" in kinds["af"].text
+    assert kinds["vt"].severity == "emergency"
+    assert kinds["pvc_burden"].numbers["pvc_burden_percent"] == 12.3
+    assert kinds["pvc_burden"].severity == "low"
+    assert live.event_from_payload('{"kind": "SIGNAL", "evidence": {}}') is None
+    assert live.event_from_payload("not json") is None

@@ -137,7 +137,8 @@ def arrhythmia_conditions(profile: Mapping[str, Any], events: Sequence[RhythmEve
             rate = ev.evidence.get("rate_bpm")
             nums = {"onset_ms": ev.onset_ms, "duration_s": round(dur, 1), "rate_bpm": rate,
                     "beats": ev.evidence.get("beats")}
-            if dur >= SUSTAINED_VT_S and ev.active(now_ms, 60):
+            sustained = dur >= SUSTAINED_VT_S or bool(ev.evidence.get("sustained"))
+            if sustained and ev.active(now_ms, 60):
                 keep(Condition("vt", "emergency",
                                f"Sustained ventricular tachycardia ({dur:.0f} s): emergency "
                                "response; check for a pulse and follow the ALS algorithm",
@@ -152,7 +153,9 @@ def arrhythmia_conditions(profile: Mapping[str, Any], events: Sequence[RhythmEve
                            "patient: lead-off also looks flat)", "no beats",
                            {"onset_ms": ev.onset_ms}, RCUK_ALS))
         elif r == "PAUSE" and ev.active(now_ms, RECENT_S):
-            dur = float(ev.evidence.get("pause_s") or ev.duration_s(now_ms))
+            gap_ms = ev.evidence.get("gap_ms")
+            dur = float(ev.evidence.get("pause_s") or (gap_ms / 1000 if gap_ms else 0)
+                        or ev.duration_s(now_ms))
             if dur > PAUSE_S:
                 keep(Condition("pause", "medium", f"Pause of {dur:.1f} s (> 3 s): for "
                                "clinician review (conduction disease, drugs)",

@@ -104,6 +104,7 @@ class PatientMonitor:
         self._events: dict[tuple[str, int], RhythmEvent] = {}
         self._beats: deque[tuple[int, int, int]] = deque()  # (ts_ms, all, V)
         self._drift_since: dict[str, int] = {}
+        self._burden_report: tuple[int, float] | None = None  # (valid until, percent)
 
     # -- inputs ----------------------------------------------------------------
     def add_vitals(self, ts_ms: int, *, pulse: float | None = None,
@@ -138,6 +139,11 @@ class PatientMonitor:
                and e.offset_ms < ev.onset_ms - 2 * RECENT_S * 1000]
         for k in old:
             del self._events[k]
+
+    def add_burden_report(self, ts_ms: int, pvc_percent: float, period_ms: int) -> None:
+        """The device's own PVC burden over its last ``period_ms`` (a BURDEN event):
+        used while no beat counts are at hand, until one more period has passed."""
+        self._burden_report = (ts_ms + max(period_ms, 60_000), float(pvc_percent))
 
     def add_beats(self, ts_ms: int, total: int, ventricular: int) -> None:
         self._beats.append((ts_ms, total, ventricular))
@@ -292,6 +298,9 @@ class PatientMonitor:
         total = sum(b[1] for b in self._beats)
         vent = sum(b[2] for b in self._beats)
         pvc = 100.0 * vent / total if total >= PVC_MIN_BEATS else None
+        if pvc is None and self._burden_report is not None \
+                and now_ms <= self._burden_report[0]:
+            pvc = self._burden_report[1]
         arr, arr_advice = arrhythmia_conditions(
             self.profile, list(self._events.values()), now_ms, heart_rate=inputs.pulse,
             pvc_percent=pvc, beats=total)

@@ -7,7 +7,9 @@ the last :data:`HISTORY_S` (only the readings taken while it was assigned: a rea
 belongs to the patient assigned at its time), their vitals messages (replayed in time
 order and evaluated every :data:`REPLAY_EVAL_S`, so the personal baselines, the NEWS2
 trajectory and the alert episodes are what a continuously running engine would have),
-blood-pressure readings, rhythm events, beat counts and the manual observations.  The
+the devices' ``event`` messages (rhythm episodes, onset then end; BURDEN reports),
+blood-pressure readings, the rhythm_events and beat_counts tables where filled, and
+the manual observations.  The
 replay is deterministic, so the same data gives the same alert episodes: recording
 them (:func:`record_events`) is idempotent (``alert_uid`` = patient, kind, opening
 time), and acknowledgements kept in the store are applied to the replayed episodes.
@@ -68,6 +70,29 @@ def vitals_from_payload(doc: dict[str, Any]) -> dict[str, float | None]:
     return out
 
 
+def event_from_payload(payload: str) -> tuple[str, Any] | None:
+    """A stored ``event`` message (docs/protocol.md) as ("rhythm", RhythmEvent) or
+    ("burden", (pvc percent, period ms)); None for what advice does not use
+    (SIGNAL events, an unreadable payload)."""
+    try:
+        doc = json.loads(payload)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("kind"), str):
+        return None
+    evidence = doc.get("evidence") if isinstance(doc.get("evidence"), dict) else {}
+    kind = doc["kind"]
+    if kind == "BURDEN":
+        if not isinstance(evidence.get("pvc_permille"), int):
+            return None
+        return "burden", (evidence["pvc_permille"] / 10, int(evidence.get("period_ms") or 0))
+    if kind == "SIGNAL" or not isinstance(doc.get("start_ms"), int):
+        return None
+    end = doc.get("end_ms")
+    return "rhythm", RhythmEvent(kind, doc["start_ms"], end if isinstance(end, int) else None,
+                                 evidence)
+
+
 def _windows(store: Any, patient_id: str, since_ms: int, now_ms: int
              ) -> list[tuple[str, int, int]]:
     """(device, from, until) of the patient's assignments overlapping [since, now]."""
@@ -106,6 +131,19 @@ def build_monitor(store: Any, patient_id: str, now_ms: int) -> tuple[PatientMoni
                 "device_id = ? AND ts_ms >= ? AND ts_ms <= ?", (device, lo, hi)):
             if sys_mmhg is not None and quality == "good":
                 stream.append((int(ts), 0, ("bp", float(sys_mmhg))))
+        events: dict[tuple[str, int], tuple[int, Any]] = {}
+        for ts, payload in _rows(store, "SELECT ts_ms, payload FROM messages WHERE "
+                                 "device_id = ? AND type = 'event' AND ts_ms >= ? AND "
+                                 "ts_ms <= ? ORDER BY ts_ms", (device, lo, hi)):
+            item = event_from_payload(payload)
+            if item is None:
+                continue
+            if item[0] == "burden":
+                stream.append((int(ts), 0, item))
+            else:  # an end message replaces its onset message
+                ev = item[1]
+                events[(ev.rhythm, ev.onset_ms)] = (int(ts), item)
+        stream.extend((ts, 0, item) for ts, item in events.values())
         for rhythm, onset, offset, evidence in _rows(
                 store, "SELECT rhythm, onset_ms, offset_ms, evidence FROM rhythm_events "
                 "WHERE device_id = ? AND onset_ms <= ? AND (offset_ms IS NULL OR "
@@ -150,6 +188,8 @@ def build_monitor(store: Any, patient_id: str, now_ms: int) -> tuple[PatientMoni
             mon.add_rhythm_event(item)
         elif what == "beats":
             mon.add_beats(ts, *item)
+        elif what == "burden":
+            mon.add_burden_report(ts, *item)
         else:
             mon.add_observation(item[0], item[1], ts)
     return mon, events
