@@ -55,20 +55,38 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+FIRST = ("v", "type", "device_id", "seq", "incarnation", "ts_ms", "window_ms", "hr_bpm",
+         "beats", "quality", "signal", "classes")
+
+
+def later_columns() -> list[str]:
+    """The columns of the fields the schema has after ``classes`` (the vital signs
+    of issue 12 and any later ones), flattened as the module docstring says."""
+    cols: list[str] = []
+    for name, spec in export.vitals_schema()["properties"].items():
+        if name in FIRST:
+            continue
+        members = spec.get("properties") if spec.get("type") == "object" else None
+        cols += [f"{name}_{m}" for m in members] if members else [name]
+    return cols
+
+
 def header() -> str:
     # ``incarnation`` (an optional envelope field) is a column once the schema has it.
     inc = ["incarnation"] if "incarnation" in export.vitals_schema()["properties"] else []
     return ",".join(["device_id", "seq", "ts_ms", "time_utc", *inc, "window_ms", "hr_bpm",
                      "beats", "quality", "signal", "class_N", "class_S", "class_V", "class_F",
-                     "class_Q"]) + "\n"
+                     "class_Q", *later_columns()]) + "\n"
 
 
 def csv_rows(*rows: str) -> str:
+    """The rows of messages that carry none of the later fields: empty cells there."""
     inc = "incarnation" in export.vitals_schema()["properties"]
     fixed = []
     for row in rows:
         cells = row.split(",")
-        fixed.append(",".join(cells[:4] + ([""] if inc else []) + cells[4:]))
+        fixed.append(",".join(cells[:4] + ([""] if inc else []) + cells[4:]
+                              + [""] * len(later_columns())))
     return header() + "".join(line + "\n" for line in fixed)
 
 
@@ -174,20 +192,30 @@ def test_fhir_filters(db: Path, capsys) -> None:
 
 
 def test_fhir_every_mapped_vital(tmp_path: Path, capsys) -> None:
-    """The fields the coming vitals issue publishes: codes, UCUM units, scaling."""
+    """The vital signs the device publishes: codes, UCUM units, scaling; a cuff
+    reading, repeated in every message, is exported once, at the time it was taken."""
     db = tmp_path / "v.db"
-    doc = protocol.vitals("bed-9", 1, T0, 1000, 70, 1, protocol.QUALITY_GOOD)
-    doc.update({"pulse_bpm": 71, "spo2_pct": 97, "resp_rate_bpm": 16, "temp_mC": 36850,
-                "sys_mmHg": 120, "dia_mmHg": 80, "map_mmHg": None})
+    docs = []
+    for seq in (1, 2):  # the reading arrived 0 s before message 1; message 2 repeats it
+        doc = protocol.vitals("bed-9", seq, T0 + seq * 1000, 1000, 70, 1, protocol.QUALITY_GOOD)
+        doc.update({"pulse_bpm": 71, "spo2_pct": 97, "resp_rate_per_min": 16,
+                    "temp_centi_c": 3685, "nibp_systolic_mmhg": 120, "nibp_diastolic_mmhg": 80,
+                    "nibp_map_mmhg": None, "nibp_age_s": seq - 1})
+        docs.append(doc)
     with Store(db) as store:
         store.add("status", "bed-9", birth("bed-9", "p-9"), T0)
-        store.add("vitals", "bed-9", doc, T0)
+        for doc in docs:
+            store.add("vitals", "bed-9", doc, T0)
     got = [(o["code"]["coding"][0]["code"], o["valueQuantity"]["value"],
-            o["valueQuantity"]["code"])
+            o["valueQuantity"]["code"], o["effectiveDateTime"])
            for o in (e["resource"] for e in fhir(capsys, db)["entry"])]
-    assert got == [("8867-4", 70, "/min"), ("8889-8", 71, "/min"), ("59408-5", 97, "%"),
-                   ("9279-1", 16, "/min"), ("8310-5", 36.85, "Cel"),
-                   ("8480-6", 120, "mm[Hg]"), ("8462-4", 80, "mm[Hg]")]
+    first = ["8867-4", "8889-8", "59408-5", "9279-1", "8310-5"]
+    assert [g[:3] for g in got[:7]] == [
+        ("8867-4", 70, "/min"), ("8889-8", 71, "/min"), ("59408-5", 97, "%"),
+        ("9279-1", 16, "/min"), ("8310-5", 36.85, "Cel"),
+        ("8480-6", 120, "mm[Hg]"), ("8462-4", 80, "mm[Hg]")]
+    assert {g[3] for g in got[:7]} == {"2025-11-24T16:00:01.000Z"}
+    assert [g[0] for g in got[7:]] == first  # message 2: no second copy of the reading
 
 
 def test_every_schema_field_is_mapped_or_deliberately_not() -> None:

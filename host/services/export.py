@@ -39,7 +39,7 @@ per message, in the CSV's order and then the table's.  Each ``Observation``:
 - ``status`` ``final``; ``category`` ``vital-signs``
   (terminology.hl7.org ``observation-category``); ``code`` the LOINC code;
   ``valueQuantity`` in UCUM (``/min``, ``%``, ``Cel``, ``mm[Hg]``), the
-  device's integer scaled by the field's unit (``temp_mC`` / 1000 is ``Cel``).
+  device's integer scaled by the field's unit (``temp_centi_c`` / 100 is ``Cel``).
 - ``subject``: the pseudonymous patient assigned to the device at ``ts_ms``
   (:meth:`VitalsSource.patient_at`), ``Patient/<id>`` plus its identifier in
   :data:`PATIENT_SYSTEM`; no ``subject`` when no patient is known (a device
@@ -53,14 +53,18 @@ per message, in the CSV's order and then the table's.  Each ``Observation``:
   The gap is visible in the CSV.  ``beats``, ``signal``, ``quality`` and
   ``classes`` are not vital signs and go to the CSV only.
 - Blood pressure: systolic, diastolic and mean are one Observation each with
-  their own LOINC codes (contract 9), not components of an 85354-9 panel.
+  their own LOINC codes (contract 9), not components of an 85354-9 panel.  A
+  vitals message repeats the cuff's last good reading (``nibp_*``) with its age
+  (``nibp_age_s``): it is exported once, from the message in whose window it
+  arrived (``nibp_age_s * 1000 < window_ms``), ``effectiveDateTime`` the time it
+  was taken (``ts_ms - nibp_age_s * 1000``).
+- Temperature ``temp_centi_c`` is 0.01 degC: divided by 100 into ``Cel``.
 
 Known limits: ``patient_at`` answers with the patient of the device's latest
 birth message (the ``devices`` table) until patient-assignment history exists
-(issue 10's storage work); it is the one function to replace then.  The
-:data:`FHIR_VITALS` rows other than ``hr_bpm`` name the fields the coming
-vitals issue is expected to publish; tests/test_export.py fails when the schema
-has a field that is neither mapped here nor listed in :data:`NOT_FHIR_FIELDS`.
+(issue 10's storage work); it is the one function to replace then.
+tests/test_export.py fails when the schema has a field that is neither mapped
+in :data:`FHIR_VITALS` nor listed in :data:`NOT_FHIR_FIELDS`.
 """
 
 from __future__ import annotations
@@ -289,15 +293,32 @@ FHIR_VITALS = (
     FhirVital("pulse_bpm", "8889-8", "Heart rate by Pulse oximetry", "/min", "beats/minute"),
     FhirVital("spo2_pct", "59408-5",
               "Oxygen saturation in Arterial blood by Pulse oximetry", "%", "%"),
-    FhirVital("resp_rate_bpm", "9279-1", "Respiratory rate", "/min", "breaths/minute"),
-    FhirVital("temp_mC", "8310-5", "Body temperature", "Cel", "C", 1000),
-    FhirVital("sys_mmHg", "8480-6", "Systolic blood pressure", "mm[Hg]", "mmHg"),
-    FhirVital("dia_mmHg", "8462-4", "Diastolic blood pressure", "mm[Hg]", "mmHg"),
-    FhirVital("map_mmHg", "8478-0", "Mean blood pressure", "mm[Hg]", "mmHg"),
+    FhirVital("resp_rate_per_min", "9279-1", "Respiratory rate", "/min", "breaths/minute"),
+    FhirVital("temp_centi_c", "8310-5", "Body temperature", "Cel", "C", 100),
+    FhirVital("nibp_systolic_mmhg", "8480-6", "Systolic blood pressure", "mm[Hg]", "mmHg"),
+    FhirVital("nibp_diastolic_mmhg", "8462-4", "Diastolic blood pressure", "mm[Hg]", "mmHg"),
+    FhirVital("nibp_map_mmhg", "8478-0", "Mean blood pressure", "mm[Hg]", "mmHg"),
 )
-#: Schema fields that are deliberately not Observations (they go to the CSV).
-NOT_FHIR_FIELDS = frozenset({"v", "type", "device_id", "incarnation", "seq", "ts_ms",
-                             "window_ms", "beats", "quality", "signal", "classes"})
+#: Schema fields that are deliberately not Observations (they go to the CSV): the
+#: envelope, signal bookkeeping, each vital's quality index and withheld reason,
+#: bad-input counters, HRV and perfusion (no vital-sign LOINC code in contract 9).
+NOT_FHIR_FIELDS = frozenset({
+    "v", "type", "device_id", "incarnation", "seq", "ts_ms", "window_ms", "beats",
+    "quality", "signal", "classes", "pulse_quality", "spo2_quality", "perfusion_centi_pct",
+    "resp_quality", "temp_quality", "hrv_sdnn_ms", "hrv_rmssd_ms", "hrv_quality",
+    "hr_pulse_delta_bpm", "withheld", "faults", "nibp_age_s", "nibp_last_failure"})
+#: The cuff's fields: a message repeats the last good reading; it is exported once.
+_NIBP = "nibp_"
+
+
+def _nibp_taken_ms(doc: dict[str, Any]) -> int | None:
+    """When the NIBP reading in ``doc`` was taken, if it arrived in this message's
+    window (else None: a repeat of an exported reading, or no reading)."""
+    age_s = doc.get("nibp_age_s")
+    if not isinstance(age_s, int) or age_s * 1000 >= doc.get("window_ms", 0):
+        return None
+    return doc["ts_ms"] - age_s * 1000
+
 
 _CATEGORY = [{"coding": [{"system": CATEGORY_SYSTEM, "code": "vital-signs",
                           "display": "Vital Signs"}], "text": "Vital Signs"}]
@@ -317,11 +338,17 @@ def _quantity(vital: FhirVital, value: int) -> dict[str, Any]:
 
 def observations(doc: dict[str, Any], patient_id: str | None) -> Iterator[dict[str, Any]]:
     """The Observations of one vitals message: one per published, non-null vital."""
-    device_id, seq, ts_ms = doc["device_id"], doc["seq"], doc["ts_ms"]
+    device_id, seq = doc["device_id"], doc["seq"]
+    nibp_ms = _nibp_taken_ms(doc)
     for vital in FHIR_VITALS:
         value = doc.get(vital.field)
         if value is None:
             continue
+        ts_ms = doc["ts_ms"]
+        if vital.field.startswith(_NIBP):
+            if nibp_ms is None:
+                continue
+            ts_ms = nibp_ms
         key = "/".join(str(part) for part in (
             device_id, doc.get("incarnation"), seq, vital.field) if part is not None)
         obs: dict[str, Any] = {
