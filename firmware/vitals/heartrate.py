@@ -7,7 +7,8 @@ call while the signal is not good, after which no interval counts for
 ``HOLDOFF_MS`` (2 s: the detector re-learns after lead-off or saturation,
 and the edge of a rail makes a false beat).  The
 rate is the mean of the kept intervals (every beat counts: premature beats
-are beats).  The rate is withheld (None) with fewer than 2 intervals, when
+are beats).  The rate is withheld (None) with fewer than ``HR_MIN_INTERVALS`` (4)
+intervals (2 irregular AF intervals can be 10 bpm off the rate), when
 the last beat is older than ``max_age_samples`` (asystole or a lost lead must
 not leave a stale number on screen), or when the caller says the signal is
 not good.
@@ -21,6 +22,7 @@ from firmware.hw.compat import const
 RR_HISTORY = const(8)  # RR intervals averaged for the heart rate
 HR_MIN_BPM = const(20)
 HR_MAX_BPM = const(300)
+HR_MIN_INTERVALS = const(4)  # intervals averaged before a rate is published
 HOLDOFF_MS = const(2000)  # good signal needed after bad before intervals count again
 
 
@@ -66,7 +68,7 @@ class HeartRate:
             self._rr_count = 0
             self._hold_until = now_sample + self._holdoff_samples
             return None
-        if self._rr_count < 2 or now_sample - self.last_beat > self.max_age_samples:
+        if self._rr_count < HR_MIN_INTERVALS or now_sample - self.last_beat > self.max_age_samples:
             return None
         total = 0
         kept = self._rr_count

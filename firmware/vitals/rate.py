@@ -15,8 +15,10 @@ events in a ring made at init and gives the rate over a trailing window:
 Withheld (None, with the reason in :attr:`EventRate.reason`) with fewer than
 ``min_intervals`` kept intervals (``too_few``), when the last event is older
 than ``max_age_samples`` (``stale``: a lost sensor must not leave its last
-number on screen), or when fewer than half of the intervals were kept
-(``irregular``: detections that do not agree with each other).
+number on screen), or when fewer than two thirds of the intervals were kept
+(``irregular``: detections that do not agree with each other, or a window
+across a change of rhythm such as the start of bigeminy, whose weak pulses
+halve the pulse rate).
 
 Integers only; the per-call scratch (sorting up to 127 intervals for the
 median) is a list made at init, so nothing is allocated per event.
@@ -116,7 +118,7 @@ class EventRate:
             if lo_iv <= iv[i] <= hi_iv:
                 total += iv[i]
                 kept += 1
-        if kept < self.min_intervals or 2 * kept < n:
+        if kept < self.min_intervals or 3 * kept < 2 * n:
             self.reason = REASON_IRREGULAR
             return None
         self.reason = None
