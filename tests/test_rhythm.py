@@ -286,3 +286,45 @@ def test_cli_bad_record_is_one_line_exit_2(tmp_path: Path):
     p = medge("ecg", "rhythm", str(tmp_path / "nope"))
     assert p.returncode == 2
     assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+
+
+# ------------------------------------------------------------ ecg plot
+
+
+def test_cli_plot_strip(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    from host.cli import main
+    from sim.patient import VirtualPatient
+    from sim.scenario import parse_scenario
+
+    sc = {"name": "vt", "duration_s": 40,
+          "vitals": {"heart_rate_bpm": 75, "resp_rate_bpm": 14, "spo2_percent": 97,
+                     "temperature_c": 36.8, "systolic_mmhg": 120, "diastolic_mmhg": 75},
+          "rhythm": {"events": [{"time_s": 20, "kind": "vt_run", "beats": 6,
+                                 "rate_bpm": 170}]},
+          "noise": {"snr_db": 30}}
+    p = VirtualPatient(parse_scenario(sc), 1, 360)
+    mv = p.run(40).ecg.astype(float) / 200.0
+    rec = _write(tmp_path, "vt", mv)
+    png = tmp_path / "strip.png"
+    assert main(["ecg", "plot", rec, "--start", "15", "--seconds", "12", "--out", str(png),
+                 "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20000
+    assert doc["start_s"] == 15 and doc["end_s"] == 27
+    assert 14 <= len(doc["beats"]) <= 22
+    assert all(15 * 360 <= s < 27 * 360 for s, _ in doc["beats"])
+    assert [e["rhythm"] for e in doc["episodes"]] == ["VT"]
+    labels = [lab for _, lab in doc["beats"]]
+    assert labels.count("V") >= 5
+
+
+def test_cli_plot_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    from host.cli import main
+
+    rec = _write(tmp_path, "flat", np.zeros(360 * 20))
+    assert main(["ecg", "plot", rec, "--start", "30", "--out", str(tmp_path / "a.png")]) == 2
+    assert "past the record's end" in capsys.readouterr().err
+    assert main(["ecg", "plot", rec, "--out", str(tmp_path / "a.txt")]) == 2
+    assert "--out must end in .png" in capsys.readouterr().err
+    assert main(["ecg", "plot", rec, "--seconds", "500", "--out", str(tmp_path / "a.png")]) == 2
+    assert not (tmp_path / "a.png").exists()
