@@ -79,6 +79,7 @@ _OPTIONAL_KEYS = (
     "tls_ca_file",
     "tls_cert_file",
     "tls_key_file",
+    "vitals",
 )
 _TLS_KEYS = ("tls_ca_file", "tls_cert_file", "tls_key_file")
 _CONFIG_KEYS = _REQUIRED_KEYS + _OPTIONAL_KEYS
@@ -584,8 +585,27 @@ def build(cfg, clock=None, link=None, buses=None):
     ctx = SourceContext(config.sample_rate_hz, clock,
                         cfg.get("loop_period_ms", DEFAULT_LOOP_PERIOD_MS), buses)
     source = make_source(cfg["source"], ctx)
+    vitals = make_vitals(cfg.get("vitals"), ctx) if cfg.get("vitals") is not None else None
     state = FileState(state_file(cfg))
-    return Device(config, source, link or make_link(cfg, credentials), clock, state, model=slot)
+    return Device(config, source, link or make_link(cfg, credentials), clock, state, model=slot,
+                  vitals=vitals)
+
+
+def make_vitals(spec, ctx):
+    """The PPG, thermometer and NIBP of the config's ``vitals`` object
+    (:func:`firmware.vitals.monitor.vital_signs_from_config`, each sensor at
+    its own rate) on the buses named by its ``i2c`` and ``uart`` settings."""
+    from firmware.vitals.monitor import vital_signs_from_config
+
+    if not isinstance(spec, dict):
+        raise ValueError("vitals must be an object, got %r" % (spec,))
+    rest = {}
+    for key in spec:
+        if key not in ("i2c", "uart"):
+            rest[key] = spec[key]
+    i2c = ctx.buses.i2c(_bus_settings(spec, "i2c", _I2C_KEYS)) if "i2c" in spec else None
+    uart = ctx.buses.uart(_bus_settings(spec, "uart", _UART_KEYS)) if "uart" in spec else None
+    return vital_signs_from_config(rest, ctx.sample_rate_hz, i2c=i2c, uart=uart)
 
 
 # -- running -------------------------------------------------------------------

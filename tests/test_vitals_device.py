@@ -178,3 +178,43 @@ def test_vital_signs_from_one_config_on_emulated_parts() -> None:
         vital_signs_from_config({"nibp": {}}, 250)
     with pytest.raises(OSError):  # no part at that address: the driver says so
         vital_signs_from_config({"temperature": {"address": 0x49}}, 250, i2c=bus)
+
+
+def test_device_config_vitals_key_builds_the_sensors(tmp_path: Path) -> None:
+    import pytest
+
+    from firmware.main import build, check_config
+    from firmware.net.links.memory import MemoryLink
+    from sim.bus import I2CBus
+    from sim.clock import SimClock
+    from sim.nibp import LoopbackUart
+    from sim.parts.max30102 import MAX30102
+    from sim.parts.tmp117 import TMP117
+
+    clock = SimClock(start_epoch_ms=0)
+    bus = I2CBus()
+    bus.attach(0x57, MAX30102(clock, red=150.0, ir=180.0))
+    bus.attach(0x48, TMP117(clock, temperature=37.0))
+    uart = LoopbackUart()
+
+    class Buses:
+        def i2c(self, settings):
+            assert settings == {"bus": 1}
+            return bus
+
+        def uart(self, settings):
+            return uart
+
+    ecg = tmp_path / "ecg.bin"
+    ecg.write_bytes(bytes(2 * 500))
+    cfg = {"device_id": "bed-9", "sample_rate_hz": 250, "broker_host": "h",
+           "state_dir": str(tmp_path / "state"), "source": {"kind": "file", "path": str(ecg)},
+           "vitals": {"i2c": {"bus": 1}, "uart": {"port": 1},
+                      "ppg": {"sample_rate_sps": 100}, "temperature": {"period_ms": 1000},
+                      "nibp": {"cycle_s": 600}}}
+    device = build(check_config(cfg), clock=clock, link=MemoryLink(), buses=Buses())
+    assert device.vitals.pox.fs_hz == 100 and device.vitals.nibp is not None
+    assert uart.tx.startswith(b"$CYCLE,600*")
+    cfg["vitals"] = {"i2c": {"bus": 1}, "ppg": {"sample_rate_hz": 100}}
+    with pytest.raises(ValueError, match="sample_rate_hz"):
+        build(check_config(cfg), clock=clock, link=MemoryLink(), buses=Buses())
