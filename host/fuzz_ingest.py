@@ -97,7 +97,7 @@ MAX_DEPTH = messages.MAX_JSON_DEPTH
 
 _SUPPORTED = {"$schema", "$id", "title", "description", "type", "required", "properties",
               "additionalProperties", "allOf", "if", "then", "$defs", "$ref", "const", "enum",
-              "minimum", "maximum", "pattern", "minLength", "maxLength"}
+              "minimum", "maximum", "pattern", "minLength", "maxLength", "maxProperties"}
 
 
 @dataclass(frozen=True)
@@ -278,11 +278,21 @@ def object_strategy(node: dict[str, Any], root: dict[str, Any],
     required = list(node.get("required", ()))
     optional = [k for k in props if k not in required]
     values = {k: value_strategy(sub, root, depth + 1) for k, sub in props.items()}
+    # additionalProperties as a schema (event.evidence): extra members drawn from it,
+    # within maxProperties
+    extra = node.get("additionalProperties")
+    extra_values = value_strategy(extra, root, depth + 1) if isinstance(extra, dict) else None
+    limit = node.get("maxProperties", len(props) + 4)
 
     @st.composite
     def build(draw: st.DrawFn) -> dict[str, Any]:
         keys = required + [k for k in optional if draw(st.booleans())]
         doc = {k: draw(values[k]) for k in keys}
+        if extra_values is not None:
+            names = draw(st.lists(st.from_regex(r"[a-z][a-z_]{0,19}", fullmatch=True)
+                                  .filter(lambda n: n not in props),
+                                  max_size=max(0, limit - len(doc)), unique=True))
+            doc.update({n: draw(extra_values) for n in names})
         for _ in range(4):  # the if/then rules, until nothing more is required
             missing = []
             for clause in node.get("allOf", ()):

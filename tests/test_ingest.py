@@ -97,6 +97,31 @@ def test_duplicates_are_counted_not_stored(tmp_path: Path) -> None:
     ingest.stop()
 
 
+def test_rhythm_events_are_stored_for_the_advice_engine(tmp_path: Path) -> None:
+    """The device's ``event`` messages (issue 13) are a device message type: stored,
+    de-duplicated, readable by the advice engine from the store."""
+    from host.services.advice.live import event_from_payload
+
+    ingest = Ingest(tmp_path / "medge.db", "127.0.0.1", 1)
+    onset = protocol.event("dev-1", 8, T0 + 8000, "VT", "onset", T0 + 5000, None,
+                           {"rate_bpm": 180, "beats": 4})
+    end = protocol.event("dev-1", 9, T0 + 40_000, "VT", "end", T0 + 5000, T0 + 39_000,
+                         {"rate_bpm": 176, "beats": 96, "sustained": 1})
+    topic = "medge/v1/dev/dev-1/event"
+    assert [ingest.handle(topic, encode(d)) for d in (onset, end, end)] == [
+        "stored", "stored", "duplicate"]
+    bad = dict(end, seq=10, kind="STROKE")
+    assert ingest.handle(topic, encode(bad)) == "rejected:schema"
+    ingest.stop()
+    with Store(tmp_path / "medge.db", readonly=True) as store:
+        assert store.seqs("dev-1") == [8, 9]
+        rows = store.db.execute("SELECT payload FROM messages WHERE type = 'event' "
+                                "ORDER BY seq").fetchall()
+    items = [event_from_payload(p) for (p,) in rows]
+    assert all(item is not None for item in items)
+    assert items[1][1].rhythm == "VT" and items[1][1].offset_ms == T0 + 39_000
+
+
 def test_rejection_logging_is_rate_limited(tmp_path: Path,
                                            caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="host.services.ingest")

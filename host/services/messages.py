@@ -50,7 +50,7 @@ MAX_PAYLOAD_BYTES = 16 * 1024
 MAX_JSON_DEPTH = 16
 
 #: Message types a device sends (host -> device types are ignored by ingest).
-DEVICE_TYPES = (protocol.MSG_STATUS, protocol.MSG_VITALS, protocol.MSG_ACK)
+DEVICE_TYPES = (protocol.MSG_STATUS, protocol.MSG_VITALS, protocol.MSG_ACK, protocol.MSG_EVENT)
 HOST_TYPES = (protocol.MSG_CMD, protocol.MSG_ALERT)
 ALL_TYPES = DEVICE_TYPES + HOST_TYPES
 
