@@ -184,6 +184,10 @@ class AfDetector:
         if self._fails >= _EXIT_WINDOWS and self._regular_run >= _GAP:
             self.active = False
             self.offset = self._date_offset()
+            # A new episode needs a window of intervals after this one: the
+            # old window is mostly the AF that just ended.
+            self._count = 0
+            self._sum = 0
             return -1
         return 0
 
