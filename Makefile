@@ -13,7 +13,10 @@ PY     := $(BIN)/python
 STAMP  := $(VENV)/.medge-installed
 MPY_STAMP := tests/mpy/node_modules/.medge-installed
 DEMO_ARGS ?= --devices 5 --duration 30
-PYTEST_ARGS ?=
+# The suite runs in 3 pytest-xdist workers: on 2 cores most tests wait on brokers,
+# servers and child processes, and the suite fits its 10-minute budget only so.
+# Every test makes its own broker/server/folders on free ports, so they can run at once.
+PYTEST_ARGS ?= -n 3
 
 .PHONY: demo test sysdeps lint bench eval eval-qrs eval-model eval-sim eval-rhythm eval-fuzz eval-vitals eval-alerts model tables venv mpy clean help
 
