@@ -349,6 +349,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print()
             bench_tflite.print_result(res)
+    from models import bench_rhythm  # the rhythm monitor per beat (firmware/rhythm)
+
+    rres = bench_rhythm.bench()
+    if args.json:
+        print(json.dumps({"rhythm_monitor": rres}, indent=2))
+    else:
+        print()
+        bench_rhythm.print_result(rres)
     return 0
 
 
