@@ -137,8 +137,8 @@ def run_record(args: tuple[str, bool]) -> dict:
     record, use_classes = args
     t0 = time.perf_counter()
     sig = device_signal(record, 0)
-    res = rhythm_counts(sig.counts, sig.device_fs_hz, _classifier() if use_classes else None,
-                        use_classes=use_classes)
+    clf = _RecordingClassifier(_classifier()) if use_classes else None
+    res = rhythm_counts(sig.counts, sig.device_fs_hz, clf, use_classes=use_classes)
     secs = time.perf_counter() - t0
     det: dict[str, list[Interval]] = {"AFIB": [], "VT": [], "PAUSE": []}
     for a, b, kind in episodes(res):
@@ -147,8 +147,124 @@ def run_record(args: tuple[str, bool]) -> dict:
         if kind in det:
             ra, rb = sig.to_record_samples([a])[0], sig.to_record_samples([b])[0]
             det[kind].append((ra, rb))
+    beats = []
+    if clf is not None:  # (record sample, rhythm-aware label, the classifier's own label)
+        for (s, lab), raw in zip(res.beats, clf.outputs):
+            beats.append((sig.to_record_samples([s])[0], lab, CLASSES[raw]))
     return {"record": Path(record).name, "classes": use_classes, "det": det,
-            "seconds": secs, "duration_s": sig.record_len / sig.record_fs_hz}
+            "seconds": secs, "duration_s": sig.record_len / sig.record_fs_hz, "beats": beats}
+
+
+class _RecordingClassifier:
+    """The classifier, remembering each of its outputs (the raw class of each beat)."""
+
+    def __init__(self, clf) -> None:
+        self.clf = clf
+        self.outputs: list[int] = []
+
+    def classify(self, beat, rr) -> int:
+        c = self.clf.classify(beat, rr)
+        self.outputs.append(c)
+        return c
+
+
+# ---------------------------------------------------- beat classes by group
+
+CLASSES = "NSVFQ"
+AAMI = {**dict.fromkeys("NLRej", "N"), **dict.fromkeys("AaJS", "S"), **dict.fromkeys("VE", "V"),
+        "F": "F", **dict.fromkeys("/fQ", "Q")}
+AGE_GROUPS = ((0, 50, "< 50"), (50, 70, "50-69"), (70, 200, ">= 70"))
+MATCH_S = 0.15
+
+
+def demographics(record: str) -> tuple[int, str]:
+    """(age, sex) from the first comment line of a MIT-BIH header ("# 69 M ...")."""
+    for line in Path(record + ".hea").read_text().splitlines():
+        if line.startswith("#"):
+            parts = line[1:].split()
+            return int(parts[0]), parts[1]
+    raise ValueError(f"{record}: no age/sex comment in the header")
+
+
+def confusion(record: str, beats: list[tuple[int, str, str]], which: int) -> np.ndarray:
+    """5x5 (true x predicted) of the reference beats matched within 150 ms;
+    ``which`` 1: rhythm-aware labels, 2: the classifier's own."""
+    import wfdb
+
+    ann = wfdb.rdann(record, "atr")
+    fs = float(wfdb.rdheader(record).fs)
+    det = np.array([b[0] for b in beats], dtype=np.int64)
+    out = np.zeros((5, 5), dtype=np.int64)
+    win = MATCH_S * fs
+    for s, sym in zip(ann.sample, ann.symbol):
+        if sym not in AAMI or not len(det):
+            continue
+        i = int(np.searchsorted(det, s))
+        cand = [j for j in (i - 1, i) if 0 <= j < len(det) and abs(det[j] - s) <= win]
+        if cand:
+            j = min(cand, key=lambda k: abs(det[k] - s))
+            out[CLASSES.index(AAMI[sym]), CLASSES.index(beats[j][which])] += 1
+    return out
+
+
+def _sepp(c: np.ndarray, k: int) -> str:
+    se = f"{100 * c[k, k] / c[k].sum():.1f}" if c[k].sum() else "-"
+    pp = f"{100 * c[k, k] / c[:, k].sum():.1f}" if c[:, k].sum() else "-"
+    return f"{se} / {pp}"
+
+
+def bias_report(results: list[dict], data: str) -> list[str]:
+    groups: dict[str, list[str]] = {"all": [], "female": [], "male": []}
+    for lo, hi, name in AGE_GROUPS:
+        groups[f"age {name}"] = []
+    conf: dict[str, dict[int, np.ndarray]] = {}
+    s_by: dict[str, list[tuple[int, str]]] = {}
+    for r in results:
+        if not r["classes"]:
+            continue
+        rec = str(Path(data) / r["record"])
+        age, sex = demographics(rec)
+        keys = ["all", "female" if sex == "F" else "male"]
+        keys += [f"age {n}" for lo, hi, n in AGE_GROUPS if lo <= age < hi]
+        for which in (1, 2):
+            c = confusion(rec, r["beats"], which)
+            if which == 1:
+                for k in keys:
+                    s_by.setdefault(k, []).append((int(c[1].sum()), r["record"]))
+            for k in keys:
+                conf.setdefault(k, {}).setdefault(which, np.zeros((5, 5), dtype=np.int64))
+                conf[k][which] += c
+        for k in keys:
+            groups[k].append(r["record"])
+    L = ["", "## Beat classes by sex and age (DS1, shipped model)", "",
+         "Se / +P in %, beats of each group's records pooled; rhythm-aware = the labels "
+         "`medge ecg analyze` prints (no S in AF), raw = the classifier's own "
+         "(`--no-rhythm`). Ages and sexes from the MIT-BIH headers.", "",
+         "| group | records | beats | S beats (largest record) | S rhythm-aware | S raw | "
+         "V rhythm-aware | V raw |",
+         "|---|---|---|---|---|---|---|---|"]
+    for k, recs in groups.items():
+        if k not in conf:
+            continue
+        a, b = conf[k][1], conf[k][2]
+        n_s, top = max(s_by[k])
+        tot = sum(n for n, _ in s_by[k])
+        share = f"{tot} ({top}: {100 * n_s / tot:.0f} %)" if tot else "0"
+        L.append(f"| {k} | {len(recs)} | {int(a.sum())} | {share} | {_sepp(a, 1)} | "
+                 f"{_sepp(b, 1)} | {_sepp(a, 2)} | {_sepp(b, 2)} |")
+    L += ["", "What these figures can and cannot show: the shipped model was trained on all "
+          "of these records, so they are resubstitution figures (an upper bound), not what a "
+          "new patient of the group gets; the leave-records-out figures per group need the "
+          "fold models (`make eval-model`). Each group is 5-13 patients, and S beats gather "
+          "in a few of them (the column above: one record holds a large share of each "
+          "group's S beats), so a group's S figure is largely one or two patients' figure: "
+          "differences between groups cannot be told from differences between patients. "
+          "Sex and age are confounded with the arrhythmias the records were chosen for "
+          "(the two AF patients are men of 68 and 43). Other attributes that matter for "
+          "ECG morphology (ancestry, body habitus, medication, pacing) are not in the "
+          "headers."]
+    return L
+
 
 
 def score(results: list[dict], refs: dict[str, dict]) -> dict:
@@ -359,6 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     ours = score([r for r in results if r["classes"]], refs)
     peer = score([r for r in results if not r["classes"]], refs)
     text = write_report(ours, peer, results, args.data)
+    text += "\n".join(bias_report(results, args.data)) + "\n"
     if events:
         text += "\n".join(sim_report(stable, events)) + "\n"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
