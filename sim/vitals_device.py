@@ -13,6 +13,9 @@
   :class:`firmware.hw.sensors.Max30102DualSource`; optional motion episodes
   (:func:`sim.ppg.add_motion`) and ``electrodes_off`` episodes (the ECG at
   its rail, as a lead-off front end; besides the scenario's own lead-off);
+  ``nacks`` episodes (the MAX30102 and the TMP117 stop acknowledging on the
+  bus) and ``stalls`` (the device loop does not run: the MAX30102's FIFO
+  overflows);
 - temperature: the patient's (with the sensor noise of the scenario) on an
   emulated TMP117 read by the real driver once a second.
 
@@ -41,6 +44,8 @@ _STEP_MS = 40
 def run_device_vitals(scenario: str, seed: int, duration_s: int, *, snr_db: float = 12.0,
                       lead_off: bool = True, motion: list[tuple[float, float]] | None = None,
                       electrodes_off: list[tuple[float, float]] | None = None,
+                      nacks: list[tuple[float, float]] | None = None,
+                      stalls: list[tuple[float, float]] | None = None,
                       ppg_rate_sps: int = 100) -> tuple[list[dict[str, Any]], Any, Any]:
     """(vitals messages, ground truth, the VitalSigns) of one run (module docstring)."""
     from firmware.device import Device, DeviceConfig
@@ -84,8 +89,18 @@ def run_device_vitals(scenario: str, seed: int, duration_s: int, *, snr_db: floa
                          sample_rate_hz=ECG_FS_HZ, clock=clock)
     dev = Device(DeviceConfig("sim-vitals-1", ECG_FS_HZ), source, link, clock, MemoryState(),
                  vitals=vitals)
+    def inside(spans: list[tuple[float, float]] | None, t_s: float) -> bool:
+        return any(a <= t_s < b for a, b in spans or ())
+
     while not source.exhausted():
         clock.advance(_STEP_MS)
-        dev.step()
+        t_s = clock.elapsed_ms / 1000
+        for addr in (0x57, 0x48):
+            if inside(nacks, t_s):
+                bus.disconnect(addr)
+            else:
+                bus.reconnect(addr)
+        if not inside(stalls, t_s):
+            dev.step()
     out = [json.loads(p) for topic, p, _ in link.published if topic.endswith("/vitals")]
     return out, vp.truth, vitals

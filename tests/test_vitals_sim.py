@@ -82,3 +82,20 @@ def test_motion_and_lead_off_withhold_and_never_publish_a_wrong_number() -> None
     assert sum(m["withheld"].get("spo2_pct") == "motion" for m in during) >= 8
     assert any(m["spo2_pct"] is not None for m in msgs[60:])  # back after the motion
     assert vitals.pox.motion is False
+
+
+def test_nack_and_fifo_overflow_are_counted_and_withheld_never_a_crash() -> None:
+    msgs, truth, _ = run_device_vitals("stable", 6, 60, snr_db=12.0, lead_off=False,
+                                      nacks=[(20.0, 26.0)], stalls=[(40.0, 41.5)])
+    _check(msgs, truth)  # nothing published beyond 3x the limits
+    f = msgs[-1]["faults"]
+    assert f["ppg_sensor_error"] > 0 and f["temp_sensor_error"] > 0
+    assert f["ppg_fifo_overflow"] > 0
+    nack = msgs[21:25]  # seq 22..25 (msgs[0] is seq 1): 2 s into the NACK, until it ends
+    assert all(m["pulse_bpm"] is None and m["spo2_pct"] is None for m in nack)
+    assert {m["withheld"]["pulse_bpm"] for m in nack} == {"stale"}
+    assert {m["withheld"]["temp_centi_c"] for m in nack} == {"sensor_error"}
+    assert f["temp_out_of_range"] == 0  # the TMP117's reset value is "no reading", not 256 C
+    after = [m for m in msgs[42:50] if m["withheld"].get("spo2_pct") == "fifo_overflow"]
+    assert after  # the SpO2 of a window with a FIFO gap is withheld
+    assert msgs[-1]["spo2_pct"] is not None and msgs[-1]["temp_centi_c"] is not None

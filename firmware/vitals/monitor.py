@@ -39,7 +39,10 @@ when the signal cannot support it:
 
 Bad input is counted in ``faults`` (also published) and becomes a reason,
 never a crash or a number: a thermometer that raises ``OSError`` (an I2C
-NACK) -> ``sensor_error``; a reading outside 25..45 degC -> ``out_of_range``;
+NACK) -> ``sensor_error``; a PPG read that fails (``ppg_sensor_error``)
+delivers no samples: after ``PPG_STALE_MS`` (2 s) without any, pulse and
+SpO2 are withheld as ``stale`` (the PPG's own clock stops with it, so this
+is judged on the ECG's signal time); a reading outside 25..45 degC -> ``out_of_range``;
 no good reading for 3 periods -> ``stale``; a PPG FIFO overflow in the window
 -> the SpO2 is withheld as ``fifo_overflow`` (the pulse shapes have a gap);
 a saturated PPG -> ``saturated``; a cuff line with a bad checksum, a
@@ -66,6 +69,8 @@ _PPG_MAX_READS = const(16)  # bounded reads per poll
 TEMP_MIN_CENTI_C = const(2500)
 TEMP_MAX_CENTI_C = const(4500)
 TEMP_STALE_PERIODS = const(3)
+TMP117_NO_RESULT_MC = const(-256000)  # Temp_Result 0x8000 before the first conversion
+PPG_STALE_MS = const(2000)  # no PPG samples for this long: its vitals are stale
 RESP_STEP_MS = const(8000)
 RESP_WINDOW_MS = const(32000)
 PULSE_WINDOW_MS = const(8000)
@@ -109,10 +114,11 @@ class VitalSigns:
         self._sdnn = self._rmssd = None
         self._hrv_reason = self.hrv.reason
         self._ppg_overflows_seen = 0
+        self._ppg_seen_ms = 0
         self._overflow_until = -1
         #: Counters of bad input since boot (published in ``faults``).
-        self.faults = {"ppg_fifo_overflow": 0, "ppg_saturated": 0, "temp_sensor_error": 0,
-                       "temp_out_of_range": 0}
+        self.faults = {"ppg_fifo_overflow": 0, "ppg_saturated": 0, "ppg_sensor_error": 0,
+                       "temp_sensor_error": 0, "temp_out_of_range": 0}
         if nibp is not None:
             for key in ("nibp_checksum_errors", "nibp_bad_lines", "nibp_failed"):
                 self.faults[key] = 0
@@ -138,6 +144,7 @@ class VitalSigns:
                 if n <= 0:
                     break
                 self.pox.process(self._red, self._ir, n)
+                self._ppg_seen_ms = self.now_ms()
             ovf = getattr(ppg, "overflows", 0)
             if ovf != self._ppg_overflows_seen:
                 self.faults["ppg_fifo_overflow"] += ovf - self._ppg_overflows_seen
@@ -145,6 +152,7 @@ class VitalSigns:
                 self._overflow_until = self.pox.samples + (
                     self.pox.fs_hz * 8)  # the SpO2 window after the gap
             self.faults["ppg_saturated"] = self.pox.saturated_samples
+            self.faults["ppg_sensor_error"] = getattr(ppg, "errors", 0)
         if self.nibp is not None:
             self._poll_nibp()
         if self.thermometer is not None:
@@ -171,6 +179,9 @@ class VitalSigns:
         except OSError:
             self.faults["temp_sensor_error"] += 1
             self._temp_reason = REASON_SENSOR_ERROR
+            return
+        if mc == TMP117_NO_RESULT_MC:  # reset value: no conversion finished yet
+            self._temp_reason = REASON_NO_READING
             return
         centi = (mc + 5) // 10 if mc >= 0 else -((-mc + 5) // 10)
         if not TEMP_MIN_CENTI_C <= centi <= TEMP_MAX_CENTI_C:
@@ -201,10 +212,14 @@ class VitalSigns:
         if pox is not None:
             pox.assess(self.pulse_window_ms)
             pr = pox.pulse_rate_bpm(self.pulse_window_ms)
-            protocol.add_vital(msg, withheld, protocol.F_PULSE, pr, 100 if pr is not None else 0,
-                               pox.pulse_reason)
+            pr_reason = pox.pulse_reason
             spo2 = pox.spo2()
             reason = pox.spo2_reason
+            if now - self._ppg_seen_ms > PPG_STALE_MS:  # the sensor stopped delivering
+                pr = spo2 = None
+                pr_reason = reason = REASON_STALE
+            protocol.add_vital(msg, withheld, protocol.F_PULSE, pr, 100 if pr is not None else 0,
+                               pr_reason)
             if spo2 is not None and pox.samples < self._overflow_until:
                 spo2 = None
                 reason = REASON_FIFO_OVERFLOW
@@ -217,7 +232,7 @@ class VitalSigns:
         if self.thermometer is not None:
             t = self._temp_centi_c
             reason = self._temp_reason
-            if t is not None and now - self._temp_ok_ms > TEMP_STALE_PERIODS * self.temp_period_ms:
+            if reason is None and now - self._temp_ok_ms > TEMP_STALE_PERIODS * self.temp_period_ms:
                 t = None
                 reason = REASON_STALE
             if reason is not None:
