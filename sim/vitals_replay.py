@@ -17,8 +17,12 @@ heart rate from the R peaks and pulse rate from the PPG onsets over the window
 (:class:`firmware.vitals.rate.EventRate`, int bpm); respiratory rate
 (breaths/min, one decimal) fused from the ECG and PPG modulations of the
 window.  A value the device would withhold is empty, as is one whose channel
-the record lacks.  The only difference to the device loop: the rates average
-over the whole 32-s window instead of the device's reporting window.
+the record lacks.  Differences to the device loop
+(:class:`firmware.vitals.monitor.VitalSigns`): the rates average over the
+whole 32-s window instead of the device's 8 s, and the PPG motion check
+(``PulseOximeter.assess``, an 8-s test) is not applied to the 32-s pulse
+rate (its interval rule drops what motion adds); SpO2 is not computed (a
+recorded PLETH is one wavelength).
 
 A record that cannot be read or has neither an ECG nor a PPG channel is a
 :class:`sim.records.RecordError` (one line).
