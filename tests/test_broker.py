@@ -326,7 +326,7 @@ def test_mosquitto_config_content(tmp_path: Path) -> None:
     assert "autosave_on_changes true" in lines and "autosave_interval 100" in lines
     # Limits (tests/test_broker_limits.py checks a real mosquitto enforces them).
     assert "message_size_limit 262144" in lines  # 256 KiB: device messages are < 4 KB
-    assert "max_inflight_messages 1000" in lines and "max_inflight_bytes 16777216" in lines
+    assert "max_inflight_messages 10000" in lines and "max_inflight_bytes 16777216" in lines
     assert "max_queued_messages 400000" in lines
     assert "max_queued_bytes 268435456" in lines  # 256 MiB: never 0 (no limit)
     assert "log_type information" not in lines  # it would log every autosave

@@ -163,9 +163,10 @@ MOSQUITTO_DEFAULTS: dict[str, Union[int, bool]] = {
     "message_size_limit": 256 * 1024,
     # Outgoing QoS 1 messages in flight per client (MQTT 5 clients can lower it
     # with Receive Maximum). Ingest acknowledges after its batch commits, so the
-    # window must hold a whole batch: 1000 at 10,000 msg/s is 100 ms of traffic.
-    "max_inflight_messages": 1000,
-    # ... and at most 16 MiB of them, so 1000 x 256 KiB cannot pile up per client.
+    # window must hold two of its batches (host.services.ingest.BATCH_MAX, 5000:
+    # a batch grows with the load, and large ones write far less per message).
+    "max_inflight_messages": 10000,
+    # ... and at most 16 MiB of them, so 10,000 x 256 KiB cannot pile up per client.
     "max_inflight_bytes": 16 * 1024 * 1024,
     # Queue of an offline persistent session (ingest down): 400,000 messages or
     # 256 MiB, whichever comes first. That is an hour of a 100-device ward at

@@ -74,12 +74,18 @@ SUBSCRIPTION = protocol.TOPIC_ROOT + "/#"
 #: Seconds the broker keeps ingest's session (and queues its messages) while it is away.
 SESSION_EXPIRY_S = 24 * 3600
 #: Unacknowledged QoS 1 messages the broker may have in flight to one ingest process:
-#: several batches, so the network thread receives the next ones while the writer
-#: commits (with 100, one batch, receiving and writing took turns); mosquitto's own
-#: per-client limit (``max_inflight_messages``) is 1,000 too.
-RECEIVE_MAXIMUM = 1000
-#: Group commit: at most this many messages per transaction, or BATCH_MS after the first.
-BATCH_MAX = 250
+#: two of the largest batches, so the network thread receives the next one while the
+#: writer commits (with 100, one batch, receiving and writing took turns); the
+#: generated mosquitto config allows as many (``max_inflight_messages``).
+RECEIVE_MAXIMUM = 10000
+#: Group commit: the writer takes what has arrived, at most BATCH_MAX messages, and
+#: waits at most BATCH_MS after the first.  The batch grows with the load (what
+#: arrived during the previous commit): with 1,000 devices each message dirties
+#: about one B-tree leaf per index (the keys start with the device), so a SQLite
+#: commit of 250 messages wrote 11.8 KB of WAL per message, of 5,000 3.1 KB, and
+#: the store's CPU per message fell from 130 to 59 us (measured on 60,000
+#: vitals messages from 1,000 devices).  At 1,000 messages/s a batch is still ~20 ms.
+BATCH_MAX = 5000
 BATCH_MS = 20
 _RETRY_MIN_S = 0.05
 _RETRY_MAX_S = 2.0
