@@ -18,7 +18,7 @@ DEMO_ARGS ?= --devices 5 --duration 30
 # Every test makes its own broker/server/folders on free ports, so they can run at once.
 PYTEST_ARGS ?= -n 3
 
-.PHONY: demo test sysdeps lint bench eval eval-qrs eval-model eval-sim eval-rhythm eval-fuzz eval-vitals eval-alerts model tables venv mpy clean help
+.PHONY: demo test sysdeps lint bench eval eval-qrs eval-model eval-sim eval-rhythm eval-rhythm-loo eval-fuzz eval-vitals eval-alerts model tables venv mpy clean help
 
 help:
 	@echo "make demo | test | lint | bench | eval | eval-qrs DATA=dir | model DATA=dir | eval-model DATA=dir | tables | clean"
@@ -107,6 +107,11 @@ eval-sim: $(STAMP)
 # DS1 through the device's rhythm code, and the plain RR-irregularity peer in the same run.
 eval-rhythm: $(STAMP)
 	$(PY) -m models.eval_rhythm $(DATA)
+
+# Leave-records-out rhythm-aware beat classes and AF (models/reports/beat_loo_rhythm.md):
+# trains the make-eval-model folds again (TensorFlow: the train extra).
+eval-rhythm-loo: $(TRAIN_STAMP)
+	$(PY) -m models.eval_loo_rhythm $(DATA)
 
 # Vital signs (models/reports/vitals.md + Bland-Altman PNGs): BIDMC 01-26 respiratory and
 # pulse rate against the annotations and numerics, neurokit2 in the same run, and every
