@@ -328,3 +328,18 @@ def test_cli_plot_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     assert "--out must end in .png" in capsys.readouterr().err
     assert main(["ecg", "plot", rec, "--seconds", "500", "--out", str(tmp_path / "a.png")]) == 2
     assert not (tmp_path / "a.png").exists()
+
+
+def test_asystole_still_open_when_the_signal_ends():
+    beats = stream(sinus(20))
+    mon = RhythmMonitor(FS)
+    for r, c in beats:
+        mon.beat(r, c)
+    last = beats[-1][0]
+    end = last + 10 * FS
+    for now in range(last + FS, end, FS):
+        mon.tick(now, CODE_GOOD, last)
+    mon.flush(end)
+    asys = [e for e in mon.take_events() if e.kind == "ASYSTOLE"]
+    assert [e.phase for e in asys] == ["onset", "end"]
+    assert asys[1].start == last and asys[1].evidence.get("open_at_end") == 1

@@ -346,6 +346,10 @@ class RhythmMonitor:
         """End of the stream: close every open episode, report the burden."""
         if self._bad:
             self._signal_end(now)
+        if self._asys_open:  # still no beat when the signal ends
+            self._asys_open = False
+            self._emit(ASYSTOLE, END, self._asys_start, now,
+                       {"gap_ms": self._ms(now - self._asys_start), "open_at_end": 1})
         last = self._last_r
         self._break(last if last >= 0 else now)
         off = self.af.end()
