@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from firmware.net import protocol
@@ -23,22 +24,28 @@ def medge(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedPro
 
 def test_fleet_list_json(tmp_path: Path) -> None:
     db = tmp_path / "fleet.db"
+    now = int(time.time() * 1000)
     with Store(db) as store:
-        for i, device_id in enumerate(("bed-1", "bed-2")):
+        for i, device_id in enumerate(("bed-1", "bed-2", "bed-3")):
             store.add("status", device_id, protocol.birth(device_id, 0, T0, {
                 "fw_version": "1.2.3", "model_version": f"beat-int8-{i}",
-                "patient_id": f"p{i}", "sample_rate_hz": 360, "boot_id": 1}), T0 + i)
+                "patient_id": f"p{i}", "sample_rate_hz": 360, "boot_id": 1}),
+                now if i < 2 else T0 + i)  # bed-3 last heard of on 2025-11-24: stale
         store.add("status", "bed-2",
-                  protocol.offline("bed-2", T0, protocol.OFFLINE_LOST, boot_id=1), T0 + 10)
+                  protocol.offline("bed-2", T0, protocol.OFFLINE_LOST, boot_id=1), now + 10)
     result = medge("fleet", "list", "--json", "--db", str(db), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     assert [(d["id"], d["state"], d["fw_version"], d["model_version"]) for d in doc] == [
         ("bed-1", "online", "1.2.3", "beat-int8-0"),
         ("bed-2", "offline", "1.2.3", "beat-int8-1"),
+        ("bed-3", "stale", "1.2.3", "beat-int8-2"),
     ]
-    assert doc[1]["last_seen_ms"] == T0 + 10
-    assert doc[1]["last_seen"].startswith("2025-11-24T")
+    assert doc[1]["last_seen_ms"] == now  # the will says gone: last seen is its birth
+    assert doc[2]["last_seen"].startswith("2025-11-24T")
+    far = medge("fleet", "list", "--json", "--stale-after", "1e12", "--db", str(db),
+                cwd=tmp_path)
+    assert json.loads(far.stdout)[2]["state"] == "online"
 
     table = medge("fleet", "list", "--db", str(db), cwd=tmp_path)
     assert table.returncode == 0

@@ -122,6 +122,33 @@ def test_rhythm_events_are_stored_for_the_advice_engine(tmp_path: Path) -> None:
     assert items[1][1].rhythm == "VT" and items[1][1].offset_ms == T0 + 39_000
 
 
+def test_restarting_ingest_does_not_bring_a_dead_device_back(
+        broker: Broker, tmp_path: Path) -> None:
+    """A device's retained birth, published long ago, is replayed to every ingest that
+    subscribes: it is seen at its own time, so the device stays stale, on a new
+    store and after a restart (issue 11 item 5)."""
+    db = tmp_path / "m.db"
+    pub = publisher(broker)
+    birth = protocol.birth("dev-9", 0, T0, {"fw_version": "0.1.0", "model_version": "m",
+                                            "patient_id": "p9", "sample_rate_hz": 250,
+                                            "boot_id": 1})
+    pub.publish("medge/v1/dev/dev-9/status", encode(birth), qos=1,
+                retain=True).wait_for_publish(5)
+    pub.loop_stop()
+    pub.disconnect()
+    for expected in ("stored", "duplicates"):
+        ingest = Ingest(db, broker.host, broker.port)
+        ingest.start()
+        try:
+            assert ingest.wait_connected(10)
+            assert wait_for(lambda e=expected, i=ingest: i.stats()[e] >= 1)  # the replay
+        finally:
+            ingest.stop()
+        with Store(db, readonly=True) as store:
+            [row] = store.devices()
+        assert (row.device_id, row.last_seen_ms, row.state) == ("dev-9", T0, "stale")
+
+
 def test_rejection_logging_is_rate_limited(tmp_path: Path,
                                            caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="host.services.ingest")

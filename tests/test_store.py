@@ -96,7 +96,7 @@ def test_duplicates_are_stored_once(db: Path | str) -> None:
 def test_state_follows_birth_will_and_shutdown(db: Path | str) -> None:
     with Store(db) as store:
         store.add("status", "dev-1", birth(0), T0)
-        [row] = store.devices()
+        [row] = store.devices(at_ms=T0 + 5)
         assert (row.state, row.fw_version, row.model_version, row.patient_id) == (
             "online",
             "0.1.0",
@@ -104,15 +104,38 @@ def test_state_follows_birth_will_and_shutdown(db: Path | str) -> None:
             "p-1",
         )
         store.add("status", "dev-1", protocol.offline("dev-1", T0, "lost", boot_id=1), T0 + 1)
-        assert store.devices()[0].state == "offline"
+        assert store.devices(at_ms=T0 + 5)[0].state == "offline"
         assert store.devices()[0].state_reason == "lost"
+        assert store.devices()[0].last_seen_ms == T0  # the will: gone, not seen
         store.add("status", "dev-1", birth(1, boot=2), T0 + 2)
-        assert store.devices()[0].state == "online"
-        # A re-delivered (retained) old birth changes nothing.
+        assert store.devices(at_ms=T0 + 5)[0].state == "online"
+        # A re-delivered (retained) old birth changes nothing, not even last seen.
         store.add("status", "dev-1", protocol.offline("dev-1", T0, "shutdown", seq=2), T0 + 3)
         store.add("status", "dev-1", birth(1, boot=2), T0 + 4)
-        assert store.devices()[0].state == "offline"
-        assert store.devices()[0].last_seen_ms == T0 + 4
+        assert store.devices(at_ms=T0 + 5)[0].state == "offline"
+        assert store.devices()[0].last_seen_ms == T0 + 3
+
+
+def test_state_tells_the_truth(db: Path | str) -> None:
+    """Stale after the silence timeout; a retained replay is seen at its own time;
+    a late birth (lower seq) does not undo a newer shutdown (issue 11 item 5)."""
+    from host.services.store import Accept
+
+    with Store(db) as store:
+        store.add("status", "dev-1", birth(0), T0)
+        store.add("vitals", "dev-1", vitals(1), T0 + 1000)
+        assert store.devices(at_ms=T0 + 30_000)[0].state == "online"
+        assert store.devices(at_ms=T0 + 31_001)[0].state == "stale"
+        assert store.devices(at_ms=T0 + 31_001, stale_after_s=60)[0].state == "online"
+        # a fresh store fed a retained birth long after: seen at the birth's own time
+        store.write_batch([Accept("status", "dev-2", {**birth(0), "device_id": "dev-2",
+                                                       "ts_ms": T0}, T0 + 3_600_000, True)])
+        dev2 = next(r for r in store.devices(at_ms=T0 + 3_600_000) if r.device_id == "dev-2")
+        assert (dev2.last_seen_ms, dev2.state) == (T0, "stale")
+        # shutdown (seq 5) stored, then a late birth (seq 4): still offline
+        store.add("status", "dev-1", protocol.offline("dev-1", T0, "shutdown", seq=5), T0 + 2000)
+        store.add("status", "dev-1", birth(4), T0 + 2500)
+        assert store.devices(at_ms=T0 + 3000)[0].state == "offline"
 
 
 def test_seq_gaps(db: Path | str) -> None:

@@ -50,6 +50,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                  "medge fleet list --accounts"])
     q.add_argument("--accounts", action="store_true",
                    help="also list the host accounts and the devices never seen")
+    q.add_argument("--stale-after", type=_positive_seconds, metavar="SECONDS", default=None,
+                   help="an online device not heard from for this long is shown stale "
+                   "(default 30, or $MEDGE_STALE_AFTER_S)")
     add_json(q, "a JSON array, one object per device")
     add_db(q)
     q.set_defaults(func=run_list, prog=q.prog)
@@ -166,12 +169,23 @@ def accounts_by_name(store: Any) -> dict[str, Any]:
     return {a.username: a for a in accounts(store)}
 
 
-def fleet_docs(store: Any, *, all_accounts: bool = False) -> list[dict[str, Any]]:
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text!r}")
+    return value
+
+
+def fleet_docs(store: Any, *, all_accounts: bool = False,
+               stale_after_s: float | None = None) -> list[dict[str, Any]]:
     """What ``fleet list --json`` prints: every device with its account (as ``medge
     monitor --json``), then with ``all_accounts`` every account without a device row
     (host accounts, devices never seen; removed ones too: credentials ``none``)."""
     by_name = accounts_by_name(store)
-    rows = store.devices()
+    rows = store.devices(stale_after_s=stale_after_s)
     docs = [device_doc(r, by_name.get(r.device_id)) for r in rows]
     if all_accounts:
         seen = {r.device_id for r in rows}
@@ -201,7 +215,7 @@ def _write_store(db: Any) -> Any:
 
 def run_list(args: argparse.Namespace) -> int:
     with _read_store(args.db) as store:
-        docs = fleet_docs(store, all_accounts=args.accounts)
+        docs = fleet_docs(store, all_accounts=args.accounts, stale_after_s=args.stale_after)
     if args.json:
         print(json.dumps(docs, indent=2))
         return 0

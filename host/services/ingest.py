@@ -192,7 +192,8 @@ class Ingest:
         [outcome] = self._commit([item])
         return _outcome_name(item, outcome)
 
-    def _check(self, topic: str, payload: bytes, received: int) -> Item | None:
+    def _check(self, topic: str, payload: bytes, received: int,
+               retained: bool = False) -> Item | None:
         """The store item for one message (None: ignored); never raises."""
         try:
             result = messages.check(topic, payload)
@@ -205,7 +206,7 @@ class Ingest:
             return Reject(result.reason.value, result.detail, topic, payload, received)
         if isinstance(result, messages.Ignored):
             return None
-        return Accept(result.msg_type, result.device_id, result.payload, received)
+        return Accept(result.msg_type, result.device_id, result.payload, received, retained)
 
     def _commit(self, items: list[Item]) -> list[Outcome]:
         with self._lock:
@@ -291,7 +292,8 @@ class Ingest:
                 self._busy = False
 
     def _write(self, batch: list[tuple[mqtt.MQTTMessage, int]]) -> None:
-        pending = [(msg, self._check(msg.topic, msg.payload, received)) for msg, received in batch]
+        pending = [(msg, self._check(msg.topic, msg.payload, received, msg.retain))
+                   for msg, received in batch]
         items = [item for _, item in pending if item is not None]
         delay = _RETRY_MIN_S
         while items:

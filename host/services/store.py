@@ -96,6 +96,7 @@ never sees half of it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sqlite3
@@ -157,6 +158,23 @@ def _vitals_row(device_id: str, incarnation: str, seq: int, doc: dict[str, Any])
             doc["beats"], doc["quality"])
 
 
+#: Seconds without news after which an online device is shown ``stale`` (devices
+#: publish vitals every second and a birth on every connect; 30 s is several
+#: missed windows plus a reconnect).
+STALE_AFTER_S = 30.0
+
+
+def stale_after_default() -> float:
+    """:data:`STALE_AFTER_S`, or ``$MEDGE_STALE_AFTER_S`` when set to a number > 0."""
+    import os
+
+    try:
+        value = float(os.environ.get("MEDGE_STALE_AFTER_S", ""))
+    except ValueError:
+        return STALE_AFTER_S
+    return value if value > 0 else STALE_AFTER_S
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -198,6 +216,19 @@ class Accept:
     device_id: str
     doc: dict[str, Any]
     received_ms: int
+    #: The broker delivered it as a retained message (a replay of an old message
+    #: to a subscriber that just came), not as news: it does not make the device
+    #: "seen" now, only at its own ``ts_ms``.
+    retained: bool = False
+
+    @property
+    def seen_ms(self) -> int:
+        """When this message shows the device was alive (host clock): its arrival,
+        or for a retained replay the device's own timestamp (never later)."""
+        if not self.retained:
+            return self.received_ms
+        ts = self.doc.get("ts_ms")
+        return min(ts, self.received_ms) if isinstance(ts, int) else 0
 
 
 @dataclass(frozen=True)
@@ -477,8 +508,8 @@ class Store:
                          json.dumps(doc, separators=(",", ":"), sort_keys=True), incarnation))
             if item.msg_type == "vitals":
                 vitals.append(_vitals_row(item.device_id, incarnation, seq, doc))
-            if seen.get(item.device_id, -1) < item.received_ms:
-                seen[item.device_id] = item.received_ms
+            if seen.get(item.device_id, -1) < item.seen_ms:
+                seen[item.device_id] = item.seen_ms
         self.db.execute("SAVEPOINT batch")
         try:
             cur = self.db.executemany(_INSERT_MESSAGE, rows)
@@ -512,20 +543,22 @@ class Store:
     def _write_accepted(self, item: Accept) -> Outcome:
         msg_type, device_id, doc, received_ms = item.msg_type, item.device_id, item.doc, \
             item.received_ms
-        self._touch_device(device_id, received_ms)
         seq = doc.get("seq")
-        if seq is not None:
+        if seq is None:  # the broker's will: the device is gone, not seen
+            self._touch_device(device_id, None)
+        else:
             incarnation = doc.get("incarnation", "")
             body = json.dumps(doc, separators=(",", ":"), sort_keys=True)
             cur = self.db.execute(
                 _INSERT_MESSAGE,
                 (device_id, seq, msg_type, doc["ts_ms"], received_ms, body, incarnation))
-            if cur.rowcount == 0:
+            if cur.rowcount == 0:  # a duplicate or conflict: no news of the device
                 return self._duplicate_or_conflict(item, incarnation, seq, body)
+            self._touch_device(device_id, item.seen_ms)
         if msg_type == "vitals":
             self.db.execute(_INSERT_VITALS,
                             _vitals_row(device_id, doc.get("incarnation", ""), seq, doc))
-        elif msg_type == "status":
+        elif msg_type == "status" and not self._newer_status_stored(device_id, doc):
             self._apply_status(device_id, doc)
         return Outcome.STORED
 
@@ -559,8 +592,27 @@ class Store:
             "WHERE reason=? ORDER BY id DESC LIMIT 1 OFFSET ?)",
             (item.reason, item.reason, REJECTIONS_KEEP_PER_REASON))
 
-    def _touch_device(self, device_id: str, received_ms: int) -> None:
-        self.db.execute(_TOUCH_DEVICE, (device_id, received_ms, received_ms))
+    def _touch_device(self, device_id: str, seen_ms: int | None) -> None:
+        """Make sure the device has a row; ``seen_ms``: it was alive then (the
+        newest such time is its ``last_seen_ms``)."""
+        if seen_ms is None:
+            self.db.execute("INSERT INTO devices (device_id, first_seen_ms, last_seen_ms) "
+                            "VALUES (?, 0, 0) ON CONFLICT (device_id) DO NOTHING",
+                            (device_id,))
+            return
+        self.db.execute(_TOUCH_DEVICE, (device_id, seen_ms, seen_ms))
+
+    def _newer_status_stored(self, device_id: str, doc: dict[str, Any]) -> bool:
+        """A status message of this incarnation with a higher seq is already stored:
+        the state it set is the newer truth (a late or replayed birth must not undo
+        a shutdown)."""
+        seq = doc.get("seq")
+        if seq is None:
+            return False
+        (newest,) = self.db.execute(
+            "SELECT MAX(seq) FROM messages WHERE device_id = ? AND incarnation = ? AND "
+            "type = 'status'", (device_id, doc.get("incarnation", ""))).fetchone()
+        return newest is not None and newest > seq
 
     def _apply_status(self, device_id: str, doc: dict[str, Any]) -> None:
         if doc["state"] == "online":
@@ -583,7 +635,21 @@ class Store:
             )
 
     # -- reads (CLI, monitor, tests) ---------------------------------------
-    def devices(self) -> list[DeviceRow]:
+    def devices(self, at_ms: int | None = None,
+                stale_after_s: float | None = None) -> list[DeviceRow]:
+        """Every known device.  ``state`` is the device's own word (``online``
+        from its birth, ``offline`` from its shutdown or its will), except that
+        an ``online`` device not seen for ``stale_after_s`` (default
+        :data:`STALE_AFTER_S`; ``$MEDGE_STALE_AFTER_S``) is ``stale``: it stopped
+        without a will reaching us (power cut, broker crash, network)."""
+        rows = self._device_rows()
+        limit = stale_after_s if stale_after_s is not None else stale_after_default()
+        now = at_ms if at_ms is not None else now_ms()
+        return [dataclasses.replace(row, state="stale")
+                if row.state == "online" and now - row.last_seen_ms > limit * 1000 else row
+                for row in rows]
+
+    def _device_rows(self) -> list[DeviceRow]:
         rows = self.db.execute(
             """
             SELECT d.device_id, d.patient_id, d.fw_version, d.model_version, d.sample_rate_hz,
