@@ -12,8 +12,9 @@ the outbox is full, the *oldest* message is dropped and counted in
 oldest.  A message pushed with ``keep=True`` (rhythm events: an AF onset or
 an asystole is never worth less than a routine vitals window) is passed
 over: the oldest message *without* ``keep`` goes instead, and only an outbox
-full of kept messages drops its oldest one (counted in ``dropped_kept`` too).  This copy lives in RAM; a flash-backed outbox (surviving a reboot)
-plugs in behind the same methods.
+full of kept messages drops its oldest one (counted in ``dropped_kept`` too).
+This copy lives in RAM; a flash-backed outbox (surviving a reboot) plugs in
+behind the same methods.
 
 Observation hooks (diagnostics, and the simulator's loss accounting, which
 must not reach into the slots): :meth:`Outbox.entries` lists what is still
