@@ -37,11 +37,11 @@ Ingest (written today)
 
 Clinical and fleet tables.  Written today: ``accounts`` (host/services/accounts.py),
 ``audit_log`` (host/services/audit.py), ``patients``, ``assignments`` and
-``observations`` (host/services/patients.py), ``alerts`` and ``advice``
-(host/services/advice/).  Rhythm events arrive as ``event`` messages and are read
-from ``messages`` (host/services/advice/live.py); ``bp_readings``, ``beat_counts``,
-``rhythm_events``, ``event_beats``, ``commands``/``command_acks`` and the OTA tables
-are written by nothing yet.
+``observations`` (host/services/patients.py), ``alerts`` (host/services/advice/).
+Rhythm events arrive as ``event`` messages and are read from ``messages``
+(host/services/advice/live.py).  ``bp_readings``, ``beat_counts``,
+``rhythm_events``, ``event_beats``, ``advice``, ``commands``/``command_acks`` and
+the OTA tables are written by nothing yet.
     ``accounts``       username (key), device_id (unique when set), role
                        (device|host|operator|admin), password_hash, incarnation,
                        created_ms, disabled_ms.
