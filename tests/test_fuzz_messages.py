@@ -103,7 +103,9 @@ def test_memory_stays_flat(tmp_path: Path) -> None:
     cases = fuzz.collect_cases(5_500, unique=300)
     result = fuzz.memory_growth(tmp_path / "m.db", cases, warmup=500)
     assert result.measured == 5_000
-    assert result.outcomes["stored"] > 1_000 and len(result.outcomes) > 5, result.outcomes
+    # enough of them stored that the write path is measured too (the share varies with
+    # the mix of message types hypothesis draws: 759 and > 1,000 of 5,000 were seen)
+    assert result.outcomes["stored"] > 500 and len(result.outcomes) > 5, result.outcomes
     assert "rejected:internal" not in result.outcomes, result.outcomes
     assert result.ok, (f"traced heap grew {result.growth_bytes} B over {result.measured} "
                        f"messages (bound {result.bound_bytes} B)")
