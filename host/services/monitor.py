@@ -1,10 +1,15 @@
-"""``medge monitor``: a live table of the fleet, refreshed in place.
+"""``medge monitor``: the ward a nurse reads, refreshed in place.
 
-Reads the store (read-only; WAL lets it read while ingest writes) once per
-refresh and shows one row per device: id, patient, heart rate, state, last
-seen.  When stdout is not a terminal (CI, a pipe, a log file) it prints a
-plain summary line per refresh period instead of redrawing a table (or the
-caller's own lines: ``medge monitor --json`` prints one JSON document per period).
+Reads the store (read-only; WAL lets it read while ingest writes) once per refresh
+(host.services.monitor_data) and shows one row per device: patient, HR, SpO2, pulse,
+respiratory rate, temperature, the last blood pressure with its age, NEWS2 with its
+risk and the open alerts, state and last seen.  A withheld value shows its reason
+(``--lead_off``, ``--low_perfusion``); a value of a stale or offline device is shown as
+``~72``, never as current; a banner says when data has stopped arriving.  On a
+terminal the table is a textual DataTable that scrolls for hundreds of devices
+(host.services.monitor_tui).  When stdout is not a terminal (CI, a pipe, a log file,
+``medge demo`` under a test) it prints a plain summary per refresh period instead (or
+the caller's own lines: ``medge monitor --json`` prints one JSON document per period).
 
 A store that does not exist yet, or is being created right now, is shown as
 "waiting for devices"; a path that can never be a store is refused before the
@@ -20,11 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
-
-from host.services.store import DeviceRow, Store, StoreError, StoreProblem, now_ms
+from host.services.monitor_data import QUIET_S, VITALS, Bed, Reader, Snapshot
+from host.services.store import DeviceRow, Store, StoreError, StoreProblem
 
 _PLAIN_DEVICE_LINES_MAX = 10
 
@@ -64,46 +66,60 @@ def read_rows(db_path: str | Path) -> list[DeviceRow]:
         raise
 
 
-def device_table(rows: list[DeviceRow], now: int, title: str = "medge fleet") -> Table:
-    table = Table(title=title, expand=False)
-    for name, justify in (
-        ("device", "left"),
-        ("patient", "left"),
-        ("HR bpm", "right"),
-        ("state", "left"),
-        ("last seen", "right"),
-        ("msgs", "right"),
-    ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for row in rows:
-        state = "[green]online[/]" if row.state == "online" else f"[red]{row.state}[/]"
-        hr = "-" if row.hr_bpm is None else str(row.hr_bpm)
-        table.add_row(
-            row.device_id,
-            row.patient_id or "-",
-            hr,
-            state,
-            _age(row.last_seen_ms, now),
-            str(row.messages),
-        )
-    if not rows:
-        table.caption = "waiting for devices..."
-    return table
+def fmt_value(bed: Bed, field: str, divisor: int, decimals: int) -> str:
+    """One vital as the nurse reads it: the number, ``~`` plus the number when it is not
+    current (a stale or offline device), ``--reason`` when withheld, ``-`` when absent."""
+    v = bed.values.get(field)
+    if v is None:
+        reason = bed.withheld.get(field, "absent")
+        return "-" if reason == "absent" else f"--{reason}"
+    text = f"{v / divisor:.{decimals}f}" if divisor != 1 else str(v)
+    return text if bed.current else f"~{text}"
 
 
-def plain_lines(rows: list[DeviceRow], now: int) -> list[str]:
-    online = sum(r.state == "online" for r in rows)
+def fmt_nibp(bed: Bed, now: int) -> str:
+    if bed.nibp is None:
+        return "-"
+    s, d, m, at = bed.nibp
+    text = f"{s}/{d if d is not None else '?'}"
+    if m is not None:
+        text += f" ({m})"
+    return f"{text} {_age(at, now)}"
+
+
+def fmt_news2(bed: Bed) -> str:
+    if bed.news2 is None:
+        return "-"
+    return f"{bed.news2['score']}{'+' if bed.news2['lower_bound'] else ''} {bed.news2['risk']}"
+
+
+def fmt_alerts(bed: Bed) -> str:
+    return ",".join(f"{a['kind']}({a['severity']})" if a.get("severity") else a["kind"]
+                    for a in bed.alerts) or "-"
+
+
+def plain_lines(snap: Snapshot) -> list[str]:
+    """The summary printed when stdout is not a terminal: a count line, the banner, and
+    one line per device for a small fleet."""
+    beds, now = snap.beds, snap.now_ms
+    online = sum(b.device.state == "online" for b in beds)
     lines = [
-        f"monitor: {len(rows)} devices, {online} online, "
-        f"{sum(r.messages for r in rows)} messages stored"
+        f"monitor: {len(beds)} devices, {online} online, "
+        f"{sum(b.device.messages for b in beds)} messages stored"
     ]
-    if len(rows) <= _PLAIN_DEVICE_LINES_MAX:
-        for r in rows:
-            hr = "-" if r.hr_bpm is None else r.hr_bpm
-            lines.append(
-                f"  {r.device_id} {r.patient_id or '-'} hr={hr} {r.state} "
-                f"last_seen={_age(r.last_seen_ms, now)} msgs={r.messages}"
-            )
+    if snap.banner:
+        lines.append(f"monitor: WARNING {snap.banner}")
+    if len(beds) <= _PLAIN_DEVICE_LINES_MAX:
+        for b in beds:
+            r = b.device
+            vitals = " ".join(f"{label.lower()}={fmt_value(b, f, div, dec)}"
+                              for f, label, div, dec in VITALS)
+            line = (f"  {r.device_id} {b.patient_id or '-'} {vitals} "
+                    f"nibp={fmt_nibp(b, now).replace(' ', '@', 1)} {r.state} "
+                    f"last_seen={_age(r.last_seen_ms, now)} msgs={r.messages}")
+            if b.news2 is not None:
+                line += f" news2={fmt_news2(b).replace(' ', ':')} alerts={fmt_alerts(b)}"
+            lines.append(line)
     return lines
 
 
@@ -116,19 +132,25 @@ def run_monitor(
     out: TextIO | None = None,
     plain: bool | None = None,
     plain_period_s: float = 5.0,
-    lines: Callable[[list[DeviceRow], int], list[str]] | None = None,
+    lines: Callable[[Snapshot], list[str]] | None = None,
+    news2_period_s: float | None = 10.0,
+    quiet_s: float = QUIET_S,
 ) -> None:
-    """Show the fleet until ``stop`` is set, ``until`` ends, or Ctrl-C.
+    """Show the ward until ``stop`` is set, ``until`` ends, or Ctrl-C (or ``q`` in the
+    table).
 
-    ``lines(rows, now_ms)`` (implies ``plain``) makes the text printed each period
-    instead of :func:`plain_lines`.  Raises :class:`StoreError` if the store breaks."""
+    On a terminal (``out`` is the process's stdout and a tty, and not ``plain``) a
+    scrolling textual table (host.services.monitor_tui); otherwise
+    ``lines(snapshot)`` (implies ``plain``; default :func:`plain_lines`) printed every
+    ``plain_period_s``.  Raises :class:`StoreError` if the store breaks."""
     out = out or sys.stdout
     stop = stop or threading.Event()
     if lines is not None:
         plain = True
     elif plain is None:
-        plain = not out.isatty()
+        plain = not (out is sys.stdout and out.isatty())
     make_lines = lines or plain_lines
+    reader = Reader(db_path, news2_period_s=news2_period_s, quiet_s=quiet_s)
 
     def done() -> bool:
         return stop.is_set() or (until is not None and not until.is_alive())
@@ -138,18 +160,13 @@ def run_monitor(
         while not done():
             if time.monotonic() >= next_print:
                 next_print = time.monotonic() + plain_period_s
-                for line in make_lines(read_rows(db_path), now_ms()):
+                for line in make_lines(reader.read()):
                     print(line, file=out, flush=True)
             stop.wait(min(refresh_s, 0.2))
         return
-    console = Console(file=out)
-    with Live(
-        device_table(read_rows(db_path), now_ms()),
-        console=console,
-        refresh_per_second=4,
-        transient=False,
-    ) as live:
-        while not done():
-            live.update(device_table(read_rows(db_path), now_ms()))
-            stop.wait(refresh_s)
-        live.update(device_table(read_rows(db_path), now_ms()))
+    from host.services.monitor_tui import MonitorApp
+
+    app = MonitorApp(reader, refresh_s=refresh_s, done=done)
+    app.run()
+    if app.error is not None:
+        raise app.error
