@@ -105,6 +105,26 @@ def test_vitals_withheld_stale_news2(ward: tuple[Path, int]) -> None:
     assert snap.banner is None
 
 
+def test_news2_within_a_time_budget_per_read(ward: tuple[Path, int]) -> None:
+    """A large ward: each read assesses what fits its budget (at least one patient), the
+    others are shown pending until a later read, then kept for news2_period_s."""
+    db, now = ward
+    with Store(db) as s:
+        for pid, dev in (("p-2", "bed-2"), ("p-3", "bed-4")):
+            patients.add_patient(s, pid, patients.make_profile(age=50, sex="female"),
+                                 actor="nurse", ts_ms=now - 400_000)
+            patients.assign(s, pid, dev, actor="nurse", ts_ms=now - 400_000)
+    reader = Reader(db, news2_budget_s=0.0, news2_period_s=3600)
+    pending = []
+    for _ in range(3):
+        snap = reader.read(now)
+        pending.append(sorted(b.patient_id for b in snap.beds if b.pending))
+    assert pending == [["p-2", "p-3"], ["p-3"], []]
+    assert "news2=..." in "\n".join(plain_lines(Reader(db, news2_budget_s=0.0).read(now)))
+    assert all(b.news2 is not None for b in snap.beds if b.patient_id)
+    assert [b.news2["assessed_ms"] for b in snap.beds if b.patient_id] == [now] * 3
+
+
 def test_open_alerts_shown_from_the_store(tmp_path: Path) -> None:
     now = now_ms()
     db = tmp_path / "a.db"

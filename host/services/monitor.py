@@ -89,7 +89,7 @@ def fmt_nibp(bed: Bed, now: int) -> str:
 
 def fmt_news2(bed: Bed) -> str:
     if bed.news2 is None:
-        return "-"
+        return "..." if bed.pending else "-"
     return f"{bed.news2['score']}{'+' if bed.news2['lower_bound'] else ''} {bed.news2['risk']}"
 
 
@@ -117,7 +117,7 @@ def plain_lines(snap: Snapshot) -> list[str]:
             line = (f"  {r.device_id} {b.patient_id or '-'} {vitals} "
                     f"nibp={fmt_nibp(b, now).replace(' ', '@', 1)} {r.state} "
                     f"last_seen={_age(r.last_seen_ms, now)} msgs={r.messages}")
-            if b.news2 is not None:
+            if b.news2 is not None or b.pending or b.alerts:
                 line += f" news2={fmt_news2(b).replace(' ', ':')} alerts={fmt_alerts(b)}"
             lines.append(line)
     return lines

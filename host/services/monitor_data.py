@@ -66,6 +66,8 @@ class Bed:
     nibp: tuple[int | None, int | None, int | None, int] | None
     current: bool
     news2: dict[str, Any] | None = None
+    #: a patient whose NEWS2 has not been assessed yet (a large ward's first reads)
+    pending: bool = False
     alerts: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def vitals_doc(self, now: int) -> dict[str, Any]:
@@ -79,6 +81,7 @@ class Bed:
             round(max(0, now - self.vitals_ts_ms) / 1000, 1),
             "nibp": None,
             "news2": self.news2,
+            "news2_pending": self.pending,
             "alerts": [{k: a.get(k) for k in ("alert_uid", "kind", "severity", "state",
                                               "ts_ms")} for a in self.alerts],
         }
@@ -177,12 +180,15 @@ def read_workers(db_path: str | Path) -> list[dict[str, Any]]:
 
 class Reader:
     """Reads :class:`Snapshot` s of one store; keeps each patient's NEWS2 for
-    ``news2_period_s`` (``None``: no NEWS2 or alerts at all, e.g. the demo's summary)."""
+    ``news2_period_s`` (``None``: no NEWS2 or alerts at all), assessing per read only
+    what fits in ``news2_budget_s`` (a patient never assessed is always assessed)."""
 
     def __init__(self, db_path: str | Path, *, news2_period_s: float | None = 10.0,
+                 news2_budget_s: float = 0.5,
                  quiet_s: float = QUIET_S, stale_after_s: float | None = None) -> None:
         self.db_path = db_path
         self.news2_period_s = news2_period_s
+        self.news2_budget_s = news2_budget_s
         self.quiet_s = quiet_s
         self.stale_after_s = stale_after_s
         self._news2: dict[str, tuple[float, dict[str, Any] | None, set[str]]] = {}
@@ -270,23 +276,34 @@ class Reader:
         for a in stored:
             by_patient.setdefault(a["patient_id"], []).append(a)
         period = self.news2_period_s or 0.0
+        # the oldest assessments first, within the read's time budget (an assessment
+        # replays the patient's recent hours: 0.4 s for 4 h of 1 Hz vitals); the rest
+        # keep their last one (its time is in the document) until a later read
+        due = sorted({b.patient_id for b in beds if b.patient_id is not None},
+                     key=lambda p: (self._news2[p][0] if p in self._news2 else -1.0, p))
+        started = time.monotonic()
+        for pid in due:
+            cached = self._news2.get(pid)
+            if cached is not None and time.monotonic() - cached[0] < period:
+                continue
+            try:
+                a, _events, open_kinds = live.assess(store, pid, now)
+                doc: dict[str, Any] | None = {
+                    "score": a.news2["score"], "risk": a.news2["risk"],
+                    "lower_bound": a.news2["lower_bound"],
+                    "missing": list(a.news2.get("missing", [])), "assessed_ms": now}
+            except Exception:  # an unknown patient (no profile): no score
+                doc, open_kinds = None, set()
+            self._news2[pid] = (time.monotonic(), doc, set(open_kinds))
+            if time.monotonic() - started >= self.news2_budget_s:
+                break  # at least one per read
         for bed in beds:
             pid = bed.patient_id
             if pid is None:
                 continue
-            cached = self._news2.get(pid)
-            if cached is None or time.monotonic() - cached[0] >= period:
-                try:
-                    a, _events, open_kinds = live.assess(store, pid, now)
-                    doc: dict[str, Any] | None = {
-                        "score": a.news2["score"], "risk": a.news2["risk"],
-                        "lower_bound": a.news2["lower_bound"],
-                        "missing": list(a.news2.get("missing", []))}
-                except Exception:  # an unknown patient (no profile): no score
-                    doc, open_kinds = None, set()
-                cached = (time.monotonic(), doc, set(open_kinds))
-                self._news2[pid] = cached
+            cached = self._news2.get(pid, (0.0, None, set()))
             bed.news2 = cached[1]
+            bed.pending = pid not in self._news2
             alerts = list(by_patient.get(pid, []))
             kinds = {a["kind"] for a in alerts}
             for kind in sorted(cached[2] - kinds):  # open in the engine, not yet recorded
