@@ -241,6 +241,9 @@ def test_pilot_banner_and_stale_marks(ward: tuple[Path, int]) -> None:
             hr = table.ordered_columns[2].key
             assert str(table.get_cell("bed-1", hr)) == "~72"  # stale now: not current
             assert str(table.get_cell("bed-3", hr)) == "~64"
+            await pilot.press("ctrl+c")  # stops it, as it stops the plain monitor
+            await pilot.pause()
+            assert not app.is_running
 
     asyncio.run(drive())
 

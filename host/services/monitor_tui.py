@@ -2,7 +2,7 @@
 hundreds of devices (arrow keys, PgUp/PgDn, the mouse), with a banner above it when
 data has stopped arriving.  The data comes from host.services.monitor_data (read in a
 worker thread, so scrolling stays smooth while the store is read); the cell texts from
-host.services.monitor (the same as the plain summary).  ``q`` quits.
+host.services.monitor (the same as the plain summary).  ``q`` or Ctrl-C quits.
 
 Colours: a withheld value yellow with its reason, a value that is not current (the
 device stale or offline) dim with ``~``, NEWS2 by risk (low green, low-medium yellow,
@@ -17,6 +17,7 @@ from typing import ClassVar
 from rich.text import Text
 from textual import work
 from textual.app import App, ComposeResult
+from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Static
 
 from host.services.monitor import _age, fmt_alerts, fmt_news2, fmt_nibp, fmt_value
@@ -50,7 +51,9 @@ class MonitorApp(App[None]):
     """The ward table; ``done()`` true (the demo's fleet ended, a stop event) exits."""
 
     TITLE = "medge monitor"
-    BINDINGS: ClassVar = [("q", "quit", "quit")]
+    # Ctrl-C stops it as it stops the plain monitor (textual would only hint at ctrl+q)
+    BINDINGS: ClassVar = [("q", "quit", "quit"),
+                          Binding("ctrl+c", "quit", "quit", show=False, priority=True)]
     CSS = """
     #banner { background: red; color: white; text-style: bold; height: auto; display: none; }
     #banner.shown { display: block; }
