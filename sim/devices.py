@@ -26,7 +26,19 @@
   clock (its crystal is taken as exact), so drift shows in the timestamps;
 - the MQTT link made by the fleet (a ``PahoLink``, possibly inside a
   :class:`sim.faults.FaultyLink`) and a ``FileState`` on disk;
-- the :class:`firmware.device.Device` itself, made with no beat model.
+- the :class:`firmware.device.Device` itself, made with no beat model;
+- optionally (``vitals``: a device config's ``vitals`` object, as
+  :func:`firmware.vitals.monitor.vital_signs_from_config` reads it, e.g.
+  :data:`DEFAULT_VITALS`) the multi-sensor vital signs on the same code a
+  board runs: a :class:`VitalsFeed` taps the patient's stream (the very
+  chunks the ECG path reads) and feeds an emulated MAX30102 (its red and IR
+  light, as :mod:`sim.vitals_device`), TMP117 (the patient's temperature) on
+  one emulated I2C bus, and an emulated NIBP module (:mod:`sim.nibp`) on a
+  loopback UART that sends each cuff reading the patient's scenario makes
+  (``[nibp] interval_s``); the real drivers read them at the config's rates.
+  Only scenario patients (:class:`sim.patient.VirtualPatient`) have them:
+  an ECGSYN patient is ECG only.  A reboot or power loss makes a new
+  ``VitalSigns`` (its RAM state is gone) on the same parts.
 
 Lifecycle faults: :meth:`SimDevice.reboot` (clean: ``stop()``, a bounded
 drain, disconnect, then a new ``Device`` on the same state file: seq
@@ -60,8 +72,8 @@ from sim.patient import VirtualPatient
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SENSORS", "DeviceClock", "Ledger", "PatientEcgSource", "SimDevice", "make_sensor",
-           "patient_counts"]
+__all__ = ["DEFAULT_VITALS", "SENSORS", "DeviceClock", "Ledger", "PatientEcgSource", "SimDevice",
+           "VitalsFeed", "has_vitals", "make_sensor", "patient_counts"]
 
 from sim.choices import SENSORS  # noqa: E402  (the names; ECG_FRONT_ENDS builds them)
 
@@ -171,6 +183,171 @@ class PatientEcgSource:
         self.disconnected = on
 
 
+#: The simulated devices' sensors beside the ECG (a device config's ``vitals``):
+#: MAX30102 at 100 SPS, TMP117 once a second, the NIBP module (readings when the
+#: patient's scenario takes them).
+DEFAULT_VITALS: dict[str, Any] = {
+    "ppg": {"sample_rate_sps": 100, "led_current_ma": [10, 10], "adc_range_na": 4096},
+    "temperature": {"period_ms": 1000, "averages": 8},
+    "nibp": {},
+}
+_NA_PER_MA_PER_COUNT = 1.0 / 640.0  # sim.vitals_device: 10 mA LEDs, 4096 nA, 18 bits
+_I2C_PPG, _I2C_TEMP = 0x57, 0x48
+
+
+def has_vitals(patient: Any) -> bool:
+    """Whether ``patient`` has the signals the vital-sign sensors need (a PPG)."""
+    return hasattr(patient, "ppg") and hasattr(patient, "temperature_c")
+
+
+class VitalsFeed:
+    """The patient's stream, tapped for the sensors beside the ECG (module docstring).
+
+    Stands in for the patient on the ECG path (``fs``, ``next_chunk``): every
+    chunk the ECG reads leaves its red and IR light for the PPG (looked up by
+    signal time; a time past the chunks read holds the last sample) and its
+    completed cuff readings on the NIBP module's line.  ``emulated`` (the
+    ``ads1292``/``ads1115`` sensor paths): the MAX30102 and the TMP117 are
+    register-level parts on an emulated I2C bus read by the real drivers;
+    otherwise (the ``direct`` path, for big fleets: a third of the CPU) the
+    light counts and the temperature go straight to ``VitalSigns`` as the
+    drivers would deliver them (at 10 mA and 4096 nA the MAX30102's 18-bit
+    count is the patient's count, ``sim.vitals_device``)."""
+
+    def __init__(self, patient: VirtualPatient, clock: SimClock,
+                 spec: dict[str, Any] | None = None, *, emulated: bool = True) -> None:
+        from sim.nibp import SimNibpModule
+
+        if not has_vitals(patient):
+            raise ValueError("the vital-sign sensors need a scenario patient (a PPG): "
+                             "ECGSYN patients are ECG only")
+        self.patient = patient
+        self.clock = clock
+        self.fs = patient.fs
+        self.spec = DEFAULT_VITALS if spec is None else spec
+        self.emulated = emulated
+        self._start = 0  # absolute sample of _red[0]
+        self._red, self._ir = array("l"), array("l")
+        self.uart = _CuffLine(self)
+        self.cuff = SimNibpModule(self.uart)
+        self._readings: list[Any] = []  # cuff readings made ahead, sent at their time
+        self.bus = None
+        if emulated:
+            from sim.bus import I2CBus
+            from sim.parts.max30102 import MAX30102
+            from sim.parts.tmp117 import TMP117
+
+            self.bus = I2CBus()
+            self.bus.attach(_I2C_PPG, MAX30102(clock, red=self._light(True),
+                                               ir=self._light(False)))
+            self.bus.attach(_I2C_TEMP, TMP117(clock, temperature=self.temperature_c))
+
+    def temperature_c(self, t_s: float) -> float:
+        return float(self.patient.temperature_c(t_s))
+
+    def count(self, red: bool, t_s: float) -> int:
+        """The light count at ``t_s`` s of signal time (module docstring)."""
+        buf = self._red if red else self._ir
+        if not buf:
+            return 0
+        return buf[min(max(int(t_s * self.fs) - self._start, 0), len(buf) - 1)]
+
+    def _light(self, red: bool) -> Callable[[float], float]:
+        count = self.count
+        return lambda t_s: count(red, t_s) * _NA_PER_MA_PER_COUNT
+
+    def next_chunk(self, n_samples: int) -> Any:
+        chunk = self.patient.next_chunk(n_samples)
+        keep = len(self._red) - n_samples  # the previous chunk stays for late reads
+        if keep > 0:
+            self._start += keep
+            del self._red[:keep], self._ir[:keep]
+        self._red.extend(chunk.ppg_red.tolist())
+        self._ir.extend(chunk.ppg_ir.tolist())
+        self._readings.extend(chunk.nibp)
+        return chunk
+
+    def send_due_readings(self) -> None:
+        """Put on the line the cuff readings whose time has come."""
+        now_s = self.clock.elapsed_ms / 1000
+        while self._readings and self._readings[0].time_s <= now_s:
+            self.cuff.send(self._readings.pop(0))
+
+    def vital_signs(self) -> Any:
+        """A new :class:`firmware.vitals.monitor.VitalSigns` on these sensors (a boot)."""
+        from firmware.vitals.monitor import VitalSigns, vital_signs_from_config
+
+        uart = self.uart if "nibp" in self.spec else None
+        if self.emulated:
+            return vital_signs_from_config(self.spec, self.fs, i2c=self.bus, uart=uart)
+        from firmware.hw.drivers.nibp import NibpModule
+
+        ppg = self.spec.get("ppg")
+        temp = self.spec.get("temperature")
+        return VitalSigns(
+            self.fs,
+            ppg=None if ppg is None else _DirectPpg(self, ppg.get("sample_rate_sps", 100)),
+            thermometer=None if temp is None else _DirectThermometer(self),
+            temp_period_ms=1000 if temp is None else temp.get("period_ms", 1000),
+            nibp=None if uart is None else NibpModule(uart))
+
+
+class _CuffLine:
+    """The NIBP module's UART: a reading goes on the line when its time comes (the
+    patient makes the chunks ahead of the clock)."""
+
+    def __init__(self, feed: VitalsFeed) -> None:
+        from sim.nibp import LoopbackUart
+
+        self._line = LoopbackUart()
+        self._feed = feed
+        self.rx, self.tx = self._line.rx, self._line.tx
+
+    def any(self) -> int:
+        self._feed.send_due_readings()
+        return self._line.any()
+
+    def readinto(self, buf: Any, nbytes: int | None = None) -> int:
+        return self._line.readinto(buf, nbytes)
+
+    def write(self, data: bytes) -> int:
+        return self._line.write(data)
+
+
+class _DirectPpg:
+    """The patient's light straight in at ``rate`` (``Max30102DualSource``'s surface)."""
+
+    full_scale_count = (1 << 18) - 1
+    overflows = 0
+    errors = 0
+
+    def __init__(self, feed: VitalsFeed, rate: int) -> None:
+        self.feed = feed
+        self.sample_rate_hz = rate
+        self._next = feed.clock.elapsed_ms * rate // 1000  # samples before boot: gone
+
+    def read_ppg(self, red: Any, ir: Any, max_count: int) -> int:
+        rate, count = self.sample_rate_hz, self.feed.count
+        n = min(self.feed.clock.elapsed_ms * rate // 1000 - self._next, max_count)
+        top = self.full_scale_count
+        for i in range(max(n, 0)):
+            t_s = (self._next + i) / rate
+            red[i] = min(count(True, t_s), top)
+            ir[i] = min(count(False, t_s), top)
+        self._next += max(n, 0)
+        return max(n, 0)
+
+
+class _DirectThermometer:
+    """The patient's temperature straight in (the TMP117 driver's surface)."""
+
+    def __init__(self, feed: VitalsFeed) -> None:
+        self.feed = feed
+
+    def read_temperature_mc(self) -> int:
+        return round(self.feed.temperature_c(self.feed.clock.elapsed_ms / 1000) * 1000)
+
+
 def patient_counts(patient: VirtualPatient, chunk_s: float = 2.0) -> Iterator[Any]:
     """The patient's ECG counts, chunk after chunk, for an emulated front end."""
     n = max(1, round(chunk_s * patient.fs))
@@ -205,12 +382,14 @@ class Ledger:
 class SimDevice:
     """One simulated device (module docstring).  ``link`` is made once and reused
     across reboots (the board's network interface); ``config`` is the
-    firmware's :class:`firmware.device.DeviceConfig`."""
+    firmware's :class:`firmware.device.DeviceConfig`; ``feed``, optional, the
+    :class:`VitalsFeed` of the patient (the sensor must read through it)."""
 
     def __init__(self, config: DeviceConfig, patient: VirtualPatient, sensor: Any,
                  clock: DeviceClock, link: Any, state_path: str | Path,
-                 track: bool = False) -> None:
+                 track: bool = False, feed: VitalsFeed | None = None) -> None:
         self.cfg = config
+        self.feed = feed
         self.patient = patient
         self.sensor = sensor
         self.clock = clock
@@ -226,7 +405,8 @@ class SimDevice:
         return self.cfg.device_id
 
     def _boot(self) -> Device:
-        device = Device(self.cfg, self.sensor, self.link, self.clock, self.state)
+        vitals = None if self.feed is None else self.feed.vital_signs()
+        device = Device(self.cfg, self.sensor, self.link, self.clock, self.state, vitals=vitals)
         if self.track:
             self.ledger.boots.append(device.boot_id)
             topic_vitals = device.topic_vitals

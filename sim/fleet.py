@@ -13,11 +13,20 @@ seed (:func:`patient_seeds`, :func:`sim.patient.patient_factory`), behind the
 sensor path ``FleetParams.sensor`` (``direct``, ``ads1292``, ``ads1115``:
 ``sim.devices.make_sensor``), with faults from ``FleetParams.faults``
 (``sim.faults``) applied on simulated time.  The scenario is a bundled name or
-a path (``medge sim`` defaults to ``stable``: :class:`sim.patient.VirtualPatient`)
+a path (``medge sim`` and ``medge demo`` default to ``stable``:
+:class:`sim.patient.VirtualPatient`)
 or the built-in ``ecgsyn`` (:class:`sim.patient.EcgsynPatient`: an ECGSYN ECG
 alone, a per-patient heart rate drawn from the seed).  ``scenario=None`` (the
-default, ``medge demo``) is ``ecgsyn`` with the direct sensor path and no
+default of ``FleetParams``) is ``ecgsyn`` with the direct sensor path and no
 faults; name a scenario (``"ecgsyn"`` included) for the emulated sensors or faults.
+Scenario patients also bring their SpO2, pulse, respiration, temperature and cuff
+readings to the device's :class:`firmware.vitals.monitor.VitalSigns` through
+emulated parts (``sim.devices.VitalsFeed``), on every device or the first
+``FleetParams.vitals`` ones.
+
+Each device's ``patient_id`` is ``patient-NNNN``; :meth:`Fleet.patients` lists
+them with their seeds and the scenario they play, for the host to register as
+virtual patients (``host.services.demo.register_patients``).
 
 Determinism: with ``start_epoch_ms`` fixed, the same parameters and seed give
 the same messages, byte for byte (the clock only moves with the loop, and a
@@ -66,6 +75,10 @@ class FleetParams:
     max_step_ms: int = 250  # a loop tick longer than this is split into steps
     track: bool = False  # keep a sim.devices.Ledger per device (tests)
     link: str = "auto"  # paho (a thread per device) | polled (sim.netlink) | auto
+    # Vital signs beside the ECG (sim.devices.VitalsFeed) on how many devices: "auto"
+    # (every device of a scenario whose patients have them; none for ECGSYN), "none",
+    # "all", or a count N (the first N devices: the others are ECG only, for big fleets).
+    vitals: str = "auto"
 
     def __post_init__(self) -> None:
         if not 1 <= self.n_devices <= MAX_DEVICES:
@@ -78,15 +91,31 @@ class FleetParams:
             raise ValueError("max_step_ms must be >= 1")
         if self.link not in ("auto", "paho", "polled"):
             raise ValueError(f"link must be auto, paho or polled, got {self.link!r}")
+        self.vitals_devices()  # ValueError on a bad value
         if self.sensor not in SENSORS:
             raise ValueError(f"sensor must be one of {SENSORS}, got {self.sensor!r}")
-        # scenario=None is medge demo's default: ECGSYN patients, straight in.
+        # scenario=None: ECGSYN patients, straight in.
         if self.sensor != "direct" and self.scenario is None:
             raise ValueError(f"the {self.sensor} sensor path needs a named scenario "
                              f"(FleetParams.scenario; {ECGSYN_SCENARIO!r} for ECGSYN patients)")
         if self.faults and self.scenario is None:
             raise ValueError("faults need a named scenario (FleetParams.scenario; "
                              f"{ECGSYN_SCENARIO!r} for ECGSYN patients)")
+
+    def vitals_devices(self) -> int:
+        """How many devices (the first ones) get the vital-sign sensors."""
+        v = self.vitals
+        if v in ("auto", "all"):
+            if v == "all" and self.scenario_name == ECGSYN_SCENARIO:
+                raise ValueError("vitals need a scenario patient (ECGSYN patients are ECG only)")
+            return 0 if self.scenario_name == ECGSYN_SCENARIO else self.n_devices
+        if v == "none":
+            return 0
+        if not (isinstance(v, str) and v.isdigit()):
+            raise ValueError(f"vitals must be auto, all, none or a device count, got {v!r}")
+        if int(v) and self.scenario_name == ECGSYN_SCENARIO:
+            raise ValueError("vitals need a scenario patient (ECGSYN patients are ECG only)")
+        return min(int(v), self.n_devices)
 
     @property
     def scenario_name(self) -> str:
@@ -179,7 +208,7 @@ class Fleet:
         )
 
     def _build(self, state_dir: Path, link_factory: LinkFactory, broker: Any) -> None:
-        from sim.devices import DeviceClock, SimDevice, make_sensor
+        from sim.devices import DeviceClock, SimDevice, VitalsFeed, make_sensor
         from sim.faults import FaultInjector, FaultyLink, parse_faults
         from sim.patient import patient_factory
 
@@ -188,15 +217,18 @@ class Fleet:
         make_patient = patient_factory(params.scenario_name)
         wrap = bool(faults) or params.track
         seeds = patient_seeds(params.seed, params.n_devices)
+        n_vitals = params.vitals_devices()
         for i, device_id in enumerate(device_ids(params.id_prefix, params.n_devices)):
             patient = make_patient(seeds[i], params.sample_rate_hz)
-            sensor = make_sensor(params.sensor, patient, self.clock)
+            feed = (VitalsFeed(patient, self.clock, emulated=params.sensor != "direct")
+                    if i < n_vitals else None)
+            sensor = make_sensor(params.sensor, feed or patient, self.clock)
             link = link_factory(device_id)
             if wrap:
                 link = FaultyLink(link, self.clock, seed=seeds[i], track=params.track)
             sim = SimDevice(self._config(i, device_id), patient, sensor,
                             DeviceClock(self.clock), link, state_dir / f"{device_id}.json",
-                            track=params.track)
+                            track=params.track, feed=feed)
             self.sims.append(sim)
             self.heart_rates_bpm[device_id] = patient.heart_rate_bpm(0.0)
         if faults:
@@ -275,6 +307,22 @@ class Fleet:
                 )
             device.link.disconnect()
         return drained
+
+    def patients(self) -> list[tuple[str, str, int]]:
+        """(device_id, patient_id, patient seed) of every device."""
+        return [(s.device_id, s.cfg.patient_id, s.patient.seed) for s in self.sims]
+
+    def scenario(self) -> Any:
+        """The :class:`sim.scenario.Scenario` the patients' profiles are drawn from:
+        the fleet's; for ECGSYN patients (no scenario) ``stable``'s, named ``ecgsyn``."""
+        import dataclasses
+
+        from sim.scenario import load_scenario
+
+        name = self.params.scenario_name
+        if name == ECGSYN_SCENARIO:
+            return dataclasses.replace(load_scenario("stable"), name=ECGSYN_SCENARIO)
+        return load_scenario(self.params.scenario)
 
     def last_seqs(self) -> dict[str, int]:
         """The last sequence number each device handed out."""

@@ -117,7 +117,9 @@ def test_bad_arguments_are_one_line(tmp_path: Path, args: tuple[str, ...], needl
 @pytest.mark.parametrize("args, needle", [
     (("demo", "--faults", "meteor@1s"), "unknown kind 'meteor'"),
     (("demo", "--scenario", "no_such_patient"), "no_such_patient"),
-    (("demo", "--sensor", "ads1292"), "scenario"),
+    (("demo", "--sensor", "ads1292", "--rate", "360"), "250 Hz"),
+    (("demo", "--scenario", "ecgsyn", "--vitals", "all"), "ECG only"),
+    (("demo", "--vitals", "some"), "vitals must be"),
     (("sim", "--faults", "partition:#9@1s", "--devices", "2"), "no device number 9"),
     (("sim", "--scenario", "no_such_patient"), "no_such_patient"),
 ])

@@ -31,14 +31,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                  "--faults partition:#1@10s+8s"])
     add_fleet_options(p)
     p.add_argument("--broker", choices=("auto", "mosquitto", "embedded"), default="auto")
-    p.add_argument("--scenario", default=None,
-                   help="patient scenario (sim/scenarios name or .toml path; default: ECGSYN "
-                        "patients)")
+    p.add_argument("--scenario", default="stable",
+                   help="patient scenario (sim/scenarios name or .toml path; stable); "
+                        "ecgsyn: ECGSYN patients, ECG only")
     p.add_argument("--sensor", choices=SENSORS, default="direct",
-                   help="with --scenario: how devices read the ECG (direct)")
+                   help="how devices read the ECG (direct)")
     p.add_argument("--faults", default="", metavar="SPEC",
                    help="faults to inject, as for medge sim (see medge sim --help); "
-                        "on scenario patients (stable unless --scenario)")
+                        "on scenario patients")
+    p.add_argument("--vitals", default="auto", metavar="auto|all|none|N",
+                   help="devices with SpO2, pulse, respiration, temperature and NIBP "
+                   "(scenario patients only): auto (all of them), none, or the first N")
     add_json(p, "the summary (no live monitor)")
     add_db(p)
     p.set_defaults(func=run, prog=p.prog)
@@ -52,9 +55,8 @@ def run(args: argparse.Namespace) -> int:
         demo = Demo(
             devices=args.devices, duration_s=args.duration, db_path=args.db, speed=args.speed,
             seed=args.seed, broker_kind=args.broker, sample_rate_hz=args.rate,
-            # Faults act on scenario patients: "stable" unless one is named.
-            scenario=args.scenario or ("stable" if args.faults else None),
-            sensor=args.sensor, faults=args.faults,
+            scenario=args.scenario,
+            sensor=args.sensor, faults=args.faults, vitals=args.vitals,
         )
     except (ValueError, RuntimeError, OSError, StoreError) as exc:
         raise CliError(str(exc)) from None  # nothing has started yet

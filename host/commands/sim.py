@@ -32,7 +32,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "Accounts: the devices are provisioned in the registry --db (a device account "
         "each, a\nfresh password held in memory), so a `medge broker --db` on the same "
         "registry lets\nthem in within a second; --broker starts one with that registry.  "
-        "--insecure: no\naccounts (a `medge broker --insecure`).",
+        "--insecure: no\naccounts (a `medge broker --insecure`).\n\n"
+        "Patients: each device's virtual patient is registered in --db with a profile "
+        "drawn\nfrom the scenario, and the device assigned to it (not with --insecure).  "
+        "Scenario\npatients bring SpO2, pulse, respiration, temperature and NIBP too "
+        "(--vitals).",
         notes="fault syntax (--faults SPEC):\n" + FAULT_SYNTAX + "\nSee docs/simulator.md.",
         example=["medge sim --broker auto --devices 3 --duration 60 --scenario new_onset_af",
                  "medge sim --port 1883 --devices 50 --sensor direct --faults loss:10%:5%"])
@@ -60,6 +64,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=PORT, default=None,
                    help="broker port (1883; with --broker: a free port unless given)")
     add_db(p)
+    p.add_argument("--vitals", default="auto", metavar="auto|all|none|N",
+                   help="devices with the sensors beside the ECG (MAX30102, TMP117, NIBP): "
+                   "auto (all, for a scenario with them), none, or the first N (big fleets)")
     p.add_argument("--insecure", action="store_true",
                    help="provision no accounts: connect anonymously (development only)")
     add_json(p, "the summary (fault events, ground truth files)")
@@ -102,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         params = FleetParams(
             n_devices=args.devices, sample_rate_hz=args.rate, speed=args.speed, seed=args.seed,
             scenario=args.scenario, sensor=args.sensor, faults=args.faults or "",
-            start_epoch_ms=args.start_epoch_ms,
+            start_epoch_ms=args.start_epoch_ms, vitals=args.vitals,
         )
         check_fleet_spec(params)  # a bad scenario or fault spec leaves no folder behind
         _check_dir(args.state_dir, "--state-dir")
@@ -117,6 +124,12 @@ def run(args: argparse.Namespace) -> int:
             host, port = broker.host, broker.port
         fleet = Fleet(params, host, port, state_dir=args.state_dir, broker=broker,
                       passwords=passwords)
+        patients = None
+        if not args.insecure:
+            from host.services.audit import default_actor
+            from host.services.demo import register_patients
+
+            patients = register_patients(args.db, fleet, actor=default_actor())
     except (ValueError, RuntimeError, OSError, StoreError) as exc:
         raise CliError(str(exc)) from None
     stop = stop_on_signals()
@@ -141,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({
             "ok": ok, "devices": args.devices,
             "faults": [{"t_s": t_ms / 1000, "what": what} for t_ms, what in events],
-            "truth_files": [str(f) for f in files],
+            "truth_files": [str(f) for f in files], "patients": patients,
         }, indent=2))
     else:
         for t_ms, what in events:

@@ -26,6 +26,14 @@ so ``make demo`` needs no extra step; mosquitto then runs with authentication
 embedded broker (no mosquitto installed) has no authentication: the clients still
 log in, and the broker's start-up line says it is for a trusted loopback only.
 
+Patients: each device's virtual patient is registered in the store with a
+profile drawn from the fleet's scenario and the device assigned to it from the
+run's start (:func:`register_patients`, idempotent: a store kept between runs
+keeps its patients), so ``medge patient show``, ``medge advice`` and the FHIR
+export's subject work on a demo store.  Scenario patients also bring SpO2,
+pulse, respiration, temperature and NIBP (``sim.devices.VitalsFeed``); the
+default ECGSYN patients are ECG only.
+
 Folders: the broker's data and the devices' state files (sequence numbers,
 boot counts) belong to the store: ``<db>.d/broker`` and ``<db>.d/devices``
 next to the ``--db`` file (``var/medge.db`` -> ``var/medge.db.d/``), so two
@@ -84,6 +92,27 @@ def wait_stored(store_path: Path, last_seqs: dict[str, int], timeout_s: float) -
         time.sleep(0.1)
 
 
+def register_patients(store_path: str | Path, fleet: Fleet, *, actor: str) -> dict[str, Any]:
+    """Register every device's virtual patient (profile from the fleet's scenario and
+    the patient's seed) and assign the device to it from the fleet's start; return
+    ``{"registered": n, "assigned": n, "busy": [device ids on another patient]}``."""
+    from host.services.patients import register_virtual
+
+    scenario = fleet.scenario()
+    ts_ms = fleet.clock.start_epoch_ms
+    done: dict[str, Any] = {"registered": 0, "assigned": 0, "busy": []}
+    with Store(store_path) as store:
+        for device_id, patient_id, seed in fleet.patients():
+            got = register_virtual(store, device_id, patient_id, scenario, seed, ts_ms=ts_ms,
+                                   actor=actor)
+            done["registered"] += 1
+            if got is None:
+                done["busy"].append(device_id)
+            else:
+                done["assigned"] += 1
+    return done
+
+
 @dataclass
 class Verdict:
     """What a run found: every failure as one short phrase."""
@@ -128,13 +157,15 @@ class Demo:
         scenario: str | None = None,
         sensor: str = "direct",
         faults: str = "",
+        vitals: str = "auto",
     ) -> None:
         _check_seconds("duration", duration_s)
         _check_seconds("speed", speed)
         self.db_path = Path(db_path)
         self.duration_s = duration_s
         params = FleetParams(n_devices=devices, sample_rate_hz=sample_rate_hz, speed=speed,
-                             seed=seed, scenario=scenario, sensor=sensor, faults=faults)
+                             seed=seed, scenario=scenario, sensor=sensor, faults=faults,
+                             vitals=vitals)
         check_fleet_spec(params)  # a bad scenario or fault spec leaves no store behind
         with Store(self.db_path) as store:  # create it, or StoreError naming the path
             ids = device_ids(params.id_prefix, params.n_devices)
@@ -156,6 +187,7 @@ class Demo:
         # first step.
         self.fleet = Fleet(params, self.broker.host, self.broker.port, state_dir=devices_dir,
                            broker=self.broker, passwords=self._passwords)
+        self.patients = register_patients(self.db_path, self.fleet, actor=default_actor())
 
     def run(self, out: TextIO | None = None, *, as_json: bool = False) -> int:
         """Run until the duration has passed (or Ctrl-C); print the summary; 0 if all passed."""
@@ -266,6 +298,7 @@ class Demo:
                 "broker": {"kind": self.broker.kind.value, "host": self.broker.host,
                            "port": self.broker.port},
                 "devices": verdict.devices, "ingest": verdict.ingest,
+                "patients": self.patients,
             }
             print(json.dumps(doc, indent=2), file=out, flush=True)
             return 0 if verdict.ok else 1
@@ -274,6 +307,10 @@ class Demo:
                   f"{d['stored']} messages stored, {d['missing']} missing, "
                   f"{d['vitals']} vitals in store, outbox dropped {d['outbox_dropped']}",
                   file=out)
+        p = self.patients
+        print(f"demo: {p['assigned']} devices assigned to their virtual patients"
+              + (f" ({len(p['busy'])} on another patient: {', '.join(p['busy'])})"
+                 if p["busy"] else ""), file=out)
         if verdict.ingest:
             stats = verdict.ingest
             print(f"demo: ingest stored {stats['stored']}, duplicates {stats['duplicates']}, "
