@@ -123,6 +123,8 @@ def test_news2_within_a_time_budget_per_read(ward: tuple[Path, int]) -> None:
     assert "news2=..." in "\n".join(plain_lines(Reader(db, news2_budget_s=0.0).read(now)))
     assert all(b.news2 is not None for b in snap.beds if b.patient_id)
     assert [b.news2["assessed_ms"] for b in snap.beds if b.patient_id] == [now] * 3
+    later = reader.read(now + 120_000)  # kept (period 1 h): its age is shown
+    assert ":(2m)" in next(x for x in plain_lines(later) if " p-1 " in x)
 
 
 def test_open_alerts_shown_from_the_store(tmp_path: Path) -> None:

@@ -87,10 +87,16 @@ def fmt_nibp(bed: Bed, now: int) -> str:
     return f"{text} {_age(at, now)}"
 
 
-def fmt_news2(bed: Bed) -> str:
+def fmt_news2(bed: Bed, now: int | None = None) -> str:
+    """Score (``+``: only a lower bound, a parameter missing) and risk; with ``now``, the
+    assessment's age when it is older than 30 s (a large ward's NEWS2 waits its turn)."""
     if bed.news2 is None:
         return "..." if bed.pending else "-"
-    return f"{bed.news2['score']}{'+' if bed.news2['lower_bound'] else ''} {bed.news2['risk']}"
+    text = f"{bed.news2['score']}{'+' if bed.news2['lower_bound'] else ''} {bed.news2['risk']}"
+    at = bed.news2.get("assessed_ms")
+    if now is not None and at is not None and now - at > 30_000:
+        text += f" ({_age(at, now).removesuffix(' ago')})"
+    return text
 
 
 def fmt_alerts(bed: Bed) -> str:
@@ -118,7 +124,7 @@ def plain_lines(snap: Snapshot) -> list[str]:
                     f"nibp={fmt_nibp(b, now).replace(' ', '@', 1)} {r.state} "
                     f"last_seen={_age(r.last_seen_ms, now)} msgs={r.messages}")
             if b.news2 is not None or b.pending or b.alerts:
-                line += f" news2={fmt_news2(b).replace(' ', ':')} alerts={fmt_alerts(b)}"
+                line += f" news2={fmt_news2(b, now).replace(' ', ':')} alerts={fmt_alerts(b)}"
             lines.append(line)
     return lines
 

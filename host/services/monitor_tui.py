@@ -39,7 +39,7 @@ def row_cells(bed: Bed, now: int) -> list[Text]:
         cells.append(Text(text, style=style, justify="right"))
     cells.append(Text(fmt_nibp(bed, now), style=dim))
     risk = bed.news2["risk"] if bed.news2 else None
-    cells.append(Text(fmt_news2(bed), style=RISK_STYLE.get(risk or "", "")))
+    cells.append(Text(fmt_news2(bed, now), style=RISK_STYLE.get(risk or "", "")))
     cells.append(Text(fmt_alerts(bed), style="bold red" if bed.alerts else ""))
     state = bed.device.state
     cells.append(Text(state, style="green" if state == "online" else "bold red"))
