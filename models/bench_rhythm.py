@@ -86,7 +86,7 @@ def bench() -> dict:
     script = SCRIPT % {"repeats": REPEATS, "fs": FS_HZ, "seconds": DURATION_S}
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        exec(compile(script, "bench_rhythm", "exec"),  # noqa: S102 (our own script)
+        exec(compile(script, "bench_rhythm", "exec"),
              {"DATA": data, "CLOCK": lambda: time.perf_counter_ns() // 1000})
     res = {"cpython": _parse(buf.getvalue())}
     try:

@@ -82,7 +82,7 @@ def reference(record: str) -> dict[str, list[Interval]]:
     beats = [(int(s), sym) for s, sym in zip(ann.sample, ann.symbol) if sym in BEAT_SYMBOLS]
     # VT: >= 3 consecutive V beats faster than the VT rate.
     run: list[int] = []
-    for s, sym in beats + [(n, "N")]:
+    for s, sym in [*beats, (n, "N")]:
         if sym in V_SYMBOLS:
             run.append(s)
             continue
@@ -215,7 +215,7 @@ def _sepp(c: np.ndarray, k: int) -> str:
 
 def bias_report(results: list[dict], data: str) -> list[str]:
     groups: dict[str, list[str]] = {"all": [], "female": [], "male": []}
-    for lo, hi, name in AGE_GROUPS:
+    for _lo, _hi, name in AGE_GROUPS:
         groups[f"age {name}"] = []
     conf: dict[str, dict[int, np.ndarray]] = {}
     s_by: dict[str, list[tuple[int, str]]] = {}
@@ -381,7 +381,7 @@ def sim_stable(args: tuple[float, int, float]) -> dict:
     hours, seed, snr_db = args
     p = VirtualPatient("stable", seed, SIM_FS_HZ, snr_db=snr_db)
     t0 = time.perf_counter()
-    n = int(round(hours))
+    n = round(hours)
     res = rhythm_stream((p.run(3600.0).ecg for _ in range(n)), SIM_FS_HZ, _classifier(),
                         mains_hz=p.scenario.noise["mains_hz"], keep_beats=False)
     eps = episodes(res)

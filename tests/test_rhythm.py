@@ -93,7 +93,7 @@ def test_af_onset_and_offset_dated_from_the_intervals():
     assert len(eps) == 1, eps
     a, b = eps[0]
     assert abs(a - on) <= 10 * FS and abs(b - off) <= 10 * FS, (a / FS, on / FS, b / FS, off / FS)
-    onset = [e for e in ev if e.kind == "AFIB" and e.phase == "onset"][0]
+    onset = next(e for e in ev if e.kind == "AFIB" and e.phase == "onset")
     assert onset.evidence["nrmssd_permille"] > 100
     assert 0 < onset.evidence["entropy_permille"] <= 1000
 
@@ -189,7 +189,7 @@ def test_sustained_vt_and_slow_runs():
 
 
 def test_pause_and_asystole():
-    rr = sinus(20) + [2.5] + sinus(20) + [6.0] + sinus(20)
+    rr = [*sinus(20), 2.5, *sinus(20), 6.0, *sinus(20)]
     beats = stream(rr)
     ev = feed(beats)
     assert episodes(ev, "PAUSE") == [(beats[19][0], beats[20][0])]

@@ -107,7 +107,7 @@ def test_device_publishes_rhythm_events_valid_and_in_sequence():
     got = [(d["kind"], d["phase"]) for d in events]
     assert ("VT", "onset") in got and ("VT", "end") in got and ("PAUSE", "end") in got, got
     vt = next(d for d in events if d["kind"] == "VT" and d["phase"] == "end")
-    truth_vt = [e for e in patient.truth.rhythm_episodes() if e.rhythm == "VT"][0]
+    truth_vt = next(e for e in patient.truth.rhythm_episodes() if e.rhythm == "VT")
     assert abs(vt["start_ms"] - t0 - truth_vt.start_sample * 1000 // FS) <= 1000
     assert vt["evidence"]["beats"] >= 7 and vt["evidence"]["rate_bpm"] > 150
     pause = next(d for d in events if d["kind"] == "PAUSE")

@@ -82,7 +82,7 @@ def test_rhythm_events_identical_on_cpython_and_micropython(tmp_path):
     vm = run_micropython('PATH = "/data/beats.bin"\n' + SCRIPT,
                          extra_files={"/data/beats.bin": data}, timeout_s=300)
     lines = cpython.splitlines()
-    kinds = {eval(line)[0] for line in lines[1:]}  # noqa: S307 (our own repr of tuples)
+    kinds = {eval(line)[0] for line in lines[1:]}
     # The run must contain what it is meant to compare.
     assert {"AFIB", "VT", "PAUSE", "SIGNAL", "BURDEN"} <= kinds, kinds
     assert vm == cpython

@@ -66,7 +66,7 @@ def test_rhythm_events_scenario_every_episode_found(classifier):
 
 
 def test_stable_patient_at_12_db_has_no_af_or_vt(classifier):
-    p, res = run("stable", 5, classifier, seconds=1200, snr_db=12.0)
+    _p, res = run("stable", 5, classifier, seconds=1200, snr_db=12.0)
     assert len(res.beats) > 1200  # the chain saw the patient
     kinds = [k for _, _, k in episodes(res)]
     assert "AFIB" not in kinds and "VT" not in kinds, kinds

@@ -134,10 +134,10 @@ def plot_record(record: str, channel: int, start_s: float, seconds: float, out: 
     sig = device_signal(record, channel)
     fs = sig.device_fs_hz
     n = len(sig.counts)
-    a = int(round(start_s * fs))
+    a = round(start_s * fs)
     if a >= n:
         raise PlotError(f"--start {start_s:g} s is past the record's end ({n / fs:.1f} s)")
-    b = min(n, a + int(round(seconds * fs)))
+    b = min(n, a + round(seconds * fs))
     res = rhythm_counts(sig.counts[:b], fs, load_classifier(model, runtime))
     mv = filtered_mv(sig.counts[:b], fs, MITDB_MAINS_HZ)[a:b]
     beats = [(s, lab) for s, lab in res.beats if a <= s < b]
