@@ -80,6 +80,7 @@ _OPTIONAL_KEYS = (
     "tls_cert_file",
     "tls_key_file",
     "vitals",
+    "rhythm",
 )
 _TLS_KEYS = ("tls_ca_file", "tls_cert_file", "tls_key_file")
 _CONFIG_KEYS = _REQUIRED_KEYS + _OPTIONAL_KEYS
@@ -445,6 +446,11 @@ def check_config(cfg):
         raise ValueError("config: tls_cert_file and tls_key_file go together")
     if "tls_cert_file" in cfg and "tls_ca_file" not in cfg:
         raise ValueError("config: a client certificate needs tls_ca_file (the broker's CA)")
+    if "rhythm" in cfg:
+        if cfg["rhythm"] is not True and cfg["rhythm"] is not False:
+            raise ValueError("config: rhythm must be true or false")
+        if cfg["rhythm"] and not cfg.get("model"):
+            raise ValueError("config: rhythm events need the beat model (model)")
     check_source(cfg["source"])
     return cfg
 
@@ -586,9 +592,14 @@ def build(cfg, clock=None, link=None, buses=None):
                         cfg.get("loop_period_ms", DEFAULT_LOOP_PERIOD_MS), buses)
     source = make_source(cfg["source"], ctx)
     vitals = make_vitals(cfg.get("vitals"), ctx) if cfg.get("vitals") is not None else None
+    rhythm = None
+    if slot is not None and cfg.get("rhythm", True):  # rhythm events: on with a model
+        from firmware.rhythm.monitor import RhythmMonitor
+
+        rhythm = RhythmMonitor(config.sample_rate_hz)
     state = FileState(state_file(cfg))
     return Device(config, source, link or make_link(cfg, credentials), clock, state, model=slot,
-                  vitals=vitals)
+                  vitals=vitals, rhythm=rhythm)
 
 
 def make_vitals(spec, ctx):

@@ -329,6 +329,10 @@ def test_unknown_kind_is_refused_naming_the_known_ones(tmp_path: Path) -> None:
         ({"device_id": "d", "sample_rate_hz": 250, "broker_host": "h",
           "source": {"kind": "sim", "scenario": "stable"}},
          "source (kind 'sim'): missing key 'speed'"),
+        ({"device_id": "d", "sample_rate_hz": 250, "broker_host": "h", "rhythm": 1,
+          "source": {"kind": "file", "path": "x"}}, "rhythm must be true or false"),
+        ({"device_id": "d", "sample_rate_hz": 250, "broker_host": "h", "rhythm": True,
+          "source": {"kind": "file", "path": "x"}}, "rhythm events need the beat model"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path: Path, cfg: dict, message: str) -> None:
@@ -481,8 +485,12 @@ def test_readme_example_config_is_valid_and_builds_on_emulated_hardware(
     buses = emulate_source(cfg["source"], clock, DC_MV * 1e-3, smbus=True)
     device = build(cfg, clock=clock, link=MemoryLink(), buses=buses)
     assert device.model is not None and device.model.classifier is not None
+    assert device.rhythm is not None  # rhythm events: on with a model
     got = read_for(device, clock, 1.0, cfg.get("loop_period_ms", 20))
     assert abs(len(got) - FS) <= 2 and got[5:] == [DC_COUNTS] * (len(got) - 5)
+    buses = emulate_source(cfg["source"], clock, DC_MV * 1e-3, smbus=True)
+    assert build({**cfg, "rhythm": False}, clock=clock, link=MemoryLink(),
+                 buses=buses).rhythm is None
 
 
 def test_readme_example_on_a_machine_without_the_bus_library_is_one_line(
