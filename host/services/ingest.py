@@ -53,6 +53,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -493,19 +494,29 @@ def stats_dir(db_path: str | Path) -> Path:
     return parse_target(db_path).state_dir() / "ingest"
 
 
+def worker_health(db_path: str | Path) -> list[dict[str, Any]]:
+    """Each ingest worker's last health file (:meth:`Ingest.write_stats_file`) of the
+    store ``db_path``, by client id; unreadable or half-written ones are skipped."""
+    try:
+        folder = stats_dir(db_path)
+    except ValueError:  # not a store location: no workers
+        return []
+    out = []
+    if folder.is_dir():
+        for path in sorted(folder.glob("*.json")):
+            try:
+                out.append(json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError):
+                continue
+    return out
+
+
 def read_stats(db_path: str | Path) -> dict[str, object]:
     """``medge ingest --stats``: the store's committed counters and each worker's health."""
     with Store(db_path, readonly=True) as store:
         counters = store.counters()
         conflicts = len(store.conflicts())
-    workers = []
-    folder = stats_dir(db_path)
-    if folder.is_dir():
-        for path in sorted(folder.glob("*.json")):
-            try:
-                workers.append(json.loads(path.read_text(encoding="utf-8")))
-            except (OSError, ValueError):
-                continue
+    workers = worker_health(db_path)
     rejected = {k[len("rejected."):]: v for k, v in counters.items() if k.startswith("rejected.")}
     return {
         "received": counters.get("received", 0), "stored": counters.get("stored", 0),

@@ -162,20 +162,9 @@ def banner(newest_received_ms: int | None, devices: int, workers: list[dict[str,
 
 def read_workers(db_path: str | Path) -> list[dict[str, Any]]:
     """The ingest workers' health files of the store (as ``medge ingest --stats``)."""
-    from host.services.ingest import stats_dir
+    from host.services.ingest import worker_health
 
-    try:
-        folder = stats_dir(db_path)
-    except Exception:  # a target with no state folder
-        return []
-    out = []
-    if folder.is_dir():
-        for path in sorted(folder.glob("*.json")):
-            try:
-                out.append(json.loads(path.read_text(encoding="utf-8")))
-            except (OSError, ValueError):
-                continue
-    return out
+    return worker_health(db_path)
 
 
 class Reader:
