@@ -21,8 +21,9 @@ default of ``FleetParams``) is ``ecgsyn`` with the direct sensor path and no
 faults; name a scenario (``"ecgsyn"`` included) for the emulated sensors or faults.
 Scenario patients also bring their SpO2, pulse, respiration, temperature and cuff
 readings to the device's :class:`firmware.vitals.monitor.VitalSigns` through
-emulated parts (``sim.devices.VitalsFeed``), on every device or the first
-``FleetParams.vitals`` ones.
+emulated parts (``sim.devices.VitalsFeed``), on the first
+``VITALS_AUTO_MAX_DEVICES`` devices (100), on every one, or on the first N
+(``FleetParams.vitals``).
 
 Each device's ``patient_id`` is ``patient-NNNN``; :meth:`Fleet.patients` lists
 them with their seeds and the scenario they play, for the host to register as
@@ -54,6 +55,11 @@ log = logging.getLogger(__name__)
 
 LinkFactory = Callable[[str], Any]
 
+#: ``vitals="auto"`` gives the vital-sign sensors to at most this many devices (the
+#: first ones): 500 devices with them all fell behind real time (0.50x, bench_fleet,
+#: direct path; 1.00x ECG only); ``vitals="all"`` gives them to every device.
+VITALS_AUTO_MAX_DEVICES = 100
+
 #: Above this many devices the default link is ``sim.netlink.PolledPahoLink``
 #: (no thread per device: paho's threads use select(), limited to 1024 fds).
 POLLED_LINK_ABOVE = 200
@@ -76,8 +82,8 @@ class FleetParams:
     track: bool = False  # keep a sim.devices.Ledger per device (tests)
     link: str = "auto"  # paho (a thread per device) | polled (sim.netlink) | auto
     # Vital signs beside the ECG (sim.devices.VitalsFeed) on how many devices: "auto"
-    # (every device of a scenario whose patients have them; none for ECGSYN), "none",
-    # "all", or a count N (the first N devices: the others are ECG only, for big fleets).
+    # (the first VITALS_AUTO_MAX_DEVICES of a scenario whose patients have them; none for
+    # ECGSYN), "none", "all", or a count N (the first N: the others are ECG only).
     vitals: str = "auto"
 
     def __post_init__(self) -> None:
@@ -108,7 +114,10 @@ class FleetParams:
         if v in ("auto", "all"):
             if v == "all" and self.scenario_name == ECGSYN_SCENARIO:
                 raise ValueError("vitals need a scenario patient (ECGSYN patients are ECG only)")
-            return 0 if self.scenario_name == ECGSYN_SCENARIO else self.n_devices
+            if self.scenario_name == ECGSYN_SCENARIO:
+                return 0
+            return self.n_devices if v == "all" else min(self.n_devices,
+                                                         VITALS_AUTO_MAX_DEVICES)
         if v == "none":
             return 0
         if not (isinstance(v, str) and v.isdigit()):

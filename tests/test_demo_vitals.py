@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ from test_sim_fleet import T0, run_fleet, vitals_payloads  # tests/ is on sys.pa
 from host.services.demo import Demo
 from host.services.patients import add_patient, assign, get_patient, make_profile, unassign
 from host.services.store import Store
-from sim.fleet import Fleet, FleetParams
+from sim.fleet import VITALS_AUTO_MAX_DEVICES, Fleet, FleetParams
 
 
 def run(tmp: Path, *, n: int = 1, duration_s: float = 60, scenario: str | None = "stable",
@@ -76,6 +77,10 @@ def test_vitals_on_the_first_n_devices_and_not_for_ecgsyn(tmp_path: Path) -> Non
     assert ["spo2_pct" in msgs[d][-1] for d in sorted(msgs)] == [True, True, False]
     _, plain = run(tmp_path / "b", n=1, scenario=None, duration_s=4)  # ECGSYN: ECG only
     assert "spo2_pct" not in plain["sim-0001"][-1] and plain["sim-0001"][-1]["hr_bpm"]
+    auto = FleetParams(n_devices=VITALS_AUTO_MAX_DEVICES + 50, sample_rate_hz=250,
+                       scenario="stable")
+    assert auto.vitals_devices() == VITALS_AUTO_MAX_DEVICES  # big fleets: the first 100
+    assert dataclasses.replace(auto, vitals="all").vitals_devices() == auto.n_devices
     for bad in ("some", "-1", "2.5"):
         with pytest.raises(ValueError, match="vitals must be"):
             FleetParams(n_devices=1, sample_rate_hz=250, scenario="stable", vitals=bad)

@@ -41,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "on scenario patients")
     p.add_argument("--vitals", default="auto", metavar="auto|all|none|N",
                    help="devices with SpO2, pulse, respiration, temperature and NIBP "
-                   "(scenario patients only): auto (all of them), none, or the first N")
+                   "(scenario patients only): auto (the first 100), all, none, or the first N")
     add_json(p, "the summary (no live monitor)")
     add_db(p)
     p.set_defaults(func=run, prog=p.prog)

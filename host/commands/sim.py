@@ -65,8 +65,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="broker port (1883; with --broker: a free port unless given)")
     add_db(p)
     p.add_argument("--vitals", default="auto", metavar="auto|all|none|N",
-                   help="devices with the sensors beside the ECG (MAX30102, TMP117, NIBP): "
-                   "auto (all, for a scenario with them), none, or the first N (big fleets)")
+                   help="devices with the sensors beside the ECG (MAX30102, TMP117, NIBP) "
+                   "(scenario patients only): auto (the first 100), all, none, or the first N")
     p.add_argument("--insecure", action="store_true",
                    help="provision no accounts: connect anonymously (development only)")
     add_json(p, "the summary (fault events, ground truth files)")
