@@ -116,6 +116,23 @@ def test_demo_five_devices_twenty_seconds(tmp_path: Path) -> None:
     listed = medge("fleet", "list", "--json", cwd=tmp_path)
     assert listed.returncode == 0
     assert sorted(d["id"] for d in json.loads(listed.stdout)) == devices
+    # Every device's virtual patient is registered and assigned: patient show, advice
+    # (the device's SpO2, pulse and temperature) and the FHIR subject work on this store.
+    shown = medge("patient", "show", "patient-0003", "--json", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    doc = json.loads(shown.stdout)
+    assert doc["profile"]["scenario"] == "stable"
+    assert [a["device_id"] for a in doc["assignments"]] == ["sim-0003"]
+    advice = medge("advice", "patient-0003", "--json", "--no-publish", cwd=tmp_path)
+    assert advice.returncode == 0, advice.stderr
+    values = json.loads(advice.stdout)["news2"]["values"]
+    assert 90 <= values["spo2"] <= 100 and 40 <= values["pulse"] <= 140, values
+    assert 35 <= values["temperature"] <= 39, values
+    fhir = tmp_path / "fhir.json"
+    exported = medge("export", "--format", "fhir", "--device", "sim-0003", "--out", str(fhir),
+                     cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    assert '"reference": "Patient/patient-0003"' in fhir.read_text()
     # The broker's data and the devices' state belong to this store, not to its folder.
     assert (tmp_path / "var" / "medge.db.d" / "broker").is_dir()
     assert len(list((tmp_path / "var" / "medge.db.d" / "devices").glob("sim-*.json"))) == 5
