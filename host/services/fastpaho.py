@@ -35,9 +35,9 @@ It overrides three underscore methods of paho (``_create_socket``,
 ``_handle_publish``; it calls ``_packet_queue``), so ``pyproject.toml`` pins
 paho-mqtt below 3 and ``tests/test_fastpaho.py`` runs it against a real
 mosquitto (large payloads split across reads, redelivery, acks) and compares it
-message for message with the stock client. Measured in ``make bench``
-(``host.bench_ingest``: the ``ingest-1`` consumer, and ``recv-stock`` /
-``recv-fast``, the receive path alone with each client).
+message for message with the stock client. Its effect is in ``make bench``
+(``host.bench_ingest``, the ingest consumers) and docs/scaling.md (receive +
+PUBACK CPU per message, stock vs this client, 10,000 queued vitals messages).
 """
 
 from __future__ import annotations
