@@ -8,11 +8,13 @@ number of ingest processes (each with its own client id) share the load, each
 message going to one of them.  A broker that does not speak MQTT v5 (the
 embedded amqtt broker) is detected at start and talked to in 3.1.1 (no groups).
 
-Acknowledgements are manual (paho ``manual_ack``): the network thread only
-queues each message; a writer thread validates a batch (up to ``batch_max``
-messages or ``batch_ms`` after the first), commits it in one transaction
+The client is :class:`host.services.fastpaho.FastClient` (paho with buffered
+reads and a lean decode of small QoS 1 messages).  Acknowledgements are manual
+(paho ``manual_ack``): the network thread only queues each message; a writer
+thread validates a batch (what has arrived, up to ``batch_max`` messages,
+waiting at most ``batch_ms`` after the first), commits it in one transaction
 (:meth:`host.services.store.Store.write_batch`, group commit) and only then
-sends the PUBACK of each.  A SIGKILL at any moment loses nothing: what was not
+sends the PUBACKs of the batch in one write.  A SIGKILL at any moment loses nothing: what was not
 committed was not acknowledged, and the broker redelivers it.
 
 Every message gets exactly one committed outcome, then its PUBACK: stored,
