@@ -112,6 +112,7 @@ def test_a_device_on_its_certificate_carries_its_messages_end_to_end(tmp_path: P
 
         ingest.start()
         assert ingest.wait_connected(10)
+        assert ingest.mqtt5  # the probe asked over TLS too: v5, so --group works there
         fleet = Fleet(FleetParams(n_devices=1, sample_rate_hz=250, speed=8.0, seed=3),
                       broker.host, tls_port, state_dir=tmp_path / "devices",
                       link_factory=lambda device_id: PahoLink(

@@ -110,13 +110,24 @@ def check_group(group: str) -> str:
     return group
 
 
-def speaks_mqtt5(host: str, port: int, timeout_s: float = 2.0) -> bool | None:
-    """Does the broker answer an MQTT v5 CONNECT?  None if nothing listens there."""
+def speaks_mqtt5(host: str, port: int, timeout_s: float = 2.0,
+                 tls: dict[str, str] | None = None) -> bool | None:
+    """Does the broker answer an MQTT v5 CONNECT?  None if nothing listens there.
+    ``tls`` (``ca_file``, optional ``cert_file``/``key_file``): ask over TLS, as
+    ingest will connect (a plain probe of a TLS port gets no answer)."""
     client_id = f"medge-probe-{os.getpid()}-{time.monotonic_ns() % 10**6}".encode()
     # CONNECT: "MQTT", level 5, clean start, keepalive 10, no properties (0), the client id.
     var = b"\x00\x04MQTT\x05\x02\x00\x0a\x00" + struct.pack(">H", len(client_id)) + client_id
     try:
-        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+        with socket.create_connection((host, port), timeout=timeout_s) as raw:
+            sock = raw
+            if tls:
+                import ssl
+
+                ctx = ssl.create_default_context(cafile=tls["ca_file"])
+                if tls.get("cert_file"):
+                    ctx.load_cert_chain(tls["cert_file"], tls.get("key_file"))
+                sock = ctx.wrap_socket(raw, server_hostname=host)
             sock.sendall(b"\x10" + bytes([len(var)]) + var)
             try:
                 head = sock.recv(2)
@@ -388,7 +399,7 @@ class Ingest:
         self._queue.put((msg, now_ms()))  # the writer commits, then acknowledges
 
     def start(self) -> None:
-        if speaks_mqtt5(self.host, self.port) is False:
+        if speaks_mqtt5(self.host, self.port, tls=getattr(self, "tls", None)) is False:
             if self.group is not None:
                 raise BrokerUnreachable(f"the broker at {self.host}:{self.port} does not speak "
                                         "MQTT v5: shared subscriptions (--group) need it")
