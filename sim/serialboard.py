@@ -175,3 +175,22 @@ def open_pyserial_source(port_name: str, baudrate: int = 115_200) -> SerialEcgSo
     import serial
 
     return SerialEcgSource(serial.Serial(port_name, baudrate, timeout=0))
+
+
+def read_counts(src: SerialEcgSource, want: int, timeout_s: float = 5.0) -> list[int]:
+    """Read samples from ``src`` until ``want`` have arrived or ``timeout_s`` has passed.
+
+    A pty delivers when the kernel gets to it, so a fixed number of
+    non-blocking reads can come up short on a loaded machine; this waits,
+    bounded, for what the board has sent."""
+    from array import array
+
+    out: list[int] = []
+    buf = array("h", bytes(128))
+    deadline = time.monotonic() + timeout_s
+    while len(out) < want and time.monotonic() < deadline:
+        n = src.read_samples(buf, 64)
+        out.extend(buf[:n])
+        if not n:
+            time.sleep(0.001)
+    return out

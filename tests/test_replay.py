@@ -22,7 +22,7 @@ from sim.replay import (
     max30102_front_end,
     ppg_signal,
 )
-from sim.serialboard import SerialEcgBoard, open_pyserial_source
+from sim.serialboard import SerialEcgBoard, open_pyserial_source, read_counts
 
 MITDB = Path(__file__).parent / "data" / "mitdb"
 REC_101 = str(MITDB / "101")
@@ -128,15 +128,10 @@ def test_replay_feeds_the_serial_board() -> None:
     with SerialEcgBoard(rep.counts_signal(), 250, samples_per_frame=25, clock=clock) as board:
         src = open_pyserial_source(board.port_name)
         got: list[int] = []
-        buf = array("h", bytes(128))
         for _ in range(200):  # 20 s
             clock.advance(100)
             board.pump()
-            for _ in range(200):
-                n = src.read_samples(buf, 64)
-                got.extend(buf[:n])
-                if len(got) >= board.frames_sent * 25:
-                    break
+            got.extend(read_counts(src, board.frames_sent * 25 - len(got)))
         src.port.close()
     assert got == rep.counts.tolist()
 

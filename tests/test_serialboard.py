@@ -18,7 +18,7 @@ from firmware.hw.drivers.serial_ecg import (
 )
 from sim.clock import SimClock
 from sim.ecgsyn import EcgsynParams, ecgsyn
-from sim.serialboard import SerialEcgBoard, open_pyserial_source
+from sim.serialboard import SerialEcgBoard, open_pyserial_source, read_counts
 from sim.sources import mv_to_counts
 
 serial = pytest.importorskip("serial")
@@ -28,18 +28,6 @@ def ecg_counts(seconds: int, fs: int = 250) -> list[int]:
     ecg = ecgsyn(seconds, EcgsynParams(sample_rate_hz=fs, heart_rate_mean_bpm=70),
                  np.random.default_rng(11))
     return mv_to_counts(ecg.signal_mv).astype(int).tolist()
-
-
-def drain(src: SerialEcgSource, want: int, timeout_s: float = 5.0) -> list[int]:
-    out: list[int] = []
-    buf = array("h", bytes(128))
-    deadline = time.monotonic() + timeout_s
-    while len(out) < want and time.monotonic() < deadline:
-        n = src.read_samples(buf, 64)
-        out.extend(buf[:n])
-        if not n:
-            time.sleep(0.002)
-    return out
 
 
 def test_frame_bytes_and_crc() -> None:
@@ -62,8 +50,8 @@ def test_samples_read_through_pyserial_equal_what_the_board_sent() -> None:
         for _ in range(100):  # 4 s of simulated time in 40 ms steps
             clock.advance(40)
             board.pump()
-            got.extend(drain(src, 10, timeout_s=1.0))
-        got.extend(drain(src, 1000 - len(got), timeout_s=1.0))
+            got.extend(read_counts(src, 10))
+        got.extend(read_counts(src, 1000 - len(got)))
         src.port.close()
     assert board.frames_sent == 100
     assert got == counts == board.sent_samples
@@ -88,9 +76,9 @@ def test_corruption_garbage_and_gaps_are_counted_and_the_parser_resyncs() -> Non
         board.inject_garbage(bytes(range(256)))
         clock.advance(20)
         board.pump()  # frame 6
-        got = drain(src, 15, timeout_s=2.0)
+        got = read_counts(src, 15, timeout_s=2.0)
         time.sleep(0.05)
-        got.extend(drain(src, 1, timeout_s=0.05))
+        got.extend(read_counts(src, 1, timeout_s=0.05))
         src.port.close()
     p = src.parser
     assert got == list(range(0, 5)) + list(range(25, 35))  # frames 0, 5, 6
@@ -106,7 +94,7 @@ def test_real_time_thread_writes_at_the_board_rate() -> None:
         src = open_pyserial_source(board.port_name)
         t0 = time.monotonic()
         board.start()
-        got = drain(src, 100, timeout_s=3.0)
+        got = read_counts(src, 100, timeout_s=3.0)
         elapsed = time.monotonic() - t0
         src.port.close()
     assert got[:100] == [100] * 100
