@@ -41,14 +41,16 @@ def alert_message(device_id: str, alert: dict[str, Any]) -> dict[str, Any]:
 class AlertPublisher:
     """A paho 2.x client publishing alert messages at QoS 1."""
 
-    def __init__(self, host: str, port: int, *, client_id: str = "medge-advice",
+    def __init__(self, host: str, port: int, *, client_id: str | None = None,
                  username: str | None = None, password: str | None = None,
                  timeout_s: float = 10.0) -> None:
         import paho.mqtt.client as mqtt
 
         self.timeout_s = timeout_s
         self._connected = threading.Event()
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        # A broker with accounts refuses any client id but the username.
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                        client_id=client_id or username or "medge-advice")
         if username is not None:
             c.username_pw_set(username, password)
         c.on_connect = lambda _c, _u, _f, rc, _p: (not rc.is_failure) and self._connected.set()
