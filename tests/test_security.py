@@ -2,8 +2,8 @@
 (issue 11 acceptance): anonymous and wrong-password clients refused; a device reads
 and writes only its own topics (data, retained status, commands); the host reads
 every device and commands them; a client id presented with another account's
-credentials takes over nothing (the real session keeps its queued messages, the real
-device stays connected); a removal closes the live connection at once; passwords are
+credentials is refused (the real session keeps its queued messages, the real device
+stays connected); a removal closes the live connection at once; passwords are
 stored in mosquitto's own $7$ format (cross-checked with mosquitto_passwd)."""
 
 from __future__ import annotations
@@ -193,8 +193,9 @@ def test_a_device_is_confined_to_its_own_topics(secured) -> None:
             p.close()
 
 
-def test_a_client_id_with_other_credentials_takes_over_nothing(secured) -> None:
+def test_a_client_id_with_other_credentials_is_refused(secured) -> None:
     broker, _, c = secured
+    assert broker.dynsec_plugin, "mosquitto's dynamic-security plugin ships with mosquitto 2"
     # ingest's persistent session, then offline while a device publishes 5 messages.
     ingest = Peer(broker, "ingest", "ingest", c["ingest"], clean=False)
     assert ingest.subscribe("medge/v1/#") == 1
@@ -203,25 +204,78 @@ def test_a_client_id_with_other_credentials_takes_over_nothing(secured) -> None:
     for i in range(5):
         assert a.publish(f"{T}/dev-a/vitals", b"q%d" % i) == 0
     # Impostors present ingest's client id with a clean start (which would wipe the
-    # session) under another host account and under a device account.
+    # session) under another host account and under a device account: refused.
     for user in ("ingest-2", "dev-b"):
         impostor = Peer(broker, "ingest", user, c[user])
-        assert impostor.accepted and not impostor.session_present
-        assert impostor.drain(0.2) == []  # it got none of ingest's queued messages
+        assert impostor.connack is not None and impostor.connack.is_failure
+        assert impostor.connack.getName() == "Not authorized"
         impostor.close()
-    # A device's id under another account does not kick the real device off.
+    # A device's id under another account is refused and does not kick the device off.
     impostor = Peer(broker, "dev-a", "dev-b", c["dev-b"])
-    assert impostor.accepted
+    assert impostor.connack is not None and impostor.connack.is_failure
+    impostor.close()
     time.sleep(0.3)
     assert a.disconnects == [] and a.publish(f"{T}/dev-a/vitals", b"still-here") == 0
-    impostor.close()
     a.close()
+    # An account's own credentials under any other client id are refused too.
+    other = Peer(broker, "medge-ingest-x", "ingest", c["ingest"])
+    assert other.connack is not None and other.connack.is_failure
+    other.close()
     # The real ingest comes back to its session with every queued message.
     back = Peer(broker, "ingest", "ingest", c["ingest"], clean=False)
     assert back.session_present
     payloads = [p for _, p in back.drain(0.5)]
     assert payloads == [b"q0", b"q1", b"q2", b"q3", b"q4", b"still-here"]
     back.close()
+
+
+def test_a_new_account_is_bound_to_its_client_id_at_once(tmp_path: Path) -> None:
+    """An account added while the broker runs is bound through the plugin's $CONTROL
+    topic on reload; a removed one's binding goes with it."""
+    db = tmp_path / "r.db"
+    with Store(db) as store:
+        accounts.add(store, "bed-1", "device", actor="alice")
+    with Broker("mosquitto", data_dir=tmp_path / "b", accounts=registry_accounts(db)) as b:
+        with Store(db) as store:
+            pw = accounts.add(store, "bed-2", "device", actor="alice")[1]
+        b.reload()
+        time.sleep(0.2)
+        assert Peer(b, "bed-2", "bed-2", pw).accepted
+        wrong = Peer(b, "bed-1", "bed-2", pw)
+        assert wrong.connack is not None and wrong.connack.is_failure
+        wrong.close()
+        with Store(db) as store:
+            accounts.remove(store, "bed-2", actor="alice")
+        b.reload()
+        assert "bed-2" not in b._bound
+        # The admin login exists only for $CONTROL: it reads no device data.
+        assert "_medge-broker" not in (tmp_path / "b" / "mosquitto.passwd").read_text()
+
+
+def test_without_the_plugin_an_impostor_is_remapped_not_let_in(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fallback where mosquitto's dynamic-security plugin is not installed: the
+    client id is replaced by the username, so an impostor gets its own session."""
+    monkeypatch.setenv("MEDGE_MOSQUITTO_DYNSEC", str(tmp_path / "absent.so"))
+    db = tmp_path / "r.db"
+    with Store(db) as store:
+        pw = {n: accounts.add(store, n, r, actor="t")[1] for n, r in (("ingest", "host"),
+                                                                     ("bed-1", "device"))}
+    with Broker("mosquitto", data_dir=tmp_path / "b", accounts=registry_accounts(db)) as b:
+        assert b.dynsec_plugin is None and "remapped" in b.client_ids_bound
+        assert "use_username_as_clientid true" in b.config_path.read_text()
+        ingest = Peer(b, "ingest", "ingest", pw["ingest"], clean=False)
+        assert ingest.subscribe("medge/v1/#") == 1
+        ingest.close()
+        dev = Peer(b, "bed-1", "bed-1", pw["bed-1"])
+        assert dev.publish(f"{T}/bed-1/vitals", b"kept") == 0
+        impostor = Peer(b, "ingest", "bed-1", pw["bed-1"])  # clean start on ingest's id
+        assert impostor.accepted and impostor.drain(0.2) == []
+        impostor.close()
+        dev.close()
+        back = Peer(b, "ingest", "ingest", pw["ingest"], clean=False)
+        assert back.session_present and [p for _, p in back.drain(0.5)] == [b"kept"]
+        back.close()
 
 
 def test_a_removal_takes_effect_at_once(tmp_path: Path) -> None:

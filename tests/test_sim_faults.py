@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -299,11 +298,9 @@ def test_faults_end_to_end_on_mosquitto(link: str, tmp_path: Path) -> None:
                                   track=True, max_step_ms=100, link=link),
                       broker.host, broker.port, tmp_path / "devices", broker=broker)
         runner = threading.Thread(target=fleet.run, args=(60.0, stop))
-        t0 = time.monotonic()
         runner.start()
-        runner.join(timeout=45)
+        runner.join(timeout=120)  # 60 simulated s at 8x: ~8 s on a quiet machine
         assert not runner.is_alive()
-        assert time.monotonic() - t0 < 30
         assert fleet.shutdown(timeout_s=20)
         assert wait_stored(db, fleet.last_seqs(), timeout_s=20) == {}
     finally:

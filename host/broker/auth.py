@@ -8,26 +8,35 @@ its data directory before every start and every :meth:`~host.broker.launch.Broke
     allow_anonymous false
     password_file <data_dir>/mosquitto.passwd
     acl_file <data_dir>/mosquitto.acl
-    use_username_as_clientid true
+    plugin <mosquitto_dynamic_security.so>
+    plugin_opt_config_file <data_dir>/dynamic-security.json
 
 Password file: one ``username:$7$...`` line per active account, the hash as stored
 by :mod:`host.services.accounts` (mosquitto's own format, so mosquitto checks the
 password itself).  A removed account has no line: it cannot connect, and mosquitto
 closes its live connection when it reloads (tests/test_security.py checks both).
 
-Client ids are bound to accounts by ``use_username_as_clientid true`` (mosquitto
-2.0: "replace the clientid that a client connected with its username ... it is
-possible to prevent one client disconnecting another by using the same clientid").
-Whatever id a client presents, its session is its username's: a client that presents
-ingest's or a device's client id with another account's credentials gets that other
-account's session, never the real one's, so it can neither take over a queued
-session nor kick the real client off.  Consequences: a device's account is its
-device id (the id it already uses as client id); each ingest worker of a group needs
-its own host account (its username is its client id); a client without a username is
-refused.  Why not mosquitto's dynamic-security plugin (which can refuse the CONNECT
-outright when a client id does not match its account): its state is a JSON file
-changed only through ``$CONTROL`` messages from an admin client, not regenerated
-from the registry; the password/ACL files are reloaded with a signal.
+Client ids are bound to accounts by mosquitto's dynamic-security plugin, used for
+that alone: its file (:data:`DYNSEC_FILE`, written before every start) lists every
+active account as a client with ``clientid`` = its username and no password, so a
+CONNECT that presents an account's username with any other client id is refused
+(CONNACK "not authorised"), and a client that presents ingest's or a device's client
+id with other credentials never reaches that session: it can neither take it over
+nor wipe its queue nor kick the real client off.  The passwords stay in the password
+file (a plugin client without a password defers to it), the grants in the ACL file
+(the plugin's default access is "deny", which also defers).  The plugin reads its
+file only at start, so :meth:`host.broker.launch.Broker.reload` sends it the change
+through its ``$CONTROL`` topic (:class:`DynsecAdmin`: ``createClient`` before the
+files are reloaded, ``deleteClient`` after), logged in as :data:`ADMIN_USERNAME`, an
+account that exists only in that file with a password made at each start and kept
+in the broker object's memory.  Consequences: a device's account is its device id
+(the id it already uses as client id); every client connects with its username as
+client id (each ingest worker of a group has its own host account); a client
+without a username is refused.  Where the plugin is not installed
+(:func:`find_dynsec_plugin`) the config falls back to ``use_username_as_clientid
+true`` (mosquitto 2.0: the client id is replaced by the username, so an impostor gets
+its own account's session, not the real one's; it is accepted, not refused) and
+says so at start.
 
 ACL file (mosquitto checks ``user`` blocks; nothing is granted to anyone else):
 
@@ -49,17 +58,34 @@ default, true) withholds a retained message whose publisher lost its access.
 from __future__ import annotations
 
 import contextlib
+import glob
+import json
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from firmware.net import protocol
 
-__all__ = ["ACL_FILE", "PASSWORD_FILE", "acl_text", "password_text", "write_files", "write_private"]
+__all__ = ["ACL_FILE", "ADMIN_USERNAME", "DYNSEC_FILE", "PASSWORD_FILE", "DynsecAdmin",
+           "acl_text", "dynsec_text", "find_dynsec_plugin", "password_text", "write_files",
+           "write_private"]
 
 PASSWORD_FILE = "mosquitto.passwd"
 ACL_FILE = "mosquitto.acl"
+DYNSEC_FILE = "dynamic-security.json"
+#: The broker's own admin login to the plugin's ``$CONTROL`` topic.  Not a possible
+#: account id (those never start with ``_``: :func:`host.services.accounts.check_username`).
+ADMIN_USERNAME = "_medge-broker"
+CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
+#: Where Debian/Ubuntu/Raspberry Pi OS (any architecture), Fedora and a source build
+#: install the plugin; ``$MEDGE_MOSQUITTO_DYNSEC`` names another.
+_PLUGIN_GLOBS = ("/usr/lib/*/mosquitto_dynamic_security.so",
+                 "/usr/lib/mosquitto_dynamic_security.so",
+                 "/usr/lib64/mosquitto_dynamic_security.so",
+                 "/usr/local/lib/mosquitto_dynamic_security.so",
+                 "/usr/local/lib/*/mosquitto_dynamic_security.so")
 #: Host-to-device message types a device may read (its own only).
 HOST_TO_DEVICE = (protocol.MSG_CMD, "alert")
 
@@ -116,11 +142,110 @@ def write_private(path: Path, text: str, owner: tuple[int, int] | None) -> None:
 
 
 def write_files(data_dir: Path, accounts: Iterable[Any],
-                owner: tuple[int, int] | None = None) -> tuple[Path, Path]:
+                owner: tuple[int, int] | None = None, *,
+                admin_hash: str | None = None) -> tuple[Path, Path]:
     """Write the password and ACL files (mode 0600, ``owner`` uid/gid when mosquitto
-    drops to another account); return their paths."""
+    drops to another account) and, with ``admin_hash`` (before a start), the
+    plugin's file; return the paths of the first two."""
     accounts = list(accounts)
     pw_path, acl_path = data_dir / PASSWORD_FILE, data_dir / ACL_FILE
     write_private(pw_path, password_text(accounts), owner)
     write_private(acl_path, acl_text(accounts), owner)
+    if admin_hash is not None:
+        write_private(data_dir / DYNSEC_FILE, dynsec_text(accounts, admin_hash), owner)
     return pw_path, acl_path
+
+
+def find_dynsec_plugin() -> str | None:
+    """Path of mosquitto's dynamic-security plugin, or None if it is not installed."""
+    named = os.environ.get("MEDGE_MOSQUITTO_DYNSEC")
+    if named:
+        return named if os.path.isfile(named) else None
+    for pattern in _PLUGIN_GLOBS:
+        for path in sorted(glob.glob(pattern)):
+            if os.path.isfile(path):
+                return path
+    return None
+
+
+def bound_usernames(accounts: Iterable[Any]) -> set[str]:
+    """The usernames whose client id the plugin binds (every active account)."""
+    return {a.username for a in _active(accounts)}
+
+
+def dynsec_text(accounts: Iterable[Any], admin_hash: str) -> str:
+    """The plugin's file: each active account bound to its username as client id (no
+    password: the password file checks it; no role: the ACL file grants), and the
+    admin login (``admin_hash``: a ``$7$`` hash) allowed only on ``$CONTROL``."""
+    _, seven, iterations, salt, digest = admin_hash.split("$")
+    if seven != "7":
+        raise ValueError("the admin hash is not in mosquitto's $7$ format")
+    clients: list[dict[str, Any]] = [{"username": u, "clientid": u}
+                                     for u in sorted(bound_usernames(accounts))]
+    clients.append({"username": ADMIN_USERNAME, "clientid": ADMIN_USERNAME,
+                    "password": digest, "salt": salt, "iterations": int(iterations),
+                    "roles": [{"rolename": "medge-control"}]})
+    control = "$CONTROL/dynamic-security/#"
+    doc = {
+        # "deny" by default = the plugin defers every grant to the ACL file.
+        "defaultACLAccess": {"publishClientSend": False, "publishClientReceive": False,
+                             "subscribe": False, "unsubscribe": False},
+        "clients": clients,
+        "groups": [],
+        "roles": [{"rolename": "medge-control", "acls": [
+            {"acltype": "publishClientSend", "topic": control, "allow": True},
+            {"acltype": "publishClientReceive", "topic": control, "allow": True},
+            {"acltype": "subscribePattern", "topic": control, "allow": True}]}],
+    }
+    return json.dumps(doc, indent=1) + "\n"
+
+
+class DynsecAdmin:
+    """Sends client-id bindings to a running broker's dynamic-security plugin.
+
+    :meth:`apply` connects as :data:`ADMIN_USERNAME`, publishes one ``$CONTROL``
+    request and waits for its response; it raises ``OSError`` if the broker does
+    not answer within ``timeout_s`` or refuses a command (a ``createClient`` of a
+    binding that already exists counts as done, as does a ``deleteClient`` of one
+    that is gone)."""
+
+    def __init__(self, host: str, port: int, password: str, timeout_s: float = 5.0) -> None:
+        self.host = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
+        self.port = port
+        self._password = password
+        self.timeout_s = timeout_s
+
+    def apply(self, create: Iterable[str] = (), delete: Iterable[str] = ()) -> None:
+        commands = [{"command": "createClient", "username": u, "clientid": u}
+                    for u in sorted(create)]
+        commands += [{"command": "deleteClient", "username": u} for u in sorted(delete)]
+        if not commands:
+            return
+        import paho.mqtt.client as mqtt
+
+        answer: list[bytes] = []
+        ready, done = threading.Event(), threading.Event()
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=ADMIN_USERNAME)
+        client.username_pw_set(ADMIN_USERNAME, self._password)
+        client.on_connect = lambda c, _u, _f, rc, _p: (
+            None if rc.is_failure else c.subscribe(CONTROL_TOPIC + "/response", 1))
+        client.on_subscribe = lambda *_a: ready.set()
+        client.on_message = lambda _c, _u, m: (answer.append(m.payload), done.set())
+        try:
+            client.connect(self.host, self.port, keepalive=30)
+            client.loop_start()
+            if not ready.wait(self.timeout_s):
+                raise OSError(f"the broker's dynamic-security plugin at {self.host}:"
+                              f"{self.port} did not accept its admin login")
+            client.publish(CONTROL_TOPIC, json.dumps({"commands": commands}), qos=1)
+            if not done.wait(self.timeout_s):
+                raise OSError("the broker's dynamic-security plugin did not answer")
+        finally:
+            client.loop_stop()
+            with contextlib.suppress(Exception):
+                client.disconnect()
+        fine = {None, "Client already exists", "Client not found"}
+        errors = [f"{r.get('command')}: {r.get('error')}"
+                  for r in json.loads(answer[0]).get("responses", []) if r.get("error") not in fine]
+        if errors:
+            raise OSError("the dynamic-security plugin refused " + "; ".join(errors))

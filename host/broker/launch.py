@@ -195,11 +195,12 @@ MOSQUITTO_DEFAULTS: dict[str, Union[int, bool]] = {
 _MOSQUITTO_FILES = ("mosquitto.db", "mosquitto.db.new", "mosquitto.log")
 #: What mosquitto reads from its data directory besides its config: the generated
 #: password and ACL files (host/broker/auth.py) and the TLS listener's files.
-_SECURITY_FILES = ("mosquitto.passwd", "mosquitto.acl", "tls-ca.pem", "tls-server.pem",
-                   "tls-server.key")
+_SECURITY_FILES = ("mosquitto.passwd", "mosquitto.acl", "dynamic-security.json",
+                   "tls-ca.pem", "tls-server.pem", "tls-server.key")
 #: Files that may sit in a broker data directory next to them.
 _BROKER_DIR_FILES = (*_MOSQUITTO_FILES, *_SECURITY_FILES, ".mosquitto.passwd.tmp",
-                     ".mosquitto.acl.tmp", "mosquitto.conf", "mosquitto.console.log")
+                     ".mosquitto.acl.tmp", ".dynamic-security.json.tmp",
+                     "dynamic-security.json.new", "mosquitto.conf", "mosquitto.console.log")
 
 
 @dataclass(frozen=True)
@@ -283,12 +284,14 @@ def mosquitto_config(
     *,
     secure: bool = False,
     tls: Optional[TlsListener] = None,
+    dynsec_plugin: Optional[str] = None,
 ) -> str:
     """Return the text of the mosquitto (2.x) config file used by :class:`Broker`.
 
     ``options`` overrides entries of :data:`MOSQUITTO_DEFAULTS` (unknown names are
     refused).  ``secure``: no anonymous clients, the password and ACL files of
-    :mod:`host.broker.auth` in ``data_dir``, client ids bound to usernames.  ``tls``:
+    :mod:`host.broker.auth` in ``data_dir``, client ids bound to usernames (by the
+    dynamic-security plugin at ``dynsec_plugin``, else by replacing them).  ``tls``:
     a second listener with TLS that requires a client certificate (its files copied
     into ``data_dir`` as ``tls-*.pem``).
     """
@@ -325,19 +328,35 @@ def mosquitto_config(
             "tls_version tlsv1.2",
         ]
     if secure:
-        from host.broker.auth import ACL_FILE, PASSWORD_FILE
+        from host.broker.auth import ACL_FILE, DYNSEC_FILE, PASSWORD_FILE
 
         lines += [
             "# Accounts from the registry (host/broker/auth.py): no anonymous clients, a",
-            "# password per account, per-account ACLs, and the client id replaced by the",
-            "# username so no client can take over another account's session.",
+            "# password per account, per-account ACLs.",
             "per_listener_settings false",
             "allow_anonymous false",
             f"password_file {data_dir / PASSWORD_FILE}",
             f"acl_file {data_dir / ACL_FILE}",
-            "use_username_as_clientid true",
-            "",
         ]
+        if dynsec_plugin is not None:
+            for value in (dynsec_plugin,):
+                if "\n" in value or "\r" in value:
+                    raise ValueError(f"newline in mosquitto config value {value!r}")
+            lines += [
+                "# Client ids bound to accounts: a CONNECT whose client id is not its",
+                "# username is refused (the plugin is used for that alone).",
+                f"plugin {dynsec_plugin}",
+                f"plugin_opt_config_file {data_dir / DYNSEC_FILE}",
+                "",
+            ]
+        else:
+            lines += [
+                "# FALLBACK (mosquitto's dynamic-security plugin not found): the client id",
+                "# is replaced by the username, so no client can take over another",
+                "# account's session (an impostor is accepted under its own account).",
+                "use_username_as_clientid true",
+                "",
+            ]
     else:
         lines += [
             "# INSECURE (development only, medge broker --insecure): mosquitto 2.x refuses",
@@ -526,6 +545,15 @@ class Broker:
             data_dir = self._tmp.name
         self.data_dir = Path(data_dir).resolve()
         self._proc: Optional[subprocess.Popen[bytes]] = None
+        #: The dynamic-security plugin that binds client ids (None: not installed, so
+        #: the config replaces client ids instead; or not a secure broker).
+        self.dynsec_plugin: Optional[str] = None
+        if self.secure:
+            from host.broker.auth import find_dynsec_plugin
+
+            self.dynsec_plugin = find_dynsec_plugin()
+        self._admin_password: Optional[str] = None
+        self._bound: set[str] = set()  # usernames the running plugin binds
 
     # ------------------------------------------------------------------ properties
 
@@ -546,6 +574,16 @@ class Broker:
     def secure(self) -> bool:
         """True when this broker enforces accounts (mosquitto with ``accounts``)."""
         return self.accounts is not None and self.kind is BrokerKind.MOSQUITTO
+
+    @property
+    def client_ids_bound(self) -> str:
+        """How this broker binds client ids to accounts, in words (its start-up line)."""
+        if not self.secure:
+            return "not bound (no accounts)"
+        if self.dynsec_plugin is not None:
+            return "bound to accounts (any other client id is refused)"
+        return ("replaced by the username (mosquitto's dynamic-security plugin is not "
+                "installed, so an impostor is remapped, not refused)")
 
     @property
     def config_path(self) -> Path:
@@ -577,9 +615,18 @@ class Broker:
         if self.kind is BrokerKind.MOSQUITTO:
             assert self._mosquitto is not None
             text = mosquitto_config(self.host, self.port, self.data_dir, self.persistence,
-                                    self.options, secure=self.secure, tls=self.tls)
+                                    self.options, secure=self.secure, tls=self.tls,
+                                    dynsec_plugin=self.dynsec_plugin)
             self._hand_over_data_dir()
-            self._write_security_files()
+            admin_hash = None
+            if self.secure and self.dynsec_plugin is not None:
+                import secrets
+
+                from host.services.accounts import mosquitto_hash
+
+                self._admin_password = secrets.token_urlsafe(24)
+                admin_hash = mosquitto_hash(self._admin_password)
+            self._write_security_files(admin_hash=admin_hash)
             # The folder may now belong to mosquitto's account: never follow a link
             # it could have put there (we are root when it does).
             with contextlib.suppress(FileNotFoundError):
@@ -610,14 +657,19 @@ class Broker:
         account = pwd.getpwnam(user)
         return account.pw_uid, account.pw_gid
 
-    def _write_security_files(self) -> None:
+    def _write_security_files(self, accounts: Optional[Sequence[Any]] = None,
+                              admin_hash: Optional[str] = None) -> None:
         if not self.secure:
             return
-        from host.broker.auth import write_files
+        from host.broker.auth import bound_usernames, write_files
 
         assert self.accounts is not None
         owner = self._owner()
-        write_files(self.data_dir, self.accounts(), owner)
+        if accounts is None:
+            accounts = self.accounts()
+        write_files(self.data_dir, accounts, owner, admin_hash=admin_hash)
+        if admin_hash is not None:
+            self._bound = bound_usernames(accounts)
         if self.tls is not None:
             from host.broker.auth import write_private
 
@@ -630,12 +682,28 @@ class Broker:
     def reload(self) -> None:
         """Regenerate the password and ACL files from the registry and make mosquitto
         re-read them (SIGHUP): new accounts can connect, removed ones cannot, and
-        mosquitto closes a removed account's live connection."""
+        mosquitto closes a removed account's live connection.  With the
+        dynamic-security plugin, a new account's client id is bound before its
+        password is loaded and a removed one's binding dropped after (OSError if the
+        plugin does not take them: the caller retries)."""
         if not self.secure or not self.running:
             return
-        self._write_security_files()
+        accounts = list(self.accounts())  # type: ignore[misc]
+        admin = None
+        if self.dynsec_plugin is not None and self._admin_password is not None:
+            from host.broker.auth import DynsecAdmin, bound_usernames
+
+            admin = DynsecAdmin(self.host, self.port, self._admin_password)
+            wanted = bound_usernames(accounts)
+            admin.apply(create=wanted - self._bound)
+            self._bound |= wanted
+        self._write_security_files(accounts)
         assert self._proc is not None
         self._proc.send_signal(signal.SIGHUP)
+        if admin is not None:
+            gone = self._bound - wanted
+            admin.apply(delete=gone)
+            self._bound -= gone
 
     def _hand_over_data_dir(self) -> None:
         """As root: give data_dir and mosquitto's files to the account it drops to."""
@@ -798,8 +866,8 @@ class RegistryWatcher:
                     self._last = now
                     self.reloads += 1
                     logger.info("accounts changed: broker files regenerated and reloaded")
-            except Exception as exc:  # a locked or briefly unreachable store: next poll
-                logger.warning("cannot read the account registry: %s", " ".join(
+            except Exception as exc:  # a locked store, a busy broker: next poll
+                logger.warning("cannot apply the account registry (retrying): %s", " ".join(
                     str(exc).split())[:200])
 
     def stop(self) -> None:
@@ -865,7 +933,7 @@ def run_broker_forever(
     if broker.secure:
         n = sum(1 for a in registry_accounts(db)() if a.active)
         auth = (f"accounts from {db} ({n} active; anonymous clients refused, client ids "
-                "bound to accounts)")
+                f"{broker.client_ids_bound})")
         if tls is not None:
             auth += f"; TLS with client certificates on port {tls.port}"
     else:

@@ -63,9 +63,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "while it retries\n(0.1 s .. 2 s apart).  --connect-timeout 0 retries from the start "
         "for ever, a\nWARNING per failed attempt.\n\n"
         "--group NAME joins the MQTT v5 shared subscription $share/NAME/medge/v1/#: run any\n"
-        "number of ingest processes with the same group (each its own --client-id) and the\n"
-        "broker spreads the messages over them.  --stats prints the store's counters and\n"
-        "each worker's health (storage failing since ...) and exits.\n\n"
+        "number of ingest processes with the same group (each its own --username, or\n"
+        "--client-id without accounts) and the broker spreads the messages over them.\n"
+        "--stats prints the store's counters and each worker's health (storage failing\n"
+        "since ...) and exits.\n\n"
         "--metrics-port PORT serves this worker's counters (received, stored, rejected by\n"
         "reason, duplicates, conflicts, lag, storage failing) in the Prometheus text format\n"
         "at http://127.0.0.1:PORT/metrics (HOST:PORT to listen elsewhere).",
@@ -83,10 +84,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "shared subscription)")
     p.add_argument("--client-id", metavar="ID",
                    help="MQTT client id, stable across restarts (its session holds what was "
-                   "not acknowledged; default medge-ingest, or medge-ingest-GROUP-HOSTNAME)")
+                   "not acknowledged; default: the --username, else medge-ingest, or "
+                   "medge-ingest-GROUP-HOSTNAME)")
     p.add_argument("--username", metavar="U",
                    help="broker account (a host account, `medge fleet add U --role host`; one "
-                   "per worker: with accounts the broker makes it the session's client id)")
+                   "per worker: a broker with accounts refuses any client id but U)")
     p.add_argument("--password-file", type=Path, metavar="F",
                    help="file whose first line is the account's password")
     p.add_argument("--tls-ca", type=Path, metavar="F",

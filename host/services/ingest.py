@@ -162,8 +162,9 @@ class Ingest:
         self.host = host
         self.port = port
         self.group = group
-        self.client_id = client_id or ("medge-ingest" if group is None
-                                       else f"medge-ingest-{group}-{socket.gethostname()}")
+        # A broker with accounts refuses any client id but the username.
+        self.client_id = client_id or username or (
+            "medge-ingest" if group is None else f"medge-ingest-{group}-{socket.gethostname()}")
         self.username = username
         self.password = password
         self.batch_max = batch_max
