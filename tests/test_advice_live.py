@@ -6,7 +6,11 @@ acknowledged and audited."""
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +18,7 @@ from host.cli import main
 from host.services import audit, patients
 from host.services.advice import live
 from host.services.advice.news2 import Inputs
-from host.services.store import Store
+from host.services.store import Accept, Store
 
 T0 = 1_764_000_000_000
 
@@ -110,11 +114,10 @@ def test_bad_input_exit_2(ward: Path, argv: list[str], needle: str,
     assert len(err) == 1 and needle in err[0]
 
 
-def test_watch_publishes_alerts_to_the_device_topic_on_mosquitto(ward: Path) -> None:
-    """medge advice --watch against a real mosquitto: the p-2 alerts reach
-    medge/v1/dev/bed-1/alert, schema-valid, once each (a second pass sends nothing new)."""
-    import threading
-
+@contextmanager
+def bedside(data_dir: Path, device: str) -> Iterator[tuple[Any, list[dict], Callable]]:
+    """A real mosquitto, a subscriber on ``device``'s alert topic (the messages it got,
+    schema-checked) and an AlertPublisher; yields (publisher, got, wait(n))."""
     import jsonschema
     import paho.mqtt.client as mqtt
 
@@ -125,11 +128,21 @@ def test_watch_publishes_alerts_to_the_device_topic_on_mosquitto(ward: Path) -> 
     schema = json.loads(Path(schema_path("alert")).read_text())
     got: list[dict] = []
     ready = threading.Event()
-    b = Broker("mosquitto", data_dir=ward.parent / "broker")
+
+    def wait(n: int) -> list[dict]:
+        for _ in range(200):
+            if len(got) >= n:
+                break
+            threading.Event().wait(0.05)
+        for m in got:
+            jsonschema.validate(m, schema)
+        return got
+
+    b = Broker("mosquitto", data_dir=data_dir)
     b.start()
     try:
-        sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bedside")
-        sub.on_connect = lambda c, *_: c.subscribe("medge/v1/dev/bed-1/alert", qos=1)
+        sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bedside-{device}")
+        sub.on_connect = lambda c, *_: c.subscribe(f"medge/v1/dev/{device}/alert", qos=1)
         sub.on_subscribe = lambda *_: ready.set()
         sub.on_message = lambda _c, _u, m: got.append(json.loads(m.payload))
         sub.connect(b.host, b.port)
@@ -137,24 +150,26 @@ def test_watch_publishes_alerts_to_the_device_topic_on_mosquitto(ward: Path) -> 
         assert ready.wait(10)
         pub = AlertPublisher(b.host, b.port)
         try:
-            with Store(ward) as s:
-                first = live.run_round(s, T0 + 1_790_000, pub.publish)
-                second = live.run_round(s, T0 + 1_795_000, pub.publish)
+            yield pub, got, wait
         finally:
             pub.close()
-        for _ in range(100):
-            if len(got) >= first["published"]:
-                break
-            threading.Event().wait(0.05)
-        sub.loop_stop()
-        sub.disconnect()
+            sub.loop_stop()
+            sub.disconnect()
     finally:
         b.stop()
+
+
+def test_watch_publishes_alerts_to_the_device_topic_on_mosquitto(ward: Path) -> None:
+    """medge advice --watch against a real mosquitto: the p-2 alerts reach
+    medge/v1/dev/bed-1/alert, schema-valid, once each (a second pass sends nothing new)."""
+    with bedside(ward.parent / "broker", "bed-1") as (pub, _, wait), Store(ward) as s:
+        first = live.run_round(s, T0 + 1_790_000, pub.publish)
+        second = live.run_round(s, T0 + 1_795_000, pub.publish)
+        got = wait(first["published"])
     assert first["published"] >= 1 and second["published"] == 0
     assert first["patients"]["p-2"]["open_alerts"]
     assert len(got) == first["published"]
     for m in got:
-        jsonschema.validate(m, schema)
         assert (m["device_id"], m["patient_id"], m["state"]) == ("bed-1", "p-2", "open")
     assert "news2" in {m["kind"] for m in got}
 
@@ -234,3 +249,96 @@ def test_device_rhythm_events_reach_the_advice(ward: Path) -> None:
     assert kinds["pvc_burden"].severity == "low"
     assert live.event_from_payload('{"kind": "SIGNAL", "evidence": {}}') is None
     assert live.event_from_payload("not json") is None
+
+
+def _busy_bed(db: Path, minutes: int) -> None:
+    """p-9 on bed-9: pulse 135 (3 points) and new confusion (3): NEWS2 6, medium."""
+    with Store(db) as s:
+        patients.add_patient(s, "p-9", patients.make_profile(age=70, sex="male"),
+                             actor="nurse", ts_ms=T0)
+        patients.assign(s, "p-9", "bed-9", actor="nurse", ts_ms=T0)
+        s.write_batch([Accept("vitals", "bed-9", vitals("bed-9", i, T0 + i * 5000, 135),
+                              T0 + i * 5000) for i in range(minutes * 12)])
+        patients.add_observations(s, "p-9", Inputs(consciousness="C", oxygen=False),
+                                  ts_ms=T0, entered_by="nurse", entered_ms=T0)
+
+
+def test_reminders_reach_the_bedside_until_acknowledged(tmp_path: Path) -> None:
+    """The advice service on a real mosquitto, in simulated time: a medium alert is
+    published when it opens, again as a reminder once the reminder interval (30 min)
+    has passed unacknowledged, then its acknowledgement; no reminder after that."""
+    from host.services.advice.alerts import Policy
+    from host.services.advice.records import ack, list_alerts
+
+    db = tmp_path / "r.db"
+    _busy_bed(db, 80)
+    cache = live.LiveMonitors()
+    passes: dict[int, dict] = {}
+
+    def at(minute: float) -> int:
+        return T0 + int(minute * 60_000)
+
+    with bedside(tmp_path / "broker", "bed-9") as (pub, _, wait), Store(db) as s:
+        for minute in (5, 20, 30, 36, 40):
+            passes[minute] = live.run_round(s, at(minute), pub.publish, cache)
+        [alert] = [x for x in list_alerts(s, patient_id="p-9") if x["kind"] == "news2"]
+        ack(s, alert["alert_uid"], by="nurse-kim", ts_ms=at(41))
+        for minute in (42, 60, 75):
+            passes[minute] = live.run_round(s, at(minute), pub.publish, cache)
+        total = sum(p["published"] for p in passes.values())
+        got = wait(total)
+    remind_s = Policy().remind_s
+    assert len(got) == total
+    news2 = [m for m in got if m["kind"] == "news2"]
+    assert [(m["event"], m["state"]) for m in news2] == [
+        ("open", "open"), ("remind", "open"), ("ack", "acknowledged")]
+    opened, reminder, acked = news2
+    assert reminder["alert_uid"] == opened["alert_uid"] == acked["alert_uid"]
+    # the reminder comes once the interval has passed (simulated time), not before
+    assert reminder["event_ms"] - opened["ts_ms"] >= remind_s * 1000
+    assert reminder["event_ms"] - opened["ts_ms"] < remind_s * 1000 + 60_000
+    assert passes[30]["reminders"] == 0 and passes[36]["reminders"] == 1
+    assert passes[40]["published"] == 0  # the same reminder is not sent twice
+    assert sum(passes[m]["reminders"] for m in (42, 60, 75)) == 0  # acknowledged
+    # one replay at the first pass, increments after, and the periodic rebuild once
+    # the first replay's start is HISTORY_S + REBUILD_S old (the pass at 75 min)
+    assert (cache.rebuilds, cache.increments) == (2, 6)
+
+
+def test_kept_engines_answer_as_the_replay_and_rebuild_on_late_readings(
+        tmp_path: Path) -> None:
+    """live.LiveMonitors: each pass feeds only what is new, and answers what a full
+    replay answers; a reading stored late inside the span already fed, or a changed
+    profile, makes the next pass replay again."""
+    db = tmp_path / "k.db"
+    with Store(db) as s:
+        patients.add_patient(s, "p-9", patients.make_profile(age=70, sex="male"),
+                             actor="nurse", ts_ms=T0)
+        patients.assign(s, "p-9", "bed-9", actor="nurse", ts_ms=T0)
+        patients.add_observations(s, "p-9", Inputs(consciousness="A", oxygen=False),
+                                  ts_ms=T0, entered_by="nurse", entered_ms=T0)
+        # pulse 80 for an hour, then 135: NEWS2 0 -> 3 (low-medium, 3 in one parameter)
+        s.write_batch([Accept("vitals", "bed-9", vitals("bed-9", i, T0 + i * 5000,
+                                                         80 if i < 720 else 135),
+                              T0 + i * 5000) for i in range(0, 1440) if i % 97 != 5])
+        cache = live.LiveMonitors()
+        for minute in range(30, 121, 10):
+            now = T0 + minute * 60_000
+            kept, _, kinds = live.assess(s, "p-9", now, cache)
+            fresh, _, fresh_kinds = live.assess(s, "p-9", now)
+            assert (kept.news2, kinds) == (fresh.news2, fresh_kinds), minute
+        # replays: the first pass, and at 90 min, once the first replay's start is
+        # HISTORY_S + REBUILD_S old; every other pass an increment
+        assert (cache.rebuilds, cache.increments) == (2, 8)
+        assert "news2" in kinds and kept.news2["sub_scores"]["pulse"] == 3
+        # readings that were missing (i % 97 == 5) arrive late: the next pass replays
+        s.write_batch([Accept("vitals", "bed-9", vitals("bed-9", 5, T0 + 5 * 5000, 80),
+                              T0 + 7_300_000)])
+        live.assess(s, "p-9", T0 + 121 * 60_000, cache)
+        assert cache.rebuilds == 3
+        live.assess(s, "p-9", T0 + 122 * 60_000, cache)
+        assert cache.rebuilds == 3
+        patients.set_target(s, "p-9", "heart_rate", (50, 140), actor="dr", reason="r",
+                            ts_ms=T0 + 122 * 60_000)
+        a, _, _ = live.assess(s, "p-9", T0 + 123 * 60_000, cache)
+        assert cache.rebuilds == 4 and a.bands["heart_rate"]["source"] == "override"

@@ -36,8 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="the patient (not with --watch)")
     p.add_argument("--watch", action="store_true",
                    help="the advice service: every --interval s assess every patient with "
-                   "a device, record alert episodes and publish each change to "
-                   "medge/v1/dev/{device}/alert")
+                   "a device, record alert episodes and publish each change (and each "
+                   "reminder of an unacknowledged alert) to medge/v1/dev/{device}/alert")
     p.add_argument("--interval", type=positive_number, default=10.0, metavar="SECONDS",
                    help="--watch: seconds between passes (10)")
     p.add_argument("--duration", type=positive_number, metavar="SECONDS",
@@ -120,10 +120,12 @@ def run_watch(args: argparse.Namespace) -> int:
             raise CliError(f"--host/--port: {exc}", exit_code=1) from None
     stop = stop_on_signals()
     end = None if args.duration is None else time.monotonic() + args.duration
+    cache = live.LiveMonitors()  # each pass feeds only what is new
     try:
         with open_store(args) as store:
             while not stop.is_set():
-                doc = live.run_round(store, now_ms(), publisher.publish if publisher else None)
+                doc = live.run_round(store, now_ms(), publisher.publish if publisher else None,
+                                     cache)
                 if args.json:
                     print(json.dumps(doc), flush=True)
                 else:

@@ -10,7 +10,10 @@ Message (v1, host -> device; schema ``host/schemas/v1/alert.schema.json``)::
      "text": "NEWS2 5: medium risk ..."}
 
 ``state``: open, acknowledged or resolved (the stored alert's state);
-``text`` at most :data:`TEXT_MAX` characters.
+``text`` at most :data:`TEXT_MAX` characters.  Optional (added compatibly: a
+message without them is still valid): ``event``, why this message was sent
+(``open``, ``escalate``, ``remind``: still open and not acknowledged after the
+reminder interval, ``ack``, ``resolve``; :data:`EVENTS`), and ``event_ms``, when.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ import json
 import threading
 from typing import Any
 
-__all__ = ["TEXT_MAX", "AlertPublisher", "alert_message", "alert_topic"]
+__all__ = ["EVENTS", "TEXT_MAX", "AlertPublisher", "alert_message", "alert_topic"]
 
 TEXT_MAX = 500
+#: Values of the message's ``event`` (host/schemas/v1/alert.schema.json).
+EVENTS = ("open", "escalate", "remind", "ack", "resolve")
 
 
 def alert_topic(device_id: str) -> str:
@@ -30,12 +35,18 @@ def alert_topic(device_id: str) -> str:
 
 def alert_message(device_id: str, alert: dict[str, Any]) -> dict[str, Any]:
     """The wire form of one stored alert (:func:`host.services.advice.records.list_alerts`)
-    for the device ``device_id``."""
+    for the device ``device_id``; the alert's ``event``/``event_ms``, when given, go
+    along."""
     cond = (alert.get("detail") or {}).get("condition") or {}
-    return {"v": 1, "type": "alert", "device_id": device_id, "alert_uid": alert["alert_uid"],
-            "patient_id": alert["patient_id"], "kind": alert["kind"],
-            "severity": alert["severity"], "state": alert["state"],
-            "ts_ms": alert["ts_ms"], "text": str(cond.get("text", alert["kind"]))[:TEXT_MAX]}
+    msg = {"v": 1, "type": "alert", "device_id": device_id, "alert_uid": alert["alert_uid"],
+           "patient_id": alert["patient_id"], "kind": alert["kind"],
+           "severity": alert["severity"], "state": alert["state"],
+           "ts_ms": alert["ts_ms"], "text": str(cond.get("text", alert["kind"]))[:TEXT_MAX]}
+    if alert.get("event") in EVENTS:
+        msg["event"] = alert["event"]
+        if isinstance(alert.get("event_ms"), int):
+            msg["event_ms"] = alert["event_ms"]
+    return msg
 
 
 class AlertPublisher:
