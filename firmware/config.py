@@ -32,6 +32,7 @@ class DeviceConfig:
         fw_version=FW_VERSION,
         model_version=NO_MODEL,
         mains_hz=None,
+        incarnation=None,
     ):
         protocol.check_device_id(device_id)
         sample_rate_hz = params.check_sample_rate_hz(sample_rate_hz)
@@ -56,6 +57,11 @@ class DeviceConfig:
             raise ValueError("patient_id must be a str of at most 64 characters")
         if mains_hz is not None:
             mains_hz = params.check_mains_hz(mains_hz)
+        if incarnation is not None:
+            protocol.check_incarnation(incarnation)
+        #: The unit's incarnation from provisioning (``medge fleet add`` prints it; a
+        #: replaced unit is a new one), sent in every message: None sends none.
+        self.incarnation = incarnation
         self.mains_hz = mains_hz
         self.device_id = device_id
         self.sample_rate_hz = sample_rate_hz

@@ -177,7 +177,7 @@ class Device:
             end = None if ev.end < 0 else now - ((self.samples - ev.end) * 1000) // fs
             msg = protocol.event(self.cfg.device_id, self.seq.next(), now, ev.kind, ev.phase,
                                  start, end, ev.evidence)
-            self.outbox.push(self.topic_event, encode(msg), False, True)
+            self.outbox.push(self.topic_event, self._encode(msg), False, True)
 
     def _beat(self, at):
         """Record one detected R peak (sample index since boot)."""
@@ -210,7 +210,7 @@ class Device:
         self._window_beats0 = self.beats
         self._window_fill = 0
         self.reports += 1
-        self.outbox.push(self.topic_vitals, encode(msg), False)
+        self.outbox.push(self.topic_vitals, self._encode(msg), False)
 
     def _class_counts(self):
         """The window's beats per class (and reset), or None without a model."""
@@ -233,12 +233,19 @@ class Device:
             "boot_id": self.boot_id,
         }
         msg = protocol.birth(self.cfg.device_id, self.seq.next(), self.clock.epoch_ms(), info)
-        self.outbox.push(self.topic_status, encode(msg), True)
+        self.outbox.push(self.topic_status, self._encode(msg), True)
 
     def _will(self):
         msg = protocol.offline(
             self.cfg.device_id, self.clock.epoch_ms(), protocol.OFFLINE_LOST, boot_id=self.boot_id
         )
+        return self._encode(msg)
+
+    def _encode(self, msg):
+        """The wire bytes of ``msg``, with the provisioned incarnation when there is one
+        (ingest keys every message on (device, incarnation, seq))."""
+        if self.cfg.incarnation is not None:
+            msg["incarnation"] = self.cfg.incarnation
         return encode(msg)
 
     def service(self):
@@ -280,7 +287,7 @@ class Device:
             seq=self.seq.next(),
             boot_id=self.boot_id,
         )
-        self.outbox.push(self.topic_status, encode(msg), True)
+        self.outbox.push(self.topic_status, self._encode(msg), True)
         self.seq.close()
 
     def drained(self):

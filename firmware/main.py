@@ -35,7 +35,8 @@ on CPython.  ``username``/``password_file`` (:class:`Credentials`) are sent in
 CONNECT; ``tls_ca_file`` (the CA of the broker's certificate) switches TLS on, with
 ``tls_cert_file``/``tls_key_file`` the device's client certificate (paho's
 ``tls_set`` on CPython, an ``ssl.SSLContext`` on MicroPython ports that have
-``ssl``).  No password is ever logged or printed.
+``ssl``).  No password is ever logged or printed.  ``incarnation`` (from
+provisioning, ``medge fleet add --json``) is sent in every message.
 
 Exit codes of :func:`main`: 0 everything sent; 1 the outbox was not drained,
 or a hardware or I/O fault (start-up or run); 2 the config cannot be used
@@ -76,6 +77,7 @@ _OPTIONAL_KEYS = (
     "model",
     "username",
     "password_file",
+    "incarnation",
     "tls_ca_file",
     "tls_cert_file",
     "tls_key_file",
@@ -475,6 +477,7 @@ def device_config(cfg):
         patient_id=cfg.get("patient_id", ""),
         report_period_ms=cfg.get("report_period_ms", 1000),
         mains_hz=cfg.get("mains_hz"),
+        incarnation=cfg.get("incarnation"),
     )
 
 

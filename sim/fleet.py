@@ -170,7 +170,8 @@ def _login(passwords: dict[str, str] | None, device_id: str) -> dict[str, Any]:
 class Fleet:
     """``link_factory(device_id)`` makes each device's MQTT link (default: a
     ``PahoLink`` to ``broker_host:broker_port``, logging in as ``device_id`` with
-    ``passwords[device_id]`` when ``passwords`` is given); ``broker`` (a
+    ``passwords[device_id]`` when ``passwords`` is given); ``incarnations``: each
+    device's provisioned incarnation (sent in its messages); ``broker`` (a
     ``host.broker.launch.Broker``) is needed only for an ``outage`` fault."""
 
     def __init__(
@@ -183,8 +184,10 @@ class Fleet:
         broker: Any = None,
         link_factory: LinkFactory | None = None,
         passwords: dict[str, str] | None = None,
+        incarnations: dict[str, str] | None = None,
     ) -> None:
         self.params = params
+        self.incarnations = dict(incarnations or {})
         self.clock = SimClock(params.start_epoch_ms)
         state_dir = Path(state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -214,6 +217,7 @@ class Fleet:
             self.params.sample_rate_hz,
             patient_id=f"patient-{i + 1:04d}",
             report_period_ms=self.params.report_period_ms,
+            incarnation=self.incarnations.get(device_id),
         )
 
     def _build(self, state_dir: Path, link_factory: LinkFactory, broker: Any) -> None:

@@ -89,12 +89,14 @@ def test_seq_counter_reserves_blocks_and_never_reuses(tmp_path) -> None:
 
 
 def run_device(
-    link: MemoryLink, samples: list[int], outage: tuple[int, int] | None = None, step_ms: int = 50
+    link: MemoryLink, samples: list[int], outage: tuple[int, int] | None = None, step_ms: int = 50,
+    incarnation: str | None = None,
 ) -> Device:
     clock = StepClock()
     src = ArraySource(samples, sample_rate_hz=FS, clock=clock)
     dev = Device(
-        DeviceConfig("dev-1", FS, patient_id="p-1", backoff_max_ms=1000),
+        DeviceConfig("dev-1", FS, patient_id="p-1", backoff_max_ms=1000,
+                     incarnation=incarnation),
         src,
         link,
         clock,
@@ -127,6 +129,20 @@ def test_device_publishes_birth_then_one_vitals_per_second() -> None:
     good = [d["hr_bpm"] for d in vitals if d["quality"] == "good"]
     assert len(good) >= 15 and all(abs(hr - 75) <= 4 for hr in good)
     assert json.loads(link.will[1])["reason"] == "lost"
+
+
+def test_the_provisioned_incarnation_is_in_every_sequenced_message() -> None:
+    link = MemoryLink()
+    run_device(link, synthetic_counts(5, 75), incarnation="9f2c41d07ab35e68")
+    docs = [json.loads(p) for _, p, _ in link.published]
+    assert len(docs) >= 6 and {d["incarnation"] for d in docs} == {"9f2c41d07ab35e68"}
+    assert json.loads(link.will[1])["incarnation"] == "9f2c41d07ab35e68"
+    plain = MemoryLink()
+    run_device(plain, synthetic_counts(2, 75))
+    assert all("incarnation" not in json.loads(p) for _, p, _ in plain.published)
+    for bad in ("", "x" * 65, "a b", "ü1", 7):
+        with pytest.raises(ValueError, match="incarnation"):
+            DeviceConfig("dev-1", 250, incarnation=bad)
 
 
 def test_outage_loses_nothing() -> None:

@@ -43,7 +43,8 @@ with open(ECG_PATH, "rb") as f:
 clock = StepClock()
 link = MemoryLink()
 source = ArraySource(samples, sample_rate_hz=250, clock=clock)
-dev = Device(DeviceConfig("dev-mpy-1", 250, patient_id="p-1"), source, link, clock, MemoryState())
+dev = Device(DeviceConfig("dev-mpy-1", 250, patient_id="p-1", incarnation="Inc-07_a"), source,
+             link, clock, MemoryState())
 while not source.exhausted():
     clock.ms += 40
     if clock.ms == 20000:
@@ -90,6 +91,7 @@ def test_device_loop_publishes_identical_bytes_on_micropython(micropython, tmp_p
     assert len(vitals) == 60
     assert sorted({m["seq"] for m in messages}) == list(range(max(m["seq"] for m in messages) + 1))
     assert any(m["hr_bpm"] for m in vitals)
+    assert {m["incarnation"] for m in messages} == {"Inc-07_a"}
     assert lines[-1].startswith("beats ")
 
 

@@ -22,10 +22,11 @@ def test_a_demo_run_writes_no_secret_anywhere(tmp_path: Path,
     db = tmp_path / "var" / "medge.db"
     caplog.set_level(logging.DEBUG)
     demo = Demo(devices=2, duration_s=3, db_path=db, speed=4.0, broker_kind="mosquitto")
-    secrets = [*demo._passwords.values(), demo._ingest_password]
-    assert len(set(secrets)) == 3 and all(len(s) >= 32 for s in secrets)
     out = io.StringIO()
     assert demo.run(out) == 0, out.getvalue()
+    # Issued: the accounts' passwords and the broker's own admin login (its plugin).
+    secrets = [*demo._passwords.values(), demo._ingest_password, demo.broker._admin_password]
+    assert len(set(secrets)) == 4 and all(len(s) >= 32 for s in secrets)
     text = out.getvalue()
     assert "demo: OK, nothing lost" in text and "accounts enforced" in text
     assert demo.broker.secure
@@ -35,6 +36,15 @@ def test_a_demo_run_writes_no_secret_anywhere(tmp_path: Path,
     assert names == [INGEST_ACCOUNT, "sim-0001", "sim-0002"]
     passwd = (demo.broker.data_dir / "mosquitto.passwd").read_text()
     assert [line.split(":")[0] for line in passwd.splitlines()] == names
+    # Every stored device message carries the incarnation its account was provisioned
+    # with (the registry's, sent by the device from its config).
+    with Store(db, readonly=True) as store:
+        provisioned = {a.username: a.incarnation for a in accounts.accounts(store)
+                       if a.role == "device"}
+        sent = dict(store.db.execute(
+            "SELECT device_id, group_concat(DISTINCT incarnation) FROM messages "
+            "GROUP BY device_id").fetchall())
+    assert all(provisioned.values()) and sent == provisioned
     places = {"log records": "\n".join(r.getMessage() + (r.exc_text or "")
                                        for r in caplog.records),
               "printed output": text}

@@ -39,6 +39,7 @@ QUALITY_UNRELIABLE = "unreliable"  # too few beats in the window: hr_bpm is null
 
 DEVICE_ID_MAX_LEN = const(64)
 _ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-_"
+_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 def check_device_id(device_id):
@@ -55,6 +56,16 @@ def check_device_id(device_id):
     if device_id[0] in "-_":
         raise ValueError("device id %r must start with a letter or digit" % (device_id,))
     return device_id
+
+
+def check_incarnation(incarnation):
+    """Return ``incarnation`` if it is 1..64 of ``[A-Za-z0-9_-]``; ValueError otherwise."""
+    if not isinstance(incarnation, str) or not 1 <= len(incarnation) <= 64:
+        raise ValueError("incarnation must be a str of 1..64 characters")
+    for c in incarnation:
+        if c not in _ID_CHARS and c not in _UPPER:
+            raise ValueError("incarnation %r: only A-Z a-z 0-9 _ -" % (incarnation,))
+    return incarnation
 
 
 def topic(device_id, msg_type):

@@ -83,17 +83,20 @@ def _check_dir(path: Path, what: str) -> None:
         raise CliError(f"{what} {path}: cannot create it: {exc.strerror or exc}") from None
 
 
-def _provision(args: argparse.Namespace, n_devices: int, prefix: str) -> dict[str, str]:
-    """Device accounts for the run in the registry ``--db``; their passwords."""
-    from host.services.accounts import AccountError, Role, provision
+def _provision(args: argparse.Namespace, n_devices: int, prefix: str
+               ) -> tuple[dict[str, str], dict[str, str]]:
+    """Device accounts for the run in the registry ``--db``: their passwords and
+    incarnations."""
+    from host.services.accounts import AccountError, Role, incarnations, provision
     from host.services.audit import default_actor
     from host.services.store import Store
     from sim.fleet import device_ids
 
+    ids = device_ids(prefix, n_devices)
     with Store(args.db) as store:
         try:
-            return provision(store, device_ids(prefix, n_devices), Role.DEVICE,
-                             actor=default_actor())
+            return (provision(store, ids, Role.DEVICE, actor=default_actor()),
+                    incarnations(store, ids))
         except AccountError as exc:
             raise ValueError(str(exc)) from None
 
@@ -115,15 +118,15 @@ def run(args: argparse.Namespace) -> int:
         _check_dir(args.state_dir, "--state-dir")
         if args.truth_dir is not None:
             _check_dir(args.truth_dir, "--truth-dir")
-        passwords = None if args.insecure else _provision(args, params.n_devices,
-                                                           params.id_prefix)
+        passwords, incarnations = (None, None) if args.insecure else _provision(
+            args, params.n_devices, params.id_prefix)
         if args.broker != "none":
             broker = Broker(args.broker, port=args.port or 0,
                             data_dir=args.state_dir.parent / "broker",
                             accounts=None if args.insecure else registry_accounts(args.db))
             host, port = broker.host, broker.port
         fleet = Fleet(params, host, port, state_dir=args.state_dir, broker=broker,
-                      passwords=passwords)
+                      passwords=passwords, incarnations=incarnations)
         patients = None
         if not args.insecure:
             from host.services.audit import default_actor

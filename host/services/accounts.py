@@ -48,8 +48,8 @@ from typing import Any
 from host.services import audit
 
 __all__ = ["PBKDF2_ITERATIONS", "Account", "AccountError", "Role", "account", "accounts",
-           "add", "check_password", "fingerprint", "mosquitto_hash", "new_password",
-           "provision", "remove", "reset"]
+           "add", "check_password", "fingerprint", "incarnations", "mosquitto_hash",
+           "new_password", "provision", "remove", "reset"]
 
 #: PBKDF2-HMAC-SHA512 iterations of new hashes (see the module docstring).
 PBKDF2_ITERATIONS = 1000
@@ -268,6 +268,17 @@ def provision(store: Any, usernames: list[str], role: Role | str, *, actor: str
         for username in usernames:
             passwords[username] = _set_password(store, username, Role(role), actor)[1]
     return passwords
+
+
+def incarnations(store: Any, usernames: list[str]) -> dict[str, str]:
+    """The provisioned incarnation of each of ``usernames`` that has one (device
+    accounts): what the device sends in every message."""
+    out = {}
+    for username in usernames:
+        acc = account(store, username)
+        if acc is not None and acc.incarnation:
+            out[username] = acc.incarnation
+    return out
 
 
 def fingerprint(store: Any) -> str:

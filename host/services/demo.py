@@ -171,6 +171,7 @@ class Demo:
             ids = device_ids(params.id_prefix, params.n_devices)
             self._passwords = accounts.provision(store, ids, accounts.Role.DEVICE,
                                                  actor=default_actor())
+            self._incarnations = accounts.incarnations(store, ids)
             self._ingest_password = accounts.provision(
                 store, [INGEST_ACCOUNT], accounts.Role.HOST,
                 actor=default_actor())[INGEST_ACCOUNT]
@@ -186,7 +187,8 @@ class Demo:
         # starts: a bad spec is refused with nothing running.  Links connect on the
         # first step.
         self.fleet = Fleet(params, self.broker.host, self.broker.port, state_dir=devices_dir,
-                           broker=self.broker, passwords=self._passwords)
+                           broker=self.broker, passwords=self._passwords,
+                           incarnations=self._incarnations)
         self.patients = register_patients(self.db_path, self.fleet, actor=default_actor())
 
     def run(self, out: TextIO | None = None, *, as_json: bool = False) -> int:
