@@ -298,3 +298,35 @@ def test_single_precision_port_paths_agree(monkeypatch: pytest.MonkeyPatch) -> N
         got = model.invoke([a.ravel().tolist() for a in inputs])
         for d, g in zip(it.get_output_details(), got):
             assert np.array_equal(it.get_tensor(d["index"]).ravel(), np.frombuffer(g, np.float32))
+
+
+@pytest.mark.parametrize("name", ["conv2d.tflite", "conv2d_per_tensor.tflite", "pool_add.tflite",
+                                  "ship.tflite", "dims.tflite"])
+def test_packed_conv_equals_the_tap_loop(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CONV_2D as long-integer products (kernels._PackedConv) gives the tap loop's
+    outputs exactly; every convolution of these models takes the packed path, and
+    with packing off (a port without 4-byte little-endian array('i')) every one
+    takes the tap loop."""
+    from firmware.ml.tflite import kernels
+
+    buf = (DATA / name).read_bytes()
+    packed = Model(buf)
+    convs = [k for k in packed._kernels if isinstance(k, kernels._Conv2D)]
+    assert convs and all(k.packed is not None for k in convs)
+    monkeypatch.setattr(kernels, "_ARRAY_I_LE32", False)
+    taps = Model(buf)
+    assert all(k.packed is None for k in taps._kernels if isinstance(k, kernels._Conv2D))
+    rng = np.random.default_rng(5)
+    for k in range(100):
+        inputs = [int8_input(rng, i.shape, k).ravel().tolist() for i in packed.inputs]
+        assert [bytes(o) for o in packed.invoke(inputs)] == [bytes(o) for o in taps.invoke(inputs)]
+
+
+def test_packing_refuses_what_it_cannot_hold() -> None:
+    """A filter whose product digits could reach 2**29, or a window dilated far
+    beyond its input, stays on the tap loop."""
+    from firmware.ml.tflite import kernels
+
+    assert kernels._packs([[127] * 16000], 1, 90, 16000, 1, 1, 1, 1)
+    assert not kernels._packs([[127] * 17000], 1, 90, 17000, 1, 1, 1, 1)
+    assert not kernels._packs([[1] * 9], 9, 10, 3, 3, 3, 1 << 24, 1)

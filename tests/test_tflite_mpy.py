@@ -80,6 +80,7 @@ def litert_outputs(buf: bytes, cases: list[list[np.ndarray]]) -> list[str]:
     ("ship.tflite", 250),  # two int8 inputs: beat window + RR features
     ("conv2d.tflite", 100),  # per-channel CONV_2D: strides, dilation, RELU6, RELU_N1_TO_1
     ("ship_softmax.tflite", 40),  # the gemmlowp fixed-point softmax
+    ("pool_add.tflite", 40),  # max pool on memoryview slices, average pool, ADD
 ])
 def test_micropython_engine_matches_litert_reference(micropython, name: str, count: int) -> None:
     buf = (DATA / name).read_bytes()

@@ -12,6 +12,9 @@ scales, int32 bias):
 
 - CONV_2D, DEPTHWISE_CONV_2D (depth multiplier): padding SAME/VALID,
   strides, dilation, fused activation NONE / RELU / RELU6 / RELU_N1_TO_1;
+  CONV_2D's multiply-accumulates run as one long-integer product per output
+  channel (:class:`_PackedConv`, Kronecker substitution) wherever the digits
+  fit, else as a loop over the taps; both give the same accumulators;
 - FULLY_CONNECTED: keep_num_dims, with or without bias, any number of rows;
 - MAX_POOL_2D, AVERAGE_POOL_2D (SAME/VALID, strides, fused activation);
 - ADD (with NumPy-style broadcasting and fused activation);
@@ -52,6 +55,7 @@ allocation per output value, none per multiply-accumulate).
 """
 
 import struct
+from array import array
 
 from firmware.ml.tflite.quant import (
     _INT32_MAX,
@@ -288,6 +292,151 @@ class _ConvBase(_Kernel):
         self.lo, self.hi = op.activation_range(act, out)
 
 
+# ---------------------------------------------------------------------------
+# CONV_2D as long-integer products (Kronecker substitution)
+
+#: Bytes per packed digit, and the offset added to every digit of a product so
+#: that each is non-negative and below 2**30 (a MicroPython small int).
+_PACK_BYTES = 4
+_PACK_OFFSET = 1 << 29
+
+
+class _PackedConv:
+    """A CONV_2D's multiply-accumulates as one long-integer product per output channel.
+
+    Method (Kronecker substitution): the input, offset to ``u = x + 128`` (0..255),
+    is laid out as the digits of one integer ``X`` in base ``2**32``, row by row
+    with ``(kw - 1) * dw`` zero columns after each row so that no window wraps
+    into the next row; output channel ``o``'s filter is the integer ``W[o]``
+    with tap ``(ky, kx, c)`` at digit ``Q - ((ky * dh * Wp + kx * dw) * C + c)``.
+    Digit ``((oy * sh - ph) * Wp + ox * sw - pw) * C + Q`` of ``X * W[o]`` is then
+    the window's ``sum w * u`` over the taps inside the input (taps in the
+    padding find no digit), computed by the interpreter's long-integer
+    multiplication in C instead of one bytecode loop per tap.  The other digits
+    are sums over other tap subsets, so every digit ``d`` satisfies
+    ``|d| <= 255 * sum |w[o]| < 2**29`` (checked at build: :func:`pack` returns
+    None otherwise, and the kernel keeps its per-tap loop); adding
+    ``2**29`` to every digit (one precomputed integer) leaves each in
+    ``[0, 2**30)``, so the product's little-endian bytes read as
+    ``array('i')`` give the digits exactly, each a small int.  The offset of
+    the input (``128 + zero_point`` per in-range tap) and ``2**29`` go into a
+    bias per output channel and pixel, precomputed.  The result is the same
+    integer accumulator as the tap loop's, so the requantization after it, and
+    the outputs, are unchanged bit for bit.
+
+    Scaling and overflow: ``u`` 8 bits unsigned, weights int8, digits 32 bits
+    holding ``|sum| < 2**29``; the accumulator is an exact int as before.
+    """
+
+    def __init__(self, n, h, w, c, oh, ow, sh, sw, dh, dw, ph, pw, kh, kw, wts, bias,
+                 in_zp):
+        oc = len(wts)
+        gap = (kw - 1) * dw
+        wp = w + gap
+        q = ((kh - 1) * dh * wp + (kw - 1) * dw) * c + c - 1
+        xd = h * wp * c  # digits of X
+        nd = xd + q  # digits of a product
+        self.n = n
+        self.h, self.w, self.c, self.wp = h, w, c, wp
+        self.in_size = h * w * c
+        nb = _PACK_BYTES
+        self.nbytes = nd * nb
+        self.ibuf = bytearray(xd * nb)
+        # The digit of every output pixel, row-major.
+        npos = []
+        for oy in range(oh):
+            for ox in range(ow):
+                d = ((oy * sh - ph) * wp + ox * sw - pw) * c + q
+                npos.append(d)
+        self.npos = npos
+        self.npix = oh * ow
+        self.oc = oc
+        # W[o]: tap (ky, kx, c) of the filter (OHWI order) at digit q - offset.
+        self.wint = []
+        for wo in wts:
+            dig = [0] * (q + 1)
+            t = 0
+            for ky in range(kh):
+                for kx in range(kw):
+                    for ch in range(c):
+                        dig[q - (ky * dh * wp + kx * dw) * c - ch] = wo[t]
+                        t += 1
+            v = 0
+            for d in range(q, -1, -1):
+                v = (v << (8 * nb)) + dig[d]
+            self.wint.append(v)
+        self.off = int.from_bytes(_PACK_OFFSET.to_bytes(nb, "little") * nd, "little")
+        # Bias per output channel and pixel: bias - (128 + zp) * (sum of the
+        # in-range taps' weights) - the digit offset (a bias per channel when
+        # 128 + zp is 0, the usual zero point -128).
+        shift = 128 + in_zp
+        self.badj = []
+        for o in range(oc):
+            wo = wts[o]
+            row = []
+            for oy in range(oh):
+                for ox in range(ow):
+                    s = 0
+                    if shift:
+                        t = 0
+                        for ky in range(kh):
+                            y = oy * sh - ph + ky * dh
+                            for kx in range(kw):
+                                xx = ox * sw - pw + kx * dw
+                                if 0 <= y < h and 0 <= xx < w:
+                                    for ch in range(c):
+                                        s += wo[t + ch]
+                                t += c
+                    row.append(bias[o] - shift * s - _PACK_OFFSET)
+            self.badj.append(array("i", row))
+
+    def packed_input(self, x, b):
+        """Batch ``b`` of the input buffer ``x`` (int8) as the integer ``X``."""
+        buf = self.ibuf
+        nb = _PACK_BYTES
+        c = self.c
+        rowlen = self.w * c
+        step = self.wp * c * nb
+        s = b * self.in_size
+        d0 = 0
+        for _ in range(self.h):
+            d = d0
+            for i in range(s, s + rowlen):
+                buf[d] = x[i] + 128
+                d += nb
+            s += rowlen
+            d0 += step
+        return int.from_bytes(buf, "little")
+
+
+def _packs(wts, h, w, c, kh, kw, dh, dw):
+    """True if :class:`_PackedConv` can run this filter exactly on this port
+    (4-byte little-endian ``array('i')``, every product digit below 2**29) in
+    a product no longer than a few times the input and filter (a dilated
+    window far wider than the input stays on the tap loop)."""
+    if not _ARRAY_I_LE32:
+        return False
+    wp = w + (kw - 1) * dw
+    digits = h * wp * c + ((kh - 1) * dh * wp + (kw - 1) * dw) * c + c
+    if digits > 4 * (h * w * c + kh * kw * c) + 64:
+        return False
+    for wo in wts:
+        if 255 * sum([v if v > 0 else -v for v in wo]) >= _PACK_OFFSET:
+            return False
+    return True
+
+
+def _array_i_le32():
+    try:
+        a = array("i", b"\x01\x00\x00\x00\x00\x00\x00\x80")
+    except (TypeError, ValueError):
+        return False
+    return len(a) == 2 and a[0] == 1 and a[1] == -(1 << 31)
+
+
+_ARRAY_I_LE32 = _array_i_le32()
+
+
 class _Conv2D(_ConvBase):
     def __init__(self, op):
         _Kernel.__init__(self, op)
@@ -320,12 +469,66 @@ class _Conv2D(_ConvBase):
         self.extra = {self.inputs[0]: 1}
         self.macs = n * oh * ow * oc * k
         self.chan = list(zip(self.w, self.badj, self.q))
+        # The fast path (module docstring of _PackedConv); the tap loop below
+        # is the reference it must equal, and runs where packing does not fit.
+        self.packed = None
+        if _packs(self.w, h, w, c, kh, kw, dh, dw):
+            self.packed = _PackedConv(n, h, w, c, oh, ow, sh, sw, dh, dw, ph, pw, kh, kw,
+                                      self.w, self.bias, self.in_zp)
 
     def bind(self, bufs):
         self.x = bufs[self.inputs[0]]
         self.y = bufs[self.outputs[0]]
 
     def run(self):
+        if self.packed is not None:
+            self._run_packed()
+        else:
+            self._run_taps()
+
+    def _run_packed(self):
+        p = self.packed
+        x = self.x
+        y = self.y
+        zp = self.out_zp
+        lo = self.lo
+        hi = self.hi
+        npos = p.npos
+        npix = p.npix
+        oc = p.oc
+        off = p.off
+        nbytes = p.nbytes
+        wint = p.wint
+        badjs = p.badj
+        qs = self.q
+        pix = range(npix)
+        for b in range(p.n):
+            xi = p.packed_input(x, b)
+            base = b * npix * oc
+            for o in range(oc):
+                dig = array("i", (xi * wint[o] + off).to_bytes(nbytes, "little"))
+                badj = badjs[o]
+                m, ls, rs, mask, thr = qs[o]
+                j = base + o
+                for k in pix:
+                    acc = dig[npos[k]] + badj[k]
+                    # _mbqm, inlined as in _run_taps.
+                    if ls:
+                        acc = _wrap32(acc << ls)
+                    ab = acc * m
+                    if ab >= 0:
+                        h = (ab + 0x40000000) >> 31
+                    else:
+                        h = -((0x3FFFFFFF - ab) >> 31)
+                    r = h & mask
+                    h >>= rs
+                    if r > thr + (1 if h < 0 else 0):
+                        h += 1
+                    h += zp
+                    y[j] = lo if h < lo else (hi if h > hi else h)
+                    j += oc
+
+    def _run_taps(self):
         x = self.x
         y = self.y
         x[self.sentinel] = self.in_zp
@@ -544,6 +747,19 @@ class _Pool(_Kernel):
         chans = range(self.c)
         o = 0
         if self.is_max:
+            c = self.c
+            if lo == -128 and hi == 127:
+                # No clamp: the channel vectors of the window's taps, their
+                # element-wise max in C (map over memoryview slices), one slice store.
+                mv = memoryview(x)
+                for pix in self.pos:
+                    if len(pix) == 1:
+                        i = pix[0]
+                        y[o:o + c] = x[i:i + c]
+                    else:
+                        y[o:o + c] = array("b", map(max, *[mv[i:i + c] for i in pix]))
+                    o += c
+                return
             for pix in self.pos:
                 for ch in chans:
                     v = max([x[i + ch] for i in pix])
