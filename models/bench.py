@@ -344,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         from models import bench_tflite
 
         res = bench_tflite.bench(model)
+        if not args.skip_micropython:  # the engine per beat inside the VM too
+            bench_tflite.add_micropython(res, model)
         if args.json:
             print(json.dumps({"beat_model": res}, indent=2))
         else:
