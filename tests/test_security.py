@@ -28,13 +28,16 @@ T = "medge/v1/dev"
 
 
 class Peer:
-    """A paho MQTT v5 client with blocking helpers (connect, subscribe, publish, recv)."""
+    """A paho MQTT client (v5; v3.1.1 on the embedded broker, which speaks no v5)
+    with blocking helpers (connect, subscribe, publish, recv)."""
 
     def __init__(self, broker: Broker, client_id: str, user: str | None = None,
                  password: str | None = None, *, clean: bool = True,
                  tls: dict | None = None, port: int | None = None) -> None:
+        v5 = broker.kind.value == "mosquitto"
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  protocol=mqtt.MQTTv5)
+                                  protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+                                  clean_session=None if v5 else clean)
         if user is not None:
             self.client.username_pw_set(user, password)
         if tls is not None:
@@ -55,13 +58,16 @@ class Peer:
         c.on_publish = self._on_publish
         c.on_subscribe = self._on_subscribe
         props = None
-        if not clean:
+        if not clean and v5:
             from paho.mqtt.packettypes import PacketTypes
             from paho.mqtt.properties import Properties
 
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = 600
-        c.connect(broker.host, port or broker.port, clean_start=clean, properties=props)
+        if v5:
+            c.connect(broker.host, port or broker.port, clean_start=clean, properties=props)
+        else:
+            c.connect(broker.host, port or broker.port)
         c.loop_start()
         assert self._connected.wait(5), "no CONNACK"
 
@@ -276,6 +282,41 @@ def test_without_the_plugin_an_impostor_is_remapped_not_let_in(
         back = Peer(b, "ingest", "ingest", pw["ingest"], clean=False)
         assert back.session_present and [p for _, p in back.drain(0.5)] == [b"kept"]
         back.close()
+
+
+def test_the_embedded_broker_enforces_the_same_accounts(tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """amqtt with the registry's files: anonymous, wrong-password and foreign-client-id
+    connections refused; a device reads and writes only its own topics; a removal is
+    enforced from the next message on; the start-up line still says trusted loopback."""
+    db = tmp_path / "r.db"
+    with Store(db) as store:
+        c = {n: accounts.add(store, n, r, actor="t")[1]
+             for n, r in (("dev-a", "device"), ("dev-b", "device"), ("ingest", "host"))}
+    with Broker("embedded", data_dir=tmp_path / "b", accounts=registry_accounts(db)) as b:
+        assert b.secure and "trusted network only" in b.client_ids_bound
+        for peer in (Peer(b, "anon"), Peer(b, "dev-a", "dev-a", "wrong"),
+                     Peer(b, "ingest", "dev-a", c["dev-a"])):
+            assert peer.connack is not None and peer.connack.getName() == "Not authorized"
+            peer.close()
+        host = Peer(b, "ingest", "ingest", c["ingest"])
+        assert host.accepted and host.subscribe("medge/v1/#") == 1
+        a = Peer(b, "dev-a", "dev-a", c["dev-a"])
+        assert a.subscribe(f"{T}/dev-b/cmd") == 0x80 and a.subscribe(f"{T}/dev-a/cmd") == 1
+        a.publish(f"{T}/dev-a/vitals", b"own")
+        a.publish(f"{T}/dev-b/status", b"forged", retain=True)
+        assert host.drain(0.5) == [(f"{T}/dev-a/vitals", b"own")]
+        with Store(db) as store:
+            accounts.remove(store, "dev-a", actor="t")
+        b.reload()
+        a.publish(f"{T}/dev-a/vitals", b"after-removal")
+        assert host.drain(0.5) == []
+        again = Peer(b, "dev-a", "dev-a", c["dev-a"])
+        assert again.connack is not None and again.connack.is_failure
+        for p in (again, a, host):
+            p.close()
+    start = (tmp_path / "b" / "embedded_broker.log").read_text()
+    assert "anonymous clients refused" in start and "trusted loopback" in start
 
 
 def test_a_removal_takes_effect_at_once(tmp_path: Path) -> None:

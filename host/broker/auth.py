@@ -69,8 +69,8 @@ from typing import Any
 from firmware.net import protocol
 
 __all__ = ["ACL_FILE", "ADMIN_USERNAME", "DYNSEC_FILE", "PASSWORD_FILE", "DynsecAdmin",
-           "acl_text", "dynsec_text", "find_dynsec_plugin", "password_text", "write_files",
-           "write_private"]
+           "acl_text", "allowed", "dynsec_text", "find_dynsec_plugin", "parse_acl",
+           "password_text", "write_files", "write_private"]
 
 PASSWORD_FILE = "mosquitto.passwd"
 ACL_FILE = "mosquitto.acl"
@@ -124,6 +124,41 @@ def acl_text(accounts: Iterable[Any]) -> str:
             out.append("# (no broker access for this role)")
         out.append("")
     return "\n".join(out) + "\n"
+
+
+def parse_acl(text: str) -> dict[str, list[tuple[str, str]]]:
+    """The grants of an ACL file in the format :func:`acl_text` writes (mosquitto's:
+    ``user NAME`` blocks of ``topic read|write|readwrite PATTERN``): each user's
+    ``(access, pattern)`` list.  The embedded broker enforces the same file."""
+    grants: dict[str, list[tuple[str, str]]] = {}
+    user = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        word, _, rest = line.partition(" ")
+        if word == "user":
+            user = rest.strip()
+            grants.setdefault(user, [])
+        elif word == "topic" and user is not None:
+            access, _, pattern = rest.strip().partition(" ")
+            if not pattern:
+                access, pattern = "readwrite", access
+            grants[user].append((access, pattern.strip()))
+    return grants
+
+
+def allowed(grants: list[tuple[str, str]], access: str, topic: str) -> bool:
+    """May a user with ``grants`` ``access`` ("read" or "write") ``topic``?  A
+    subscription filter (wildcards included) is checked as mosquitto checks it:
+    the grant's pattern must match the filter taken literally; ``$share/G/`` is
+    stripped first."""
+    from paho.mqtt.client import topic_matches_sub
+
+    if topic.startswith("$share/"):
+        topic = topic.split("/", 2)[2] if topic.count("/") >= 2 else ""
+    return any(access in have and topic_matches_sub(pattern, topic)
+               for have, pattern in grants) if topic else False
 
 
 def write_private(path: Path, text: str, owner: tuple[int, int] | None) -> None:

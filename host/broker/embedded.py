@@ -11,7 +11,17 @@ no websocket listener), publishes no ``$SYS`` topics, lets every client in
 (development default, like mosquitto's ``allow_anonymous true``) and shuts down
 cleanly on SIGTERM/SIGINT, or when the parent process given by ``--parent-pid``
 goes away. It uses only amqtt's documented configuration and plugin API (a
-``plugins`` mapping, one ``BaseAuthPlugin``).
+``plugins`` mapping, ``BaseAuthPlugin`` and ``BaseTopicPlugin``).
+
+With ``--password-file`` and ``--acl-file`` (the files :mod:`host.broker.auth`
+generates from the registry; ``Broker(accounts=...)`` passes them) it enforces the
+accounts: :class:`RegistryAuthPlugin` lets in only a known username with its password
+and its username as client id, :class:`RegistryTopicPlugin` applies the ACL grants
+to every publish, subscription and delivery; both re-read their file when it changes
+(a removed account is refused from its next message on).  What it cannot do: keep a
+refused client away from a session (amqtt wipes or takes over the session of the
+presented client id before the auth plugins run; ``host/broker/launch.py``), so it
+is still for a trusted loopback only.
 
 What it keeps, and for how long:
 
@@ -63,8 +73,9 @@ from typing import Any, Optional
 
 import amqtt
 from amqtt.broker import Broker
+from amqtt.contexts import Action
 from amqtt.errors import AMQTTError, BrokerError, PluginError
-from amqtt.plugins.base import BaseAuthPlugin
+from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 
 logger = logging.getLogger("host.broker.embedded")
@@ -93,23 +104,132 @@ class OpenAuthPlugin(BaseAuthPlugin):
         return True
 
 
-def broker_config(host: str, port: int) -> dict[str, Any]:
-    """amqtt broker config (``amqtt.contexts.BrokerConfig`` as a dict)."""
+class _Watched:
+    """A file re-read whenever its size or modification time changes (the launcher
+    rewrites it on every registry change: the broker's "reload")."""
+
+    def __init__(self, path: str, parse: Any) -> None:
+        self.path = path
+        self._parse = parse
+        self._stamp: Optional[tuple[int, int]] = None
+        self.value: Any = parse("")
+
+    def get(self) -> Any:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            stamp = None
+        else:
+            stamp = (st.st_mtime_ns, st.st_size)
+        if stamp != self._stamp:
+            try:
+                with open(self.path, encoding="utf-8") as fh:
+                    self.value = self._parse(fh.read())
+            except OSError as exc:  # unreadable: nobody gets in until it is fixed
+                logger.error("cannot read %s: %s", self.path, exc)
+                self.value = self._parse("")
+            self._stamp = stamp
+        return self.value
+
+
+def _passwords(text: str) -> dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        user, sep, stored = line.partition(":")
+        if sep and user:
+            out[user] = stored.strip()
+    return out
+
+
+class RegistryAuthPlugin(BaseAuthPlugin):
+    """Accounts from the registry: the password file :mod:`host.broker.auth` writes
+    (mosquitto's ``$7$`` hashes), re-read when it changes.  A client is let in only
+    with a known username, its password, and its username as client id (the rule
+    mosquitto's dynamic-security plugin enforces).  Like :class:`OpenAuthPlugin` it
+    never flags a session anonymous, so persistent sessions keep their queues."""
+
+    @dataclass
+    class Config:
+        """``password_file``: the generated password file."""
+
+        password_file: str = ""
+
+    def __init__(self, context: Any) -> None:
+        super().__init__(context)
+        self._file = _Watched(self.context.config.password_file, _passwords)
+
+    async def authenticate(self, *, session: Session) -> bool:
+        from host.services.accounts import check_password
+
+        user, password = session.username, session.password
+        stored = self._file.get().get(user) if user else None
+        ok = (stored is not None and isinstance(password, str)
+              and session.client_id == user and check_password(password, stored))
+        if not ok:
+            logger.info("refused a connection (client id %r, username %r)",
+                        str(session.client_id)[:64], str(user)[:64])
+        return ok
+
+
+class RegistryTopicPlugin(BaseTopicPlugin):
+    """Per-account grants from the ACL file :mod:`host.broker.auth` writes, re-read
+    when it changes: publish needs ``write``, subscribe and every delivery ``read``
+    (so a removed or narrowed account loses its access at once)."""
+
+    @dataclass
+    class Config:
+        """``acl_file``: the generated ACL file."""
+
+        acl_file: str = ""
+
+    def __init__(self, context: Any) -> None:
+        super().__init__(context)
+        from host.broker.auth import parse_acl
+
+        self._file = _Watched(self.context.config.acl_file, parse_acl)
+
+    async def topic_filtering(self, *, session: Optional[Session] = None,
+                              topic: Optional[str] = None,
+                              action: Optional[Action] = None) -> bool:
+        from host.broker.auth import allowed
+
+        if session is None or topic is None or not session.username:
+            return False
+        grants = self._file.get().get(session.username, [])
+        return allowed(grants, "write" if action == Action.PUBLISH else "read", topic)
+
+
+def _plugin(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def broker_config(host: str, port: int, password_file: Optional[str] = None,
+                  acl_file: Optional[str] = None) -> dict[str, Any]:
+    """amqtt broker config (``amqtt.contexts.BrokerConfig`` as a dict).  With
+    ``password_file`` and ``acl_file`` (both or neither) it enforces the registry's
+    accounts; without, it lets everyone in (development default)."""
+    if (password_file is None) != (acl_file is None):
+        raise ValueError("password_file and acl_file go together")
+    # Giving "plugins" explicitly replaces amqtt's defaults: no BrokerSysPlugin
+    # ($SYS topics every 20 s, psutil deprecation warning), no Event/Packet
+    # logger plugins, no AnonymousAuthPlugin.
+    plugins: dict[str, Any] = {_plugin(OpenAuthPlugin): {}}
+    if password_file is not None:
+        plugins = {_plugin(RegistryAuthPlugin): {"password_file": password_file},
+                   _plugin(RegistryTopicPlugin): {"acl_file": acl_file}}
     return {
         # Only the "default" listener: TCP on host:port. ("::1:1883" works for IPv6
         # too: amqtt splits the bind string at the last colon.)
         "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
-        # Giving "plugins" explicitly replaces amqtt's defaults: no BrokerSysPlugin
-        # ($SYS topics every 20 s, psutil deprecation warning), no Event/Packet
-        # logger plugins, no AnonymousAuthPlugin.
-        "plugins": {f"{OpenAuthPlugin.__module__}.{OpenAuthPlugin.__qualname__}": {}},
+        "plugins": plugins,
     }
 
 
-async def serve(host: str, port: int, parent_pid: Optional[int] = None) -> int:
+async def serve(host: str, port: int, parent_pid: Optional[int] = None,
+                password_file: Optional[str] = None, acl_file: Optional[str] = None) -> int:
     """Run the broker until SIGTERM/SIGINT (or the parent exits); return an exit code."""
     try:
-        broker = Broker(broker_config(host, port))
+        broker = Broker(broker_config(host, port, password_file, acl_file))
         await broker.start()
     except (BrokerError, PluginError, AMQTTError, OSError) as exc:
         logger.error("embedded MQTT broker failed to start on %s:%s: %s", host, port, exc)
@@ -141,9 +261,10 @@ async def serve(host: str, port: int, parent_pid: Optional[int] = None) -> int:
 
     watchdog = asyncio.create_task(watch_parent())
     logger.info(
-        "embedded broker (amqtt %s, pid %d) listening on mqtt://%s:%d: %s; anonymous "
-        "clients allowed (development default)",
+        "embedded broker (amqtt %s, pid %d) listening on mqtt://%s:%d: %s; %s",
         getattr(amqtt, "__version__", "?"), os.getpid(), host, port, KEEPS,
+        "anonymous clients allowed (development default)" if password_file is None else
+        f"accounts from {password_file} and {acl_file} (anonymous clients refused)",
     )
     await stop.wait()
     watchdog.cancel()
@@ -171,6 +292,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--port", type=int, default=1883)
     parser.add_argument("--parent-pid", type=int, default=None,
                         help="exit when this process is no longer our parent")
+    parser.add_argument("--password-file", help="enforce accounts: the generated password "
+                        "file (host/broker/auth.py); needs --acl-file")
+    parser.add_argument("--acl-file", help="the generated ACL file; needs --password-file")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="-v: amqtt INFO (every connection), -vv: DEBUG")
     args = parser.parse_args(argv)
@@ -186,7 +310,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG))
     logging.getLogger("transitions").setLevel(logging.WARNING)
     try:
-        return asyncio.run(serve(args.host, args.port, args.parent_pid))
+        return asyncio.run(serve(args.host, args.port, args.parent_pid,
+                                 args.password_file, args.acl_file))
     except KeyboardInterrupt:  # SIGINT before the handler was installed
         return 130
 

@@ -25,22 +25,24 @@ host tool down with it:
     nothing (sessions, queued or retained messages) survives a *broker* restart,
     whatever ``persistence`` says. Its start-up line says so.
 
-Authentication.  ``Broker(accounts=F)`` (mosquitto): ``F()`` returns the account
-registry (:mod:`host.services.accounts`); the broker refuses anonymous clients,
-checks passwords and per-account ACLs from files generated from it, and binds client
-ids to accounts (:mod:`host.broker.auth`); :meth:`Broker.reload` regenerates the
-files and sends SIGHUP (``medge broker --db`` polls the registry and reloads on every
-change).  ``tls=TlsListener(...)`` adds a TLS listener that requires a client
-certificate from the local CA (:mod:`host.services.tlsca`), with the same accounts.
-Without ``accounts`` both kinds allow anonymous clients: the development mode
-(``medge broker --insecure``), for a broker that listens on loopback only, and what
-the tests that are not about security use.  The embedded broker has no
-authentication: amqtt (0.12.1, ``Broker._initialize_client_session`` and
-``_handle_client_session``) looks up, wipes (clean session) or adopts (persistent)
-the session of the presented client id, and takes over a connected one, *before* its
-auth plugins run, so a refused client can still destroy ingest's queue; a password
-check there would be false comfort.  It is for a trusted loopback only, and its
-start-up line says so.
+Authentication.  ``Broker(accounts=F)``: ``F()`` returns the account registry
+(:mod:`host.services.accounts`); the broker refuses anonymous clients, checks
+passwords and per-account ACLs from files generated from it (:mod:`host.broker.auth`),
+and on mosquitto binds client ids to accounts (its dynamic-security plugin);
+:meth:`Broker.reload` regenerates the files and sends SIGHUP (``medge broker --db``
+polls the registry and reloads on every change).  ``tls=TlsListener(...)``
+(mosquitto) adds a TLS listener that requires a client certificate from the local CA
+(:mod:`host.services.tlsca`), with the same accounts.  Without ``accounts`` both
+kinds allow anonymous clients: the development mode (``medge broker --insecure``),
+for a broker that listens on loopback only, and what the tests that are not about
+security use.  The embedded broker checks the same password and ACL files (its
+plugins re-read them when they change: nobody anonymous reads or forges anything),
+but cannot protect a session: amqtt (0.12.1, ``Broker._initialize_client_session``
+and ``_handle_client_session``) looks up, wipes (clean session) or adopts
+(persistent) the session of the presented client id, and takes over a connected
+one, *before* its auth plugins run, so a refused client can still destroy ingest's
+queue or kick a device off.  It stays for a trusted loopback only, and its start-up
+line says so.
 :class:`Broker` binds ``127.0.0.1`` unless the caller asks otherwise.
 
 Typical use::
@@ -534,9 +536,8 @@ class Broker:
         self.tls = tls
         if tls is not None and accounts is None:
             raise ValueError("a TLS listener needs accounts (the registry)")
-        if accounts is not None and self.kind is not BrokerKind.MOSQUITTO:
-            logger.warning("the embedded broker has no authentication: accounts are not "
-                           "enforced (a trusted loopback only; install mosquitto)")
+        if tls is not None and self.kind is not BrokerKind.MOSQUITTO:
+            raise ValueError("a TLS listener needs mosquitto (the embedded broker has none)")
         if self.kind is BrokerKind.MOSQUITTO:  # refuse unknown options now, not at start
             mosquitto_config(host, self.port, ".", persistence, self.options)
         self._tmp: Optional[tempfile.TemporaryDirectory[str]] = None
@@ -548,7 +549,7 @@ class Broker:
         #: The dynamic-security plugin that binds client ids (None: not installed, so
         #: the config replaces client ids instead; or not a secure broker).
         self.dynsec_plugin: Optional[str] = None
-        if self.secure:
+        if self.secure and self.kind is BrokerKind.MOSQUITTO:
             from host.broker.auth import find_dynsec_plugin
 
             self.dynsec_plugin = find_dynsec_plugin()
@@ -572,14 +573,17 @@ class Broker:
 
     @property
     def secure(self) -> bool:
-        """True when this broker enforces accounts (mosquitto with ``accounts``)."""
-        return self.accounts is not None and self.kind is BrokerKind.MOSQUITTO
+        """True when this broker enforces accounts (given ``accounts``)."""
+        return self.accounts is not None
 
     @property
     def client_ids_bound(self) -> str:
         """How this broker binds client ids to accounts, in words (its start-up line)."""
         if not self.secure:
             return "not bound (no accounts)"
+        if self.kind is BrokerKind.EMBEDDED:
+            return ("checked at CONNECT (amqtt drops a clean session of that client id "
+                    "before it checks: a trusted network only)")
         if self.dynsec_plugin is not None:
             return "bound to accounts (any other client id is refused)"
         return ("replaced by the username (mosquitto's dynamic-security plugin is not "
@@ -635,7 +639,7 @@ class Broker:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(text)
             return [self._mosquitto, "-c", str(self.config_path)]
-        return [
+        cmd = [
             sys.executable,
             "-m",
             "host.broker.embedded",
@@ -646,9 +650,19 @@ class Broker:
             "--parent-pid",
             str(os.getpid()),
         ]
+        if self.secure:
+            from host.broker.auth import ACL_FILE, PASSWORD_FILE
+
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self._write_security_files()
+            cmd += ["--password-file", str(self.data_dir / PASSWORD_FILE),
+                    "--acl-file", str(self.data_dir / ACL_FILE)]
+        return cmd
 
     def _owner(self) -> Optional[tuple[int, int]]:
         """uid/gid of the account mosquitto drops to (None: it keeps ours)."""
+        if self.kind is not BrokerKind.MOSQUITTO:
+            return None
         user, _why = mosquitto_user(self.data_dir)
         if user is None or user == "root":
             return None
@@ -689,6 +703,9 @@ class Broker:
         if not self.secure or not self.running:
             return
         accounts = list(self.accounts())  # type: ignore[misc]
+        if self.kind is BrokerKind.EMBEDDED:  # it re-reads changed files itself
+            self._write_security_files(accounts)
+            return
         admin = None
         if self.dynsec_plugin is not None and self._admin_password is not None:
             from host.broker.auth import DynsecAdmin, bound_usernames
@@ -905,9 +922,6 @@ def run_broker_forever(
     try:
         broker = Broker(kind, host=host, port=port, data_dir=data_dir,
                         accounts=None if db is None else registry_accounts(db), tls=tls)
-        if db is not None and not broker.secure:
-            raise ValueError("the embedded broker has no authentication: install mosquitto, "
-                             "or pass --insecure (a trusted loopback only)")
         broker.start()
     except (RuntimeError, ValueError, OSError) as exc:
         logger.error("could not start the MQTT broker: %s", exc)

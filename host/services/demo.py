@@ -23,8 +23,9 @@ audited as the OS user): a device account per simulated device and the host acco
 :data:`INGEST_ACCOUNT` for ingest, each with a fresh password held in memory only,
 so ``make demo`` needs no extra step; mosquitto then runs with authentication
 (anonymous clients refused, per-account ACLs, client ids bound to accounts).  The
-embedded broker (no mosquitto installed) has no authentication: the clients still
-log in, and the broker's start-up line says it is for a trusted loopback only.
+embedded broker (no mosquitto installed) checks the same passwords and ACLs but
+cannot keep a refused client away from a session (``host/broker/launch.py``), so its
+start-up line says it is for a trusted loopback only.
 
 Patients: each device's virtual patient is registered in the store with a
 profile drawn from the fleet's scenario and the device assigned to it from the
@@ -203,8 +204,9 @@ class Demo:
             verdict.fail("the broker did not start", exc)
             return self._report(verdict, out, as_json)
         if text:
-            auth = ("accounts enforced" if broker.secure else
-                    "NO authentication (embedded broker: a trusted loopback only)")
+            auth = "accounts enforced" if broker.secure else "NO authentication"
+            if broker.kind.value == "embedded":
+                auth += "; embedded broker: a trusted loopback only"
             print(f"demo: {broker.kind.value} broker on {broker.host}:{broker.port} "
                   f"({auth}); store {self.db_path}", file=text, flush=True)
         ingest: Ingest | None = None
