@@ -291,3 +291,22 @@ def test_band_edge_noise_on_a_rising_news2_one_medium_alert_in_time() -> None:
         assert ep.medge_medium_s is not None and ep.medge_medium_s - ep.onset_s <= 120, seed
         lags.append(ep.medge_medium_score_s - ep.onset_s)
     assert max(lags) > 120  # the score's own lag at the edge: why the alert is timed
+
+
+def test_a_forked_engine_is_independent_and_answers_as_a_deep_copy() -> None:
+    import copy
+
+    mon = monitor()
+    _drifting(mon, 0.0, 70)  # 2 h steady: baselines, trajectory
+    fork, deep = mon.fork(), copy.deepcopy(mon)
+    t_end = T0 + 2 * 3600_000
+    for engine in (fork, deep):
+        for s in range(0, 900, 5):
+            engine.add_vitals(t_end + s * 1000, pulse=140, resp_rate=26, spo2=91,
+                              temperature=39.4)
+            engine.evaluate(t_end + s * 1000)
+    a, b = fork.evaluate(t_end + 900_000), deep.evaluate(t_end + 900_000)
+    assert a.as_dict() == b.as_dict() and "news2" in fork.tracker.open
+    assert mon.tracker.open == {}  # the original saw none of it
+    stale = set(mon.evaluate(t_end + 900_000).news2["missing"])
+    assert {"pulse", "resp_rate", "spo2", "temperature"} <= stale

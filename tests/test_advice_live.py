@@ -251,16 +251,21 @@ def test_device_rhythm_events_reach_the_advice(ward: Path) -> None:
     assert live.event_from_payload("not json") is None
 
 
+def _on_bed_9(s: Store, consciousness: str) -> None:
+    """p-9 on bed-9 from T0, consciousness and air observed at T0."""
+    patients.add_patient(s, "p-9", patients.make_profile(age=70, sex="male"),
+                         actor="nurse", ts_ms=T0)
+    patients.assign(s, "p-9", "bed-9", actor="nurse", ts_ms=T0)
+    patients.add_observations(s, "p-9", Inputs(consciousness=consciousness, oxygen=False),
+                              ts_ms=T0, entered_by="nurse", entered_ms=T0)
+
+
 def _busy_bed(db: Path, minutes: int) -> None:
     """p-9 on bed-9: pulse 135 (3 points) and new confusion (3): NEWS2 6, medium."""
     with Store(db) as s:
-        patients.add_patient(s, "p-9", patients.make_profile(age=70, sex="male"),
-                             actor="nurse", ts_ms=T0)
-        patients.assign(s, "p-9", "bed-9", actor="nurse", ts_ms=T0)
+        _on_bed_9(s, "C")
         s.write_batch([Accept("vitals", "bed-9", vitals("bed-9", i, T0 + i * 5000, 135),
                               T0 + i * 5000) for i in range(minutes * 12)])
-        patients.add_observations(s, "p-9", Inputs(consciousness="C", oxygen=False),
-                                  ts_ms=T0, entered_by="nurse", entered_ms=T0)
 
 
 def test_reminders_reach_the_bedside_until_acknowledged(tmp_path: Path) -> None:
@@ -312,11 +317,7 @@ def test_kept_engines_answer_as_the_replay_and_rebuild_on_late_readings(
     profile, makes the next pass replay again."""
     db = tmp_path / "k.db"
     with Store(db) as s:
-        patients.add_patient(s, "p-9", patients.make_profile(age=70, sex="male"),
-                             actor="nurse", ts_ms=T0)
-        patients.assign(s, "p-9", "bed-9", actor="nurse", ts_ms=T0)
-        patients.add_observations(s, "p-9", Inputs(consciousness="A", oxygen=False),
-                                  ts_ms=T0, entered_by="nurse", entered_ms=T0)
+        _on_bed_9(s, "A")
         # pulse 80 for an hour, then 135: NEWS2 0 -> 3 (low-medium, 3 in one parameter)
         s.write_batch([Accept("vitals", "bed-9", vitals("bed-9", i, T0 + i * 5000,
                                                          80 if i < 720 else 135),
@@ -342,3 +343,18 @@ def test_kept_engines_answer_as_the_replay_and_rebuild_on_late_readings(
                             ts_ms=T0 + 122 * 60_000)
         a, _, _ = live.assess(s, "p-9", T0 + 123 * 60_000, cache)
         assert cache.rebuilds == 4 and a.bands["heart_rate"]["source"] == "override"
+
+
+def test_a_replay_reads_the_nurses_observations_of_the_last_12_hours(tmp_path: Path) -> None:
+    """Consciousness holds 12 h: entered 5 h before, it still scores (the replay's
+    readings go back 4 h, its observations 12 h)."""
+    db = tmp_path / "o.db"
+    with Store(db) as s:
+        _on_bed_9(s, "C")
+        s.write_batch([Accept("vitals", "bed-9", vitals("bed-9", i, T0 + 5 * 3600_000 + i * 5000,
+                                                         80), T0) for i in range(60)])
+        now = T0 + 5 * 3600_000 + 300_000
+        for cache in (None, live.LiveMonitors()):
+            a, _, _ = live.assess(s, "p-9", now, cache)
+            assert a.news2["sub_scores"]["consciousness"] == 3, cache
+            assert a.news2["values"]["air_or_oxygen"] == "air"

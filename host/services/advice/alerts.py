@@ -22,7 +22,7 @@ publishing its events is :mod:`host.services.advice.live`'s job.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -115,6 +115,13 @@ class AlertTracker:
         self.open: dict[str, Episode] = {}
         self._pending: dict[str, tuple[int, int]] = {}  # kind -> (first seen, evaluations)
         self._next = 1
+
+    def fork(self) -> AlertTracker:
+        """An independent copy (the open episodes copied, with their histories)."""
+        new = AlertTracker(self.policy)
+        new.open = {k: replace(ep, history=list(ep.history)) for k, ep in self.open.items()}
+        new._pending, new._next = dict(self._pending), self._next
+        return new
 
     def update(self, now_ms: int, conditions: list[Condition]) -> list[AlertEvent]:
         p = self.policy

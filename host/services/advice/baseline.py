@@ -85,6 +85,15 @@ class Baseline:
         self.frozen: set[str] = set()
         self._cache: dict[str, tuple[Any, Band]] = {}
 
+    def fork(self) -> Baseline:
+        """An independent copy (cheaper than copy.deepcopy: the items are immutable)."""
+        new = Baseline.__new__(Baseline)
+        new._minutes = {v: deque(q, maxlen=q.maxlen) for v, q in self._minutes.items()}
+        new._current = {v: (m, list(vals)) for v, (m, vals) in self._current.items()}
+        new.frozen = set(self.frozen)
+        new._cache = dict(self._cache)
+        return new
+
     def add(self, vital: str, ts_ms: int, value: float) -> None:
         minute = ts_ms // 60_000
         cur = self._current.get(vital)

@@ -106,6 +106,19 @@ class PatientMonitor:
         self._drift_since: dict[str, int] = {}
         self._burden_report: tuple[int, float] | None = None  # (valid until, percent)
 
+    def fork(self) -> PatientMonitor:
+        """An independent copy of the engine and its state (what the advice service
+        feeds the newest, unsettled seconds into: host.services.advice.live)."""
+        new = PatientMonitor.__new__(PatientMonitor)
+        new.__dict__.update(self.__dict__)
+        new.profile = dict(self.profile)
+        new.baseline, new.trajectory = self.baseline.fork(), self.trajectory.fork()
+        new.tracker = self.tracker.fork()
+        new._readings = {k: deque(q) for k, q in self._readings.items()}
+        new._manual, new._events = dict(self._manual), dict(self._events)
+        new._beats, new._drift_since = deque(self._beats), dict(self._drift_since)
+        return new
+
     # -- inputs ----------------------------------------------------------------
     def add_vitals(self, ts_ms: int, *, pulse: float | None = None,
                    resp_rate: float | None = None, spo2: float | None = None,

@@ -33,7 +33,6 @@ Vitals fields (:data:`VITALS_FIELDS`): ``pulse_bpm`` (PPG) or else ``hr_bpm`` (E
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -42,13 +41,16 @@ from typing import Any
 from host.services import patients
 from host.services.advice.alerts import AlertEvent, EventKind, rank
 from host.services.advice.arrhythmia import RhythmEvent
-from host.services.advice.engine import Assessment, PatientMonitor
+from host.services.advice.engine import MANUAL_STALE_S, Assessment, PatientMonitor
 
 __all__ = ["HISTORY_S", "REBUILD_S", "REPLAY_EVAL_S", "SETTLE_S", "VITALS_FIELDS",
            "LiveMonitors", "assess", "record_events", "run_round", "vitals_from_payload"]
 
 HISTORY_S = 4 * 3600
 REPLAY_EVAL_S = 30
+#: How far back a replay reads the manual observations (s): the longest a manual
+#: value holds (consciousness and air/oxygen, 12 h).
+OBSERVATIONS_S = max(MANUAL_STALE_S.values())
 #: Seconds before a pass up to which the kept engine is fed (readings later than
 #: that are often still on their way: ingest batches, device clocks).
 SETTLE_S = 15
@@ -128,10 +130,12 @@ def _rows(store: Any, sql: str, params: Iterable[Any]) -> list[tuple[Any, ...]]:
     return store.db.execute(sql, list(params)).fetchall()
 
 
-def _stream(store: Any, patient_id: str, lo_ms: int, hi_ms: int
-             ) -> list[tuple[int, int, Any]]:
+def _stream(store: Any, patient_id: str, lo_ms: int, hi_ms: int,
+            obs_lo_ms: int | None = None) -> list[tuple[int, int, Any]]:
     """The patient's inputs with ``lo_ms < ts <= hi_ms`` in time order: (ts, order,
-    (what, item)); the devices' readings only while assigned to the patient."""
+    (what, item)); the devices' readings only while assigned to the patient, the
+    manual observations from ``obs_lo_ms`` (a replay looks back
+    :data:`OBSERVATIONS_S`: consciousness and air/oxygen hold for 12 h)."""
     stream: list[tuple[int, int, Any]] = []  # (ts, order, item)
     for device, lo, hi in _windows(store, patient_id, lo_ms, hi_ms):
         for ts, payload in _rows(store, "SELECT ts_ms, payload FROM messages WHERE "
@@ -171,7 +175,8 @@ def _stream(store: Any, patient_id: str, lo_ms: int, hi_ms: int
             stream.append((int(minute), 0, ("beats", (sum(counts), counts[2]))))
     for kind, value, ts in _rows(
             store, "SELECT kind, value, ts_ms FROM observations WHERE patient_id = ? AND "
-            "ts_ms > ? AND ts_ms <= ? ORDER BY ts_ms, id", (patient_id, lo_ms, hi_ms)):
+            "ts_ms > ? AND ts_ms <= ? ORDER BY ts_ms, id",
+            (patient_id, lo_ms if obs_lo_ms is None else obs_lo_ms, hi_ms)):
         if kind == "oxygen":
             value = bool(value)
         elif kind == "consciousness":
@@ -185,13 +190,13 @@ def _stream(store: Any, patient_id: str, lo_ms: int, hi_ms: int
     return stream
 
 
-#: (SQL, per device or per patient) of :func:`_digest`: row counts and the columns
-#: an update may change, over the span.
+#: (SQL, per device or per patient) of :func:`_digest`: row counts and a sum of
+#: integer columns (those an update may change), over the span.
 _DIGEST = (
     ("SELECT COUNT(*), 0 FROM messages WHERE device_id = ? AND ts_ms > ? AND ts_ms <= ?",
      True),
-    ("SELECT COUNT(*), SUM(COALESCE(systolic_mmhg, 0)) FROM bp_readings WHERE device_id = ? "
-     "AND ts_ms > ? AND ts_ms <= ?", True),
+    ("SELECT COUNT(*), SUM(ts_ms) FROM bp_readings WHERE device_id = ? AND ts_ms > ? AND "
+     "ts_ms <= ?", True),
     ("SELECT COUNT(*), SUM(COALESCE(offset_ms, 0)) FROM rhythm_events WHERE device_id = ? "
      "AND onset_ms > ? AND onset_ms <= ?", True),
     ("SELECT COUNT(*), SUM(n_beats + s_beats + v_beats + f_beats + q_beats) FROM "
@@ -203,15 +208,30 @@ _DIGEST = (
 )
 
 
-def _digest(store: Any, patient_id: str, lo_ms: int, hi_ms: int) -> tuple[Any, ...]:
-    """What the store holds for the patient in ``(lo_ms, hi_ms]``, in a few indexed
-    aggregates: unchanged means no reading arrived late there, none was updated."""
-    out: list[Any] = []
+def _digest(store: Any, patient_id: str, lo_ms: int, hi_ms: int,
+            obs_lo_ms: int | None = None) -> dict[tuple[int, str], tuple[int, int]]:
+    """What the store holds for the patient in ``(lo_ms, hi_ms]`` (observations from
+    ``obs_lo_ms``), in a few indexed aggregates: unchanged means no reading arrived
+    late there, none was updated.  Additive: the digest of two adjacent spans is
+    the sum of theirs (:func:`_add`)."""
+    out: dict[tuple[int, str], tuple[int, int]] = {}
     windows = _windows(store, patient_id, lo_ms, hi_ms)
-    for sql, per_device in _DIGEST:
-        for device, lo, hi in windows if per_device else [(patient_id, lo_ms, hi_ms)]:
-            out.append(tuple(store.db.execute(sql, (device, lo, hi)).fetchone()))
-    return tuple(out)
+    patient = [(patient_id, lo_ms if obs_lo_ms is None else obs_lo_ms, hi_ms)]
+    for i, (sql, per_device) in enumerate(_DIGEST):
+        for device, lo, hi in windows if per_device else patient:
+            n, total = store.db.execute(sql, (device, lo, hi)).fetchone()
+            if n:
+                out[(i, device)] = (int(n), int(total or 0))
+    return out
+
+
+def _add(a: dict[tuple[int, str], tuple[int, int]], b: dict[tuple[int, str], tuple[int, int]]
+         ) -> dict[tuple[int, str], tuple[int, int]]:
+    out = dict(a)
+    for k, (n, total) in b.items():
+        n0, t0 = out.get(k, (0, 0))
+        out[k] = (n0 + n, t0 + total)
+    return out
 
 
 def _grid(ts_ms: int) -> int:
@@ -261,7 +281,8 @@ def build_monitor(store: Any, patient_id: str, now_ms: int) -> tuple[PatientMoni
     :data:`HISTORY_S`, evaluated on the :data:`REPLAY_EVAL_S` grid), and every alert
     event of the replay."""
     mon = PatientMonitor(patient_id, patients.get_patient(store, patient_id))
-    stream = _stream(store, patient_id, now_ms - HISTORY_S * 1000 - 1, now_ms)
+    stream = _stream(store, patient_id, now_ms - HISTORY_S * 1000 - 1, now_ms,
+                     now_ms - OBSERVATIONS_S * 1000 - 1)
     events, _ = _feed(mon, stream, None, now_ms - 1)
     return mon, events
 
@@ -272,8 +293,9 @@ class _Kept:
     key: tuple[Any, ...]  # profile and assignments when built
     lo_ms: int  # readings after this were fed ...
     fed_ms: int  # ... up to this
+    obs_lo_ms: int  # and the observations after this
     next_eval: int | None
-    digest: tuple[Any, ...]  # of the store's readings in (lo_ms, fed_ms]
+    digest: dict[tuple[int, str], tuple[int, int]]  # of the readings in (lo_ms, fed_ms]
 
 
 class LiveMonitors:
@@ -310,24 +332,27 @@ def _assess_cached(store: Any, patient_id: str, now_ms: int, cache: LiveMonitors
     settle = now_ms - SETTLE_S * 1000
     if kept is not None and kept.key == key and kept.fed_ms <= settle \
             and now_ms - kept.lo_ms <= (HISTORY_S + REBUILD_S) * 1000 \
-            and _digest(store, patient_id, kept.lo_ms, kept.fed_ms) == kept.digest:
+            and _digest(store, patient_id, kept.lo_ms, kept.fed_ms, kept.obs_lo_ms) \
+            == kept.digest:
         cache.increments += 1
     else:
         cache.rebuilds += 1
         lo = now_ms - HISTORY_S * 1000 - 1
         kept = _Kept(PatientMonitor(patient_id, patients.get_patient(store, patient_id)),
-                     key, lo, lo, None, ())
+                     key, lo, lo, now_ms - OBSERVATIONS_S * 1000 - 1, None, {})
         cache._kept[patient_id] = kept
     _apply_acks(store, kept.mon)
     events: list[AlertEvent] = []
     if settle > kept.fed_ms:
-        stream = _stream(store, patient_id, kept.fed_ms, settle)
+        # a rebuild reads the observations from the replay's look-back
+        obs_lo = kept.obs_lo_ms if kept.fed_ms == kept.lo_ms else None
+        stream = _stream(store, patient_id, kept.fed_ms, settle, obs_lo)
         new, kept.next_eval = _feed(kept.mon, stream, kept.next_eval, settle)
         events += new
+        kept.digest = _add(kept.digest, _digest(store, patient_id, kept.fed_ms, settle, obs_lo))
         kept.fed_ms = settle
-        kept.digest = _digest(store, patient_id, kept.lo_ms, settle)
     # the newest seconds into a copy: the kept engine sees them once they settle
-    mon = copy.deepcopy(kept.mon)
+    mon = kept.mon.fork()
     tail = _stream(store, patient_id, kept.fed_ms, now_ms)
     new, _ = _feed(mon, tail, kept.next_eval, now_ms - 1)
     return mon, events + new

@@ -49,6 +49,12 @@ class Trajectory:
         self._scores: deque[tuple[int, int]] = deque()
         self._trend: Trend | None = None
 
+    def fork(self) -> Trajectory:
+        """An independent copy."""
+        new = Trajectory()
+        new._scores, new._trend = deque(self._scores), self._trend
+        return new
+
     def add(self, ts_ms: int, score: int) -> None:
         """Record a score (at most one per :data:`SAMPLE_S`: the bins' medians need
         no more, and an engine evaluating every second stays cheap)."""
