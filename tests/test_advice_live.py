@@ -358,3 +358,15 @@ def test_a_replay_reads_the_nurses_observations_of_the_last_12_hours(tmp_path: P
             a, _, _ = live.assess(s, "p-9", now, cache)
             assert a.news2["sub_scores"]["consciousness"] == 3, cache
             assert a.news2["values"]["air_or_oxygen"] == "air"
+
+
+def test_bench_advice_runs_and_its_kept_engines_agree_with_the_replay() -> None:
+    """host.bench_advice (make bench) in miniature: no timing asserted, only that it
+    measures what it says (the kept passes answer as the replay)."""
+    from host import bench_advice
+
+    doc = bench_advice.run(2, 0.25, 3, 10)
+    assert doc["kept_answers_as_replay"] is True
+    assert (doc["rebuilds"], doc["increments"]) == (2, 8)
+    assert doc["kept_pass_ms_per_patient"]["passes"] == 3 and doc["speedup"] > 0
+    assert bench_advice.main(["--patients", "0"]) == 2
