@@ -67,6 +67,7 @@ bench: sysdeps $(STAMP) $(MPY_STAMP)
 	$(PY) -m models.bench
 	$(PY) -m host.bench_fleet
 	$(PY) -m host.bench_ingest --duration 60
+	$(PY) -m host.bench_advice
 
 # Slow evaluations on the PhysioNet data beside the repo (not in a clone).
 DATA ?= ../shared/data/mitdb
