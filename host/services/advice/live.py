@@ -544,7 +544,11 @@ def run_round(store: Any, now_ms: int, publish: Any = None,
     from host.services.advice.records import list_alerts
 
     out: dict[str, Any] = {"ts_ms": now_ms, "patients": {}, "published": 0, "reminders": 0}
-    for pid in active_patients(store, now_ms):
+    active = active_patients(store, now_ms)
+    if cache is not None:
+        for pid in set(cache._kept) - set(active):  # discharged, or no device now
+            cache.forget(pid)
+    for pid in active:
         before = {x["alert_uid"]: (x["state"], x["severity"])
                   for x in list_alerts(store, patient_id=pid, open_only=True)}
         a, events, open_kinds = assess(store, pid, now_ms, cache)
