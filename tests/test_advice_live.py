@@ -217,6 +217,12 @@ def test_the_clinical_path_on_postgresql(postgres: str, tmp_path: Path) -> None:
             [alert] = [x for x in list_alerts(s, patient_id="p-2") if x["kind"] == "news2"]
             assert ack(s, alert["alert_uid"], by="nurse-kim", ts_ms=T0 + 600_000)["state"] \
                 == "acknowledged"
+            # the advice service's pass with kept engines: digest and ack marks on PostgreSQL
+            cache, sent = live.LiveMonitors(), []
+            for now in (T0 + 605_000, T0 + 615_000):
+                doc = live.run_round(s, now, lambda _d, x: sent.append(x), cache)
+            assert doc["patients"]["p-2"]["news2"] == 6 and cache.increments == 1
+            assert [x["event"] for x in sent] == ["ack"]
             assert audit.verify(s).ok
     finally:
         drop_pg_database(postgres, url)
