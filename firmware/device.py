@@ -34,6 +34,7 @@ from firmware.hw.state import SeqCounter
 from firmware.ml.infer import AAMI_LABELS
 from firmware.net import protocol
 from firmware.net.backoff import Backoff
+from firmware.net.journal import start_seq
 from firmware.net.outbox import Outbox
 from firmware.net.wire import encode
 from firmware.params import ECG_ADC_MAX_COUNT, ECG_ADC_MIN_COUNT, ECG_COUNTS_PER_MV
@@ -52,13 +53,22 @@ class Device:
     ``vitals`` message counts the window's beats per AAMI class."""
 
     def __init__(self, config, source, link, clock, state, model=None, vitals=None,
-                 rhythm=None):
+                 rhythm=None, journal=None):
         self.cfg = config
         self.source = source
         self.link = link
         self.clock = clock
         self.state = state
-        self.seq = SeqCounter(state)
+        #: Optional :class:`firmware.net.journal.Journal`: the outbox and the sequence
+        #: number on flash (nothing lost or skipped across a power cut); without
+        #: one, a RAM outbox and a block-reserving counter in ``state``.
+        self.journal = journal
+        if journal is None:
+            self.seq = SeqCounter(state)
+        else:
+            block = SeqCounter.BLOCK
+            self.seq = SeqCounter(state, block=block, start=start_seq(
+                journal.next_seq, state.load("seq", 0), block))
         boots = state.load("boots", 0) + 1
         state.save("boots", boots)
         self.boot_id = boots
@@ -86,7 +96,7 @@ class Device:
         self.classified = 0
         self.quality = SignalQuality(fs, ECG_ADC_MIN_COUNT, ECG_ADC_MAX_COUNT, ECG_COUNTS_PER_MV)
         self.heart = HeartRate(fs, (config.hr_max_age_ms * fs) // 1000)
-        self.outbox = Outbox(config.outbox_capacity)
+        self.outbox = Outbox(config.outbox_capacity, journal)
         self.backoff = Backoff(config.backoff_min_ms, config.backoff_max_ms, config.device_id)
         # Unit conversions, once.
         self._report_samples = (config.report_period_ms * fs) // 1000
@@ -175,9 +185,10 @@ class Device:
         for ev in rhythm.take_events():
             start = now - ((self.samples - ev.start) * 1000) // fs
             end = None if ev.end < 0 else now - ((self.samples - ev.end) * 1000) // fs
-            msg = protocol.event(self.cfg.device_id, self.seq.next(), now, ev.kind, ev.phase,
+            seq = self.seq.next()
+            msg = protocol.event(self.cfg.device_id, seq, now, ev.kind, ev.phase,
                                  start, end, ev.evidence)
-            self.outbox.push(self.topic_event, self._encode(msg), False, True)
+            self.outbox.push(self.topic_event, self._encode(msg), False, True, seq)
 
     def _beat(self, at):
         """Record one detected R peak (sample index since boot)."""
@@ -194,9 +205,10 @@ class Device:
     def _report(self):
         hr = self.heart_rate_bpm()
         quality = protocol.QUALITY_GOOD if hr is not None else protocol.QUALITY_UNRELIABLE
+        seq = self.seq.next()
         msg = protocol.vitals(
             self.cfg.device_id,
-            self.seq.next(),
+            seq,
             self.clock.epoch_ms(),
             self.cfg.report_period_ms,
             hr,
@@ -210,7 +222,7 @@ class Device:
         self._window_beats0 = self.beats
         self._window_fill = 0
         self.reports += 1
-        self.outbox.push(self.topic_vitals, self._encode(msg), False)
+        self.outbox.push(self.topic_vitals, self._encode(msg), False, False, seq)
 
     def _class_counts(self):
         """The window's beats per class (and reset), or None without a model."""
@@ -232,8 +244,9 @@ class Device:
             "sample_rate_hz": self.cfg.sample_rate_hz,
             "boot_id": self.boot_id,
         }
-        msg = protocol.birth(self.cfg.device_id, self.seq.next(), self.clock.epoch_ms(), info)
-        self.outbox.push(self.topic_status, self._encode(msg), True)
+        seq = self.seq.next()
+        msg = protocol.birth(self.cfg.device_id, seq, self.clock.epoch_ms(), info)
+        self.outbox.push(self.topic_status, self._encode(msg), True, False, seq)
 
     def _will(self):
         msg = protocol.offline(
@@ -280,15 +293,18 @@ class Device:
         Call :meth:`service` afterwards until :meth:`drained` (bounded by the
         caller), then ``link.disconnect()``.
         """
+        seq = self.seq.next()
         msg = protocol.offline(
             self.cfg.device_id,
             self.clock.epoch_ms(),
             protocol.OFFLINE_SHUTDOWN,
-            seq=self.seq.next(),
+            seq=seq,
             boot_id=self.boot_id,
         )
-        self.outbox.push(self.topic_status, self._encode(msg), True)
+        self.outbox.push(self.topic_status, self._encode(msg), True, False, seq)
         self.seq.close()
+        if self.journal is not None:
+            self.journal.compact()
 
     def drained(self):
         return len(self.outbox) == 0

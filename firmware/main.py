@@ -36,7 +36,10 @@ CONNECT; ``tls_ca_file`` (the CA of the broker's certificate) switches TLS on, w
 ``tls_cert_file``/``tls_key_file`` the device's client certificate (paho's
 ``tls_set`` on CPython, an ``ssl.SSLContext`` on MicroPython ports that have
 ``ssl``).  No password is ever logged or printed.  ``incarnation`` (from
-provisioning, ``medge fleet add --json``) is sent in every message.
+provisioning, ``medge fleet add --json``) is sent in every message.  ``journal``
+(default true) commits every message to ``<state>.journal`` before it is sent
+(:mod:`firmware.net.journal`): sequence numbers stay contiguous across restarts,
+power cuts and SIGKILL, and nothing committed is lost.
 
 Exit codes of :func:`main`: 0 everything sent; 1 the outbox was not drained,
 or a hardware or I/O fault (start-up or run); 2 the config cannot be used
@@ -83,6 +86,7 @@ _OPTIONAL_KEYS = (
     "tls_key_file",
     "vitals",
     "rhythm",
+    "journal",
 )
 _TLS_KEYS = ("tls_ca_file", "tls_cert_file", "tls_key_file")
 _CONFIG_KEYS = _REQUIRED_KEYS + _OPTIONAL_KEYS
@@ -448,6 +452,8 @@ def check_config(cfg):
         raise ValueError("config: tls_cert_file and tls_key_file go together")
     if "tls_cert_file" in cfg and "tls_ca_file" not in cfg:
         raise ValueError("config: a client certificate needs tls_ca_file (the broker's CA)")
+    if "journal" in cfg and cfg["journal"] is not True and cfg["journal"] is not False:
+        raise ValueError("config: journal must be true or false")
     if "rhythm" in cfg:
         if cfg["rhythm"] is not True and cfg["rhythm"] is not False:
             raise ValueError("config: rhythm must be true or false")
@@ -600,9 +606,16 @@ def build(cfg, clock=None, link=None, buses=None):
         from firmware.rhythm.monitor import RhythmMonitor
 
         rhythm = RhythmMonitor(config.sample_rate_hz)
-    state = FileState(state_file(cfg))
+    path = state_file(cfg)
+    state = FileState(path)
+    journal = None
+    if cfg.get("journal", True):  # the outbox and seq on flash (firmware/net/journal.py)
+        from firmware.net.journal import Journal
+
+        base = path[:-5] if path.endswith(".json") else path
+        journal = Journal(base + ".journal")
     return Device(config, source, link or make_link(cfg, credentials), clock, state, model=slot,
-                  vitals=vitals, rhythm=rhythm)
+                  vitals=vitals, rhythm=rhythm, journal=journal)
 
 
 def make_vitals(spec, ctx):

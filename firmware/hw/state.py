@@ -64,10 +64,13 @@ class SeqCounter:
     which is what the host's de-duplication on (device, seq) relies on.
     """
 
-    def __init__(self, state, key="seq", block=64):
+    BLOCK = 64  # numbers reserved per flash write
+
+    def __init__(self, state, key="seq", block=BLOCK, start=None):
         if not isinstance(block, int) or block < 1:
             raise ValueError("block must be a positive int")
-        start = state.load(key, 0)
+        # ``start``: an exact next number known elsewhere (the message journal).
+        start = state.load(key, 0) if start is None else start
         if not isinstance(start, int) or start < 0:
             raise ValueError("stored %s is not a non-negative int: %r" % (key, start))
         self._state = state

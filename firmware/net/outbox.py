@@ -13,8 +13,13 @@ oldest.  A message pushed with ``keep=True`` (rhythm events: an AF onset or
 an asystole is never worth less than a routine vitals window) is passed
 over: the oldest message *without* ``keep`` goes instead, and only an outbox
 full of kept messages drops its oldest one (counted in ``dropped_kept`` too).
-This copy lives in RAM; a flash-backed outbox (surviving a reboot) plugs in
-behind the same methods.
+This copy lives in RAM.  With a :class:`firmware.net.journal.Journal` every
+message pushed with its ``seq`` is committed to flash before it can be sent,
+every acknowledgement (and every drop) is written there too, and a new
+outbox starts with the journal's pending messages: a reboot, a power cut or a
+SIGKILL loses nothing that was pushed (``medge device run``, contract 13).
+A journal write that fails (flash full) is counted in ``journal_errors`` and
+the message stays in RAM only.
 
 Observation hooks (diagnostics, and the simulator's loss accounting, which
 must not reach into the slots): :meth:`Outbox.entries` lists what is still
@@ -28,13 +33,16 @@ _RETAIN = 2
 _TOKEN = 3  # link token while in flight, None while waiting to be sent
 _ACKED = 4
 _KEEP = 5
+_SEQ = 6  # the message's seq when it is in the journal, else None
 
 
 class Outbox:
-    def __init__(self, capacity):
+    def __init__(self, capacity, journal=None):
         if not isinstance(capacity, int) or capacity < 1:
             raise ValueError("outbox capacity must be a positive int, got %r" % (capacity,))
         self.capacity = capacity
+        self.journal = journal
+        self.journal_errors = 0  # journal writes that failed (the message stayed in RAM)
         self._slots = [None] * capacity
         self._head = 0
         self._count = 0
@@ -44,6 +52,10 @@ class Outbox:
         self.sent = 0  # publish attempts (including re-sends)
         self.acked = 0  # messages acknowledged by the broker
         self.on_push = None  # optional callable(topic, payload): every message pushed
+        if journal is not None:  # what a reboot left unacknowledged goes out first
+            for seq, topic, payload, retain, keep in journal.pending:
+                self._add(topic, payload, retain, keep, seq)
+            journal.pending = []
 
     def __len__(self):
         return self._count
@@ -52,14 +64,32 @@ class Outbox:
     def inflight(self):
         return self._inflight
 
-    def push(self, topic, payload, retain, keep=False):
+    def push(self, topic, payload, retain, keep=False, seq=None):
+        """Queue a message; with a journal and its ``seq`` it is committed first."""
         if self.on_push is not None:
             self.on_push(topic, payload)
+        if self.journal is not None and seq is not None:
+            try:
+                self.journal.commit(seq, topic, payload, retain, keep)
+            except OSError:
+                self.journal_errors += 1
+                seq = None
+        self._add(topic, payload, retain, keep, seq)
+
+    def _add(self, topic, payload, retain, keep, seq):
         if self._count == self.capacity and self._drop_one():
             self.dropped += 1
         idx = (self._head + self._count) % self.capacity
-        self._slots[idx] = [topic, payload, retain, None, False, keep]
+        self._slots[idx] = [topic, payload, retain, None, False, keep, seq]
         self._count += 1
+
+    def _done(self, entry):
+        """``entry`` needs no re-send: tell the journal (acknowledged or dropped)."""
+        if self.journal is not None and entry[_SEQ] is not None and not entry[_ACKED]:
+            try:
+                self.journal.acked(entry[_SEQ])
+            except OSError:
+                self.journal_errors += 1
 
     def _drop_one(self):
         """Make room: the oldest entry already acknowledged or without
@@ -73,9 +103,11 @@ class Outbox:
                 break
         else:
             self.dropped_kept += 1
+            self._done(self._slots[self._head])
             self._drop_head()
             return True
         lost = not entry[_ACKED]
+        self._done(entry)
         if i == 0:
             self._drop_head()
             return lost
@@ -129,6 +161,7 @@ class Outbox:
         for i in range(self._count):
             entry = self._slots[(self._head + i) % self.capacity]
             if entry[_TOKEN] == token and not entry[_ACKED]:
+                self._done(entry)
                 entry[_ACKED] = True
                 self._inflight -= 1
                 self.acked += 1
