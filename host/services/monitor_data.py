@@ -181,6 +181,7 @@ class Reader:
         self.quiet_s = quiet_s
         self.stale_after_s = stale_after_s
         self._news2: dict[str, tuple[float, dict[str, Any] | None, set[str]]] = {}
+        self._live: Any = None  # host.services.advice.live.LiveMonitors, made on first use
 
     def read(self, now: int | None = None) -> Snapshot:
         from host.services.store import now_ms
@@ -265,9 +266,10 @@ class Reader:
         for a in stored:
             by_patient.setdefault(a["patient_id"], []).append(a)
         period = self.news2_period_s or 0.0
-        # the oldest assessments first, within the read's time budget (an assessment
-        # replays the patient's recent hours: 0.4 s for 4 h of 1 Hz vitals); the rest
-        # keep their last one (its time is in the document) until a later read
+        # the oldest assessments first, within the read's time budget (a patient's first
+        # assessment replays the recent hours: 0.4 s for 4 h of 1 Hz vitals; later ones
+        # a few ms, host/bench_advice.py); the rest keep their last one (its time is in
+        # the document) until a later read
         due = sorted({b.patient_id for b in beds if b.patient_id is not None},
                      key=lambda p: (self._news2[p][0] if p in self._news2 else -1.0, p))
         started = time.monotonic()
@@ -276,7 +278,11 @@ class Reader:
             if cached is not None and time.monotonic() - cached[0] < period:
                 continue
             try:
-                a, _events, open_kinds = live.assess(store, pid, now)
+                if self._live is None:
+                    self._live = live.LiveMonitors()
+                # each patient's engine kept between reads: a read feeds what arrived
+                # since (milliseconds) instead of replaying the recent hours
+                a, _events, open_kinds = live.assess(store, pid, now, self._live)
                 doc: dict[str, Any] | None = {
                     "score": a.news2["score"], "risk": a.news2["risk"],
                     "lower_bound": a.news2["lower_bound"],
