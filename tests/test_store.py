@@ -15,6 +15,7 @@ import pytest
 
 from firmware.net import protocol
 from host.services.store import (
+    SCHEMA_VERSION,
     Accept,
     Outcome,
     Reject,
@@ -382,7 +383,7 @@ def test_a_reader_of_an_outdated_store_is_told_to_migrate(tmp_path: Path) -> Non
     proc = medge("fleet", "list", "--json", "--db", str(db), cwd=tmp_path, timeout=30)
     assert_one_line_error(proc, 2, str(db), "medge store migrate")
     proc = medge("store", "migrate", "--db", str(db), cwd=tmp_path, timeout=30)
-    assert proc.returncode == 0 and "schema 2 -> 4" in proc.stdout
+    assert proc.returncode == 0 and f"schema 2 -> {SCHEMA_VERSION}" in proc.stdout
     proc = medge("fleet", "list", "--json", "--db", str(db), cwd=tmp_path, timeout=30)
     assert proc.returncode == 0 and len(json.loads(proc.stdout)) == 3
 
@@ -437,3 +438,33 @@ def test_a_busy_writer_leaves_checkpoints_to_a_thread_of_their_own(tmp_path: Pat
         assert path.stat().st_size > before + 4096 * 20  # the pages reached the database file
     with Store(path, readonly=True) as reader:
         assert reader.vitals_count("dev-1") == 2000
+
+
+def test_the_device_row_counts_its_stored_messages_through_every_write_path(
+        db: Path | str) -> None:
+    """devices.messages (schema 5) equals COUNT(*) of the device's messages after the
+    set-based batch path, the item-by-item path (duplicates and conflicts counted out),
+    and a prune."""
+    from host.services.storage.prune import RULES, prune
+
+    day = 24 * 3600 * 1000
+    old = [Accept("vitals", "dev-1", {**vitals(i), "ts_ms": T0 - 400 * day}, T0 - 400 * day)
+           for i in range(5)]
+    with Store(db) as store:
+        store.write_batch(old)  # fast path
+        store.write_batch([Accept("status", "dev-1", birth(5), T0),  # item path
+                           Accept("vitals", "dev-1", vitals(6), T0),
+                           Accept("vitals", "dev-1", vitals(6), T0),  # duplicate
+                           Accept("vitals", "dev-1", vitals(6, hr=99), T0)])  # conflict
+        store.write_batch([Accept("vitals", "dev-1", vitals(i), T0) for i in range(7, 10)])
+
+        def counted() -> tuple[int, int]:
+            (n,) = store.db.execute(
+                "SELECT COUNT(*) FROM messages WHERE device_id='dev-1'").fetchone()
+            return store.devices(at_ms=T0)[0].messages, n
+
+        assert counted() == (10, 10)
+        ages = {r.table: r.days for r in RULES if r.days is not None}
+        report = prune(store, {**ages, "vitals": 365}, T0)
+        assert report["vitals"]["rows"] >= 5
+        assert counted() == (5, 5)

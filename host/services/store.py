@@ -27,7 +27,9 @@ Ingest (written today)
                      seq) (schema 3; it was (device_id, seq)), index (device_id, ts_ms).
     ``devices``      one row per known device: description from its birth, state from
                      its last status message, last-seen time (host clock), its
-                     ``incarnation`` and ``provisioned_ms`` (set by provisioning).
+                     ``incarnation`` and ``provisioned_ms`` (set by provisioning), and
+                     ``messages``: its rows in ``messages``, kept by the writer and
+                     the prune (schema 5; no per-read COUNT over years of history).
     ``rejections``   rejected messages: reason, detail, topic, first 1 KB of the
                      payload; the newest REJECTIONS_KEEP_PER_REASON per reason.
     ``counters``     running totals (received, stored, duplicate, conflict,
@@ -151,11 +153,14 @@ _INSERT_MESSAGE = (
 _INSERT_VITALS = (
     "INSERT INTO vitals (device_id, incarnation, seq, ts_ms, window_ms, hr_bpm, beats, "
     "quality) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
+#: (device_id, seen_ms, seen_ms, n): the device was alive at seen_ms and n of its
+#: messages were stored (devices.messages counts them: schema 5).
 _TOUCH_DEVICE = (
-    "INSERT INTO devices (device_id, first_seen_ms, last_seen_ms) VALUES (?, ?, ?) "
-    "ON CONFLICT(device_id) DO UPDATE SET "
+    "INSERT INTO devices (device_id, first_seen_ms, last_seen_ms, messages) "
+    "VALUES (?, ?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET "
     "last_seen_ms = CASE WHEN excluded.last_seen_ms > devices.last_seen_ms "
-    "THEN excluded.last_seen_ms ELSE devices.last_seen_ms END")
+    "THEN excluded.last_seen_ms ELSE devices.last_seen_ms END, "
+    "messages = devices.messages + excluded.messages")
 
 
 def _vitals_row(device_id: str, incarnation: str, seq: int, doc: dict[str, Any]) -> tuple:
@@ -502,6 +507,7 @@ class Store:
         rows = []
         vitals = []
         seen: dict[str, int] = {}
+        stored: Counter[str] = Counter()
         for item in items:
             if not isinstance(item, Accept) or item.msg_type == "status":
                 return None
@@ -516,6 +522,7 @@ class Store:
                 vitals.append(_vitals_row(item.device_id, incarnation, seq, doc))
             if seen.get(item.device_id, -1) < item.seen_ms:
                 seen[item.device_id] = item.seen_ms
+            stored[item.device_id] += 1
         self.db.execute("SAVEPOINT batch")
         try:
             cur = self.db.executemany(_INSERT_MESSAGE, rows)
@@ -525,7 +532,8 @@ class Store:
                 return None
             if vitals:
                 self.db.executemany(_INSERT_VITALS, vitals)
-            self.db.executemany(_TOUCH_DEVICE, [(d, ms, ms) for d, ms in seen.items()])
+            self.db.executemany(_TOUCH_DEVICE,
+                                [(d, ms, ms, stored[d]) for d, ms in seen.items()])
         except Exception as exc:
             if self.dialect.is_storage_failure(exc):
                 raise
@@ -560,7 +568,7 @@ class Store:
                 (device_id, seq, msg_type, doc["ts_ms"], received_ms, body, incarnation))
             if cur.rowcount == 0:  # a duplicate or conflict: no news of the device
                 return self._duplicate_or_conflict(item, incarnation, seq, body)
-            self._touch_device(device_id, item.seen_ms)
+            self._touch_device(device_id, item.seen_ms, stored=1)
         if msg_type == "vitals":
             self.db.execute(_INSERT_VITALS,
                             _vitals_row(device_id, doc.get("incarnation", ""), seq, doc))
@@ -598,15 +606,16 @@ class Store:
             "WHERE reason=? ORDER BY id DESC LIMIT 1 OFFSET ?)",
             (item.reason, item.reason, REJECTIONS_KEEP_PER_REASON))
 
-    def _touch_device(self, device_id: str, seen_ms: int | None) -> None:
+    def _touch_device(self, device_id: str, seen_ms: int | None, stored: int = 0) -> None:
         """Make sure the device has a row; ``seen_ms``: it was alive then (the
-        newest such time is its ``last_seen_ms``)."""
+        newest such time is its ``last_seen_ms``) and ``stored`` more of its
+        messages went into ``messages``."""
         if seen_ms is None:
             self.db.execute("INSERT INTO devices (device_id, first_seen_ms, last_seen_ms) "
                             "VALUES (?, 0, 0) ON CONFLICT (device_id) DO NOTHING",
                             (device_id,))
             return
-        self.db.execute(_TOUCH_DEVICE, (device_id, seen_ms, seen_ms))
+        self.db.execute(_TOUCH_DEVICE, (device_id, seen_ms, seen_ms, stored))
 
     def _newer_status_stored(self, device_id: str, doc: dict[str, Any]) -> bool:
         """A status message of this incarnation with a higher seq is already stored:
@@ -664,7 +673,7 @@ class Store:
                      ORDER BY ts_ms DESC, seq DESC LIMIT 1),
                    (SELECT ts_ms FROM vitals v WHERE v.device_id = d.device_id
                      ORDER BY ts_ms DESC, seq DESC LIMIT 1),
-                   (SELECT COUNT(*) FROM messages m WHERE m.device_id = d.device_id)
+                   d.messages
             FROM devices d ORDER BY d.device_id
             """
         ).fetchall()

@@ -119,6 +119,10 @@ def prune(store: Any, ages: dict[str, int], now_ms: int, *, dry_run: bool = Fals
                     (n,) = db.execute(f"SELECT COUNT(*) FROM {table} WHERE {cond}",
                                       (before,)).fetchone()
                 else:
+                    if table == "messages":  # devices.messages counts the rows (schema 5)
+                        db.execute("UPDATE devices SET messages = messages - (SELECT "
+                                   f"COUNT(*) FROM messages WHERE device_id = "
+                                   f"devices.device_id AND {cond})", (before,))
                     n = db.execute(f"DELETE FROM {table} WHERE {cond}", (before,)).rowcount
                 total += n
             if not dry_run:
