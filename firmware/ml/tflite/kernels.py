@@ -57,6 +57,7 @@ allocation per output value, none per multiply-accumulate).
 import struct
 from array import array
 
+from firmware.hw.compat import IS_MICROPYTHON as _MPY
 from firmware.ml.tflite.quant import (
     _INT32_MAX,
     _bitlen,
@@ -691,11 +692,18 @@ class _FullyConnected(_ConvBase):
         hi = self.hi
         chan = self.chan
         d = self.depth
+        taps = range(d)
         o = 0
         for row in range(self.rows):
             patch = x[row * d:(row + 1) * d] if row else x
             for w, acc, m, t, rnd in chan:
-                acc += sum([a * b for a, b in zip(w, patch)])
+                if _MPY:
+                    # MicroPython: an index loop allocates nothing (zip makes a
+                    # tuple per tap); about 3x faster there, slower on CPython.
+                    for j in taps:
+                        acc += w[j] * patch[j]
+                else:
+                    acc += sum([a * b for a, b in zip(w, patch)])
                 h = (acc * m + rnd) >> t
                 h += zp
                 y[o] = lo if h < lo else (hi if h > hi else h)
