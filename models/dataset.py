@@ -18,7 +18,9 @@ random gain (0.5-2) plus a random stretch of real noise from the MIT-BIH Noise
 Stress Test Database (``ma`` muscle artefact, ``em`` electrode motion, ``bw``
 baseline wander) at a random SNR of 6-18 dB, where SNR = 10 log10(var(ECG) /
 var(noise)) over the record (the ECG minus its median).  Variants are cached
-as ``.npz`` files under ``var/beats/`` (never committed).
+as ``.npz`` files under ``var/beats/<key>/`` (never committed), the key a hash of
+the device code that makes them (:func:`feature_cache`), so a change of the
+features never reuses old ones.
 
 Simulated patients (:func:`sim_beats`): ``sim.patient.VirtualPatient`` with
 one rhythm each (atrial fibrillation, premature atrial and ventricular beats,
@@ -110,6 +112,24 @@ class Beats:
     def load(cls, path: Path, record: str, variant: str) -> Beats:
         z = np.load(path)
         return cls(record, variant, z["r"], z["beat"], z["rr"], z["label"], z["missed"])
+
+
+def feature_cache(root: str | Path = "var/beats") -> Path:
+    """``root/<key>``: the cache folder of the features this tree's device code
+    makes; the key hashes ``firmware/signal/*.py`` and the pipeline's constants
+    in ``firmware/params.py`` (their values: other parameters may change freely)."""
+    import hashlib
+
+    import firmware.params as params
+
+    h = hashlib.sha256()
+    for path in sorted((Path(__file__).resolve().parent.parent / "firmware" / "signal")
+                       .glob("*.py")):
+        h.update(path.name.encode() + path.read_bytes())
+    consts = sorted((k, getattr(params, k)) for k in dir(params)
+                    if k.startswith(("BEAT_", "RR_", "ECG_", "INPUT_", "QRS_")))
+    h.update(repr(consts).encode())
+    return Path(root) / h.hexdigest()[:12]
 
 
 def run_pipeline(counts: np.ndarray, fs_hz: int, mains_hz: int = MAINS_HZ,
@@ -204,12 +224,19 @@ def sim_beats(rhythm: str, seed: int, minutes: float = SIM_MINUTES) -> Beats:
     """One simulated patient through the device pipeline at 360 Hz, labelled
     with the simulator's ground truth (its AAMI class per beat)."""
     from models.eval_sim import rhythm_scenario
-    from sim.patient import VirtualPatient
 
     rng = np.random.default_rng(seed * 7919 + len(rhythm))
+    return scenario_beats(rhythm_scenario(rhythm, minutes), f"sim-{rhythm}{seed}", seed,
+                          float(rng.uniform(12, 24)), minutes)
+
+
+def scenario_beats(scenario, name: str, seed: int, snr_db: float, minutes: float) -> Beats:
+    """A virtual patient of ``scenario`` (real noise at ``snr_db``) through the device
+    pipeline at 360 Hz, labelled with the simulator's ground truth."""
+    from sim.patient import VirtualPatient
+
     fs = SOURCE_FS_HZ
-    patient = VirtualPatient(rhythm_scenario(rhythm, minutes), seed, fs,
-                             snr_db=float(rng.uniform(12, 24)), mains_uv=0.0, lead_off=False)
+    patient = VirtualPatient(scenario, seed, fs, snr_db=snr_db, mains_uv=0.0, lead_off=False)
     seconds = int(minutes * 60)
     ecg = np.concatenate([patient.next_chunk(fs).ecg for _ in range(seconds)])
     ref = patient.truth.beat_samples()
@@ -220,7 +247,65 @@ def sim_beats(rhythm: str, seed: int, minutes: float = SIM_MINUTES) -> Beats:
     label = np.full(len(r), -1, dtype=np.int8)
     label[test_ok] = ref_cls[ref_ok]
     missed = np.bincount(ref_cls[~ref_ok], minlength=len(CLASSES)).astype(np.int64)
-    return Beats(f"sim-{rhythm}{seed}", "sim", r, beat, rr, label, missed)
+    return Beats(name, "sim", r, beat, rr, label, missed)
+
+
+#: Simulator hard cases for the beat classes (issue 13's failure modes), scored in
+#: ``models/reports/beat_model.md`` and never used to train or to pick a model:
+#: name -> (what it tests, SNR dB, scenario tables).  Their seeds (HARD_SEEDS) are
+#: not the training patients' (SIM_PATIENTS).
+HARD_CASES: dict[str, tuple[str, float, dict]] = {
+    "pac_majority": ("premature atrial beats the majority (about 2 in 3), in runs, over a "
+                     "slow sinus rhythm (50 bpm) with pauses", 18.0,
+                     {"vitals": {"heart_rate_bpm": 50},
+                      "rhythm": {"pac_burden_percent": 40, "pauses_per_hour": 30}}),
+    "af_pvc": ("atrial fibrillation (95 bpm) with a few PVCs: its N beats must not be S",
+               18.0, {"vitals": {"heart_rate_bpm": 95},
+                      "rhythm": {"segments": [[0, "af"]], "pvc_burden_percent": 4}}),
+    "sinus_arrhythmia": ("sinus rhythm with strong heart-rate variability (8 bpm SD) and "
+                         "5 % PACs", 18.0,
+                         {"vitals": {"heart_rate_bpm": 65},
+                          "patient": {"hrv_std_bpm": 8.0},
+                          "variation": {"heart_rate_percent": 15.0},
+                          "rhythm": {"pac_burden_percent": 5}}),
+    "pvc_noise": ("sinus rhythm with 10 % PVCs in heavy real noise (6 dB)", 6.0,
+                  {"vitals": {"heart_rate_bpm": 75},
+                   "rhythm": {"pvc_burden_percent": 10}}),
+}
+HARD_SEEDS = (201, 202, 203)
+HARD_MINUTES = 6
+
+
+def hard_case_beats(name: str, seed: int, minutes: float = HARD_MINUTES) -> Beats:
+    """One hard-case patient (:data:`HARD_CASES`) through the device pipeline."""
+    from models.eval_sim import _BASE_VITALS
+    from sim.scenario import parse_scenario
+
+    _what, snr_db, tables = HARD_CASES[name]
+    data = {"name": f"hard-{name}", "duration_s": minutes * 60.0,
+            **{k: dict(v) for k, v in tables.items()}}
+    data["vitals"] = {**_BASE_VITALS, **tables["vitals"]}
+    return scenario_beats(parse_scenario(data, f"hard-{name}"), f"hard-{name}{seed}", seed,
+                          snr_db, minutes)
+
+
+def _hard_job(args: tuple[str, int, str]) -> str:
+    name, seed, out = args
+    hard_case_beats(name, seed).save(Path(out))
+    return out
+
+
+def build_hard(cache: Path, jobs: int = 2) -> dict[str, list[Beats]]:
+    """Beats of every hard-case patient, from the cache or made now."""
+    cache.mkdir(parents=True, exist_ok=True)
+    paths = {(n, s): cache / f"hard-{n}{s}.npz" for n in HARD_CASES for s in HARD_SEEDS}
+    todo = [(n, s, str(p)) for (n, s), p in paths.items() if not p.exists()]
+    if todo:
+        log.info("simulating %d hard-case patients with %d workers", len(todo), jobs)
+        with ProcessPoolExecutor(jobs) as ex:
+            list(ex.map(_hard_job, todo))
+    return {n: [Beats.load(paths[(n, s)], f"hard-{n}{s}", "sim") for s in HARD_SEEDS]
+            for n in HARD_CASES}
 
 
 def _sim_job(args: tuple[str, int, str]) -> str:

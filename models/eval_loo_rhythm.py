@@ -34,8 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from models.dataset import CLASSES, DS1_RECORDS, build, build_sim
-from models.eval_rhythm import AGE_GROUPS, _length, _overlap, demographics, reference
+from models.dataset import CLASSES, DS1_RECORDS, build, build_sim, feature_cache
+from models.eval_model import GROUP_CAVEATS, group_table
+from models.eval_rhythm import _length, _overlap, reference
 from models.train import (
     SEED,
     VARIANTS,
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("data")
     ap.add_argument("--folds", type=int, default=11)
     ap.add_argument("--epochs", type=int, default=8)
-    ap.add_argument("--cache", default="var/beats")
+    ap.add_argument("--cache", default=None)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", default=str(REPORT))
     args = ap.parse_args(argv)
@@ -102,8 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     tf.config.experimental.enable_op_determinism()
     nstdb = str(Path(args.data).parent / "nstdb")
     records = list(DS1_RECORDS)
-    data = build(args.data, records, VARIANTS, Path(args.cache), nstdb, args.jobs)
-    sim = build_sim(Path(args.cache), args.jobs)
+    cache = Path(args.cache) if args.cache else feature_cache()
+    data = build(args.data, records, VARIANTS, cache, nstdb, args.jobs)
+    sim = build_sim(cache, args.jobs)
     folds = make_folds(data, records, args.folds)
     per: dict[str, dict] = {}
     t_all = time.time()
@@ -154,17 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         L.append(f"| {name} | {100 * tp / rf:.1f} | {100 * tp / max(dt, 1):.1f} | "
                  f"{dt / FS_HZ:.0f} / {rf / FS_HZ:.0f} |")
     L += ["", "## By sex and age (rhythm-aware classes)", "",
-          "| group | records | S Se / +P | V Se / +P |", "|---|---|---|---|"]
-    groups: dict[str, list[str]] = {"female": [], "male": []}
-    for rec in per:
-        age, sex = demographics(str(Path(args.data) / rec))
-        groups["female" if sex == "F" else "male"].append(rec)
-        for lo, hi, name in AGE_GROUPS:
-            if lo <= age < hi:
-                groups.setdefault(f"age {name}", []).append(rec)
-    for g, recs in groups.items():
-        m = sum(conf(per[r]["label"], per[r]["aware"]) for r in recs)
-        L.append(f"| {g} | {len(recs)} | {sepp(m, 1)} | {sepp(m, 2)} |")
+          *group_table({rec: conf(p["label"], p["aware"]) for rec, p in per.items()}, args.data),
+          "", *GROUP_CAVEATS]
     L += ["", "How far from a held-out (DS2) result: these are leave-records-out on 22 "
           "patients; the issue's held-out S figures (29.5 / 18.2) were far below the earlier "
           "LOO estimate (77.9 / 24.2), because DS2 holds patients unlike any in DS1 (a "

@@ -14,7 +14,17 @@ Writes ``models/reports/beat_model.md`` with
 * bit-exactness: the pure-Python engine against LiteRT's reference kernels
   (``OpResolverType.BUILTIN_REF``) on every beat the device pipeline finds in
   every DS1 record (clean; ``--exact-variants`` adds others), every output
-  value compared.
+  value compared;
+* the leave-records-out figures per sex and age group (issue 13, acceptance
+  point 4; ages and sexes from the MIT-BIH headers, ``models.eval_rhythm``'s
+  reader), with counts and Wilson 95 % intervals;
+* the simulator hard cases (``models.dataset.HARD_CASES``: issue 13's failure
+  modes as virtual patients with ground truth, never used to train or to pick
+  a model), scored with the shipped model, classifier alone and rhythm-aware;
+* with ``--compare SUMMARY.json`` (default ``models/reports/beat_model_candidate.json``
+  when it exists), the same figures of the other candidate of the last model
+  decision side by side (:func:`summary` wrote it, from the same folds, recipe
+  and hard-case patients).
 
 Run::
 
@@ -34,11 +44,159 @@ from pathlib import Path
 
 import numpy as np
 
-from models.dataset import CLASSES, DS1_RECORDS, build
+from models.dataset import (
+    CLASSES,
+    DS1_RECORDS,
+    HARD_CASES,
+    HARD_SEEDS,
+    build,
+    build_hard,
+    feature_cache,
+)
 from models.train import VARIANTS, run_int8
 
 log = logging.getLogger(__name__)
 REPORT = Path("models/reports/beat_model.md")
+CANDIDATE = Path("models/reports/beat_model_candidate.json")
+
+
+# ------------------------------------------------- groups, intervals, hard cases
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of the proportion k / n (n > 0), in %."""
+    p = k / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return 100 * max(0.0, mid - half), 100 * min(1.0, mid + half)
+
+
+def se_ppv_ci(m: np.ndarray, k: int) -> str:
+    """``Se [lo-hi] / +P [lo-hi] (n)`` of class ``k`` in confusion ``m`` (beats as
+    independent trials: the intervals are too narrow where beats of one patient
+    are alike, which is the rule; they are the least uncertainty there is)."""
+    cells = []
+    for tp, n in ((int(m[k, k]), int(m[k].sum())), (int(m[k, k]), int(m[:, k].sum()))):
+        if not n:
+            cells.append("-")
+            continue
+        lo, hi = wilson(tp, n)
+        cells.append(f"{100 * tp / n:.1f} [{lo:.0f}-{hi:.0f}]")
+    return f"{cells[0]} / {cells[1]} ({int(m[k].sum())})"
+
+
+def group_table(per_record: dict[str, np.ndarray], data_dir: str) -> list[str]:
+    """Markdown rows: S and V Se/+P per sex and age group, pooled over each group's
+    records, with the records, the S-beat share of the largest record and intervals."""
+    from models.eval_rhythm import AGE_GROUPS, demographics
+
+    groups: dict[str, list[str]] = {"female": [], "male": []}
+    groups.update({f"age {name}": [] for _lo, _hi, name in AGE_GROUPS})
+    for rec in sorted(per_record):
+        age, sex = demographics(str(Path(data_dir) / rec))
+        groups["female" if sex == "F" else "male"].append(rec)
+        for lo, hi, name in AGE_GROUPS:
+            if lo <= age < hi:
+                groups[f"age {name}"].append(rec)
+    L = ["| group | records (patients) | S beats (largest record's share) | "
+         "S Se / +P % [95 % CI] (n) | V Se / +P % [95 % CI] (n) |",
+         "|---|---|---|---|---|"]
+    for g, recs in groups.items():
+        if not recs:
+            continue
+        m = sum(np.asarray(per_record[r]) for r in recs)
+        s_by = sorted(((int(np.asarray(per_record[r])[1].sum()), r) for r in recs), reverse=True)
+        tot = sum(n for n, _ in s_by)
+        share = f"{tot} ({s_by[0][1]}: {100 * s_by[0][0] / tot:.0f} %)" if tot else "0"
+        L.append(f"| {g} | {len(recs)}: {' '.join(recs)} | {share} | {se_ppv_ci(m, 1)} | "
+                 f"{se_ppv_ci(m, 2)} |")
+    return L
+
+
+GROUP_CAVEATS = [
+    "What the data can and cannot show: DS1 has 22 patients (one record each), "
+    "9 women and 13 men, 5-9 per age group, so every group is a handful of "
+    "patients, and a group's S figure is largely that of the one or two records "
+    "that hold most of its S beats (the column above).  The intervals treat beats "
+    "as independent; between patients they are not, so the real uncertainty is "
+    "wider.  A difference between two groups here is a difference between a few "
+    "patients, not evidence of a sex or age effect, and the absence of a "
+    "difference does not show there is none: that needs many patients per group "
+    "(the held-out DS2 records add 22 more, still few).  Age and sex also travel "
+    "with the diagnoses of these few patients (which of them have AF, bundle "
+    "branch block or frequent ectopy), which these counts cannot separate from "
+    "age or sex.",
+]
+
+
+def classify_hard(model: bytes, hard: dict[str, list]) -> dict[str, dict[str, list]]:
+    """Hard-case confusions (true x predicted) of ``model``: the classifier alone
+    (``raw``) and rhythm-aware (``aware``, the device's rhythm monitor)."""
+    from models.eval_loo_rhythm import conf, monitor_run
+
+    out: dict[str, dict[str, list]] = {}
+    for name, patients in hard.items():
+        raw = np.zeros((5, 5), dtype=np.int64)
+        aware = np.zeros((5, 5), dtype=np.int64)
+        for b in patients:
+            pred = np.argmax(run_int8(model, b.beat, b.rr), axis=1)
+            eff, _ = monitor_run(b.r, pred)
+            raw += conf(b.label, pred)
+            aware += conf(b.label, np.array([c if c >= 0 else 0 for c in eff]))
+        out[name] = {"raw": raw.tolist(), "aware": aware.tolist()}
+    return out
+
+
+def summary(label: str, cv: dict, meta: dict, hard: dict) -> dict:
+    """What a model decision compares: LOO pooled and per-fold int8 confusions and
+    the hard-case confusions (JSON-ready)."""
+    return {"label": label, "rr_features": meta.get("rr_features"),
+            "sha256": meta.get("sha256"), "size_bytes": meta.get("size_bytes"),
+            "pooled_int8": cv["pooled"]["int8"]["confusion"],
+            "folds": [{"records": f["records"], "int8": f["int8"]["confusion"]}
+                      for f in cv["folds"]],
+            "hard": hard}
+
+
+def _sv(m) -> str:
+    m = np.asarray(m)
+    return " | ".join(se_ppv_ci(m, k).rsplit(" (", 1)[0] for k in (1, 2))
+
+
+def compare_lines(cur: dict, other: dict) -> list[str]:
+    """The side-by-side tables of two :func:`summary` dicts."""
+    L = ["| model | S Se / +P | V Se / +P |", "|---|---|---|"]
+    for s in (cur, other):
+        L.append(f"| {s['label']} | {_sv(s['pooled_int8'])} |")
+    L += ["", "Per fold (int8), S and V Se / +P:", "",
+          f"| fold | {cur['label']}: S | V | {other['label']}: S | V |",
+          "|---|---|---|---|---|"]
+    for a, b in zip(cur["folds"], other["folds"]):
+        L.append(f"| {','.join(a['records'])} | {_sv(a['int8'])} | {_sv(b['int8'])} |")
+    return L
+
+
+def hard_lines(cur: dict, other: dict | None) -> list[str]:
+    L = [f"{len(HARD_SEEDS)} virtual patients per case (seeds {', '.join(map(str, HARD_SEEDS))}), "
+         "real nstdb noise, 360 Hz, beats labelled with the simulator's ground truth.  "
+         "Rhythm-aware = after the device's rhythm monitor (no S in AF).", "",
+         "| case | model | S Se / +P raw | V Se / +P raw | S Se / +P rhythm-aware | "
+         "N called S (aware) | N called V (aware) |",
+         "|---|---|---|---|---|---|---|"]
+    for name, (what, snr, _t) in HARD_CASES.items():
+        for s in [cur] + ([other] if other else []):
+            h = s["hard"].get(name)
+            if h is None:
+                continue
+            raw, aw = np.asarray(h["raw"]), np.asarray(h["aware"])
+            L.append(f"| {name}: {what}, {snr:g} dB | {s['label']} | "
+                     f"{se_ppv_ci(raw, 1)} | {se_ppv_ci(raw, 2)} | {se_ppv_ci(aw, 1)} | "
+                     f"{int(aw[0, 1])} of {int(aw[0].sum())} | {int(aw[0, 2])} |")
+    L += ["", "Not simulated (the simulator has no such morphology or rhythm): bundle-"
+          "branch-block beats and atrial flutter, two of the issue's failure modes; "
+          "the figures above say nothing about them."]
+    return L
 
 
 # ------------------------------------------------------------ bit-exactness
@@ -163,7 +321,9 @@ def _class_table(rows: list[tuple[str, dict]]) -> list[str]:
     return lines
 
 
-def write_report(cv: dict, meta: dict, info: dict, lat: dict, exact: dict, out: Path) -> None:
+def write_report(cv: dict, meta: dict, info: dict, lat: dict, exact: dict, out: Path,
+                 groups: list[str] = (), hard: list[str] = (), compare: list[str] = ()
+                 ) -> None:
     L: list[str] = ["# Beat classifier report", ""]
     L.append(f"Generated by `make eval-model` (`python -m models.eval_model`) on "
              f"{time.strftime('%Y-%m-%d')}; method in `models/train.py` and "
@@ -171,7 +331,28 @@ def write_report(cv: dict, meta: dict, info: dict, lat: dict, exact: dict, out: 
              "device pipeline's detections paired with the reference annotations (150 ms); "
              "a detection with no reference beat is a detection error (see "
              "`models/reports/qrs_eval.md`), not scored here.")
-    L += ["", "## Leave-records-out cross-validation (22 DS1 records)", "",
+    L += ["", "## What the context features try (issue 13)", "",
+          "- shipped, `beatnet-1` (13 context features): RR intervals against the "
+          "patient's local mean (8 beats) and long-term mean, pre/post ratio, irregularity "
+          "at lags 1 and 2, the beat's shape against the running average beat.  Held out "
+          "(22 DS2 records, scored outside the project): S Se/+P 29.5/18.2, V 94.7/68.9; a "
+          "patient whose premature atrial beats are the majority was called nearly all N, "
+          "because the running means follow the premature beats.",
+          "- candidate, sinus-cycle reference (13 features, same layout): prematurity "
+          "against a reference that runs of ectopic beats cannot capture (the 7/8 quantile "
+          "of the last 32 RR intervals between two beats of the usual QRS shape) in place "
+          "of the running means: pre-RR, post-RR, pre + post (compensatory pause) and the "
+          "local mean against it; the long-term mean dropped, the difference before the "
+          "QRS (P wave) from the average beat added.  Tried before it and dropped: "
+          "`beatnet-1`'s 13 features plus these 4 (17); on the majority-PAC hard case its "
+          "S Se was 22 % (beatnet-1: 32 %), which is why the candidate replaces the means "
+          "instead of adding to them, so that hard case was seen before the candidate "
+          "was made and does not test it blind.  The candidate's code: "
+          "`var/s5_sinus_reference_features.patch` on the machine it was made on (not "
+          "committed: it was not shipped); the decision is in the comparison below.",
+          f"- This report's model: `{meta['version']}`, {meta['rr_features']} context "
+          "features.", ""]
+    L += ["## Leave-records-out cross-validation (22 DS1 records)", "",
           f"{meta['validation']['scheme']}; no beat of a validation record is ever in "
           "training (every augmented variant of a record stays with it).  Validation "
           "beats are the clean 360 Hz recordings.  Folds: "
@@ -179,7 +360,8 @@ def write_report(cv: dict, meta: dict, info: dict, lat: dict, exact: dict, out: 
     pooled = cv["pooled"]
     L += ["### Pooled over the folds", ""]
     L += _class_table([("int8 model", pooled["int8"]), ("float model", pooled["float"]),
-                       ("baseline: logistic regression on the 13 context features",
+                       (f"baseline: logistic regression on the {meta['rr_features']} context "
+                        "features",
                         pooled["baseline"])])
     L += ["", "Published inter-patient results on DS2 for comparison (not the same test "
           "set): de Chazal 2004 S 75.9/38.5, V 77.7/81.9; Zhang 2014 S 79.1/36.0, V "
@@ -198,6 +380,15 @@ def write_report(cv: dict, meta: dict, info: dict, lat: dict, exact: dict, out: 
     L += ["", f"int8 vs float: pooled accuracy {acc_q:.2f} % vs {acc_f:.2f} % "
           f"(difference {acc_q - acc_f:+.2f} points; largest per-fold difference "
           f"{fold_gap:.2f} points).", ""]
+    if groups:
+        L += ["### By sex and age group (leave-records-out, int8, classifier alone)", "",
+              *groups, "", *GROUP_CAVEATS, ""]
+    if compare:
+        L += ["## The last model decision: both candidates, same folds and recipe", "",
+              *compare, ""]
+    if hard:
+        L += ["## Simulator hard cases (never used to train or to pick a model)", "",
+              *hard, ""]
     L += ["## The shipped model", "",
           f"- file `models/beatnet.tflite`, {meta['size_bytes']} bytes, sha256 "
           f"`{meta['sha256'][:16]}...`, trained on all 22 DS1 records "
@@ -236,6 +427,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--exact-variants", nargs="+", default=["clean"])
     ap.add_argument("--report", default=str(REPORT))
+    ap.add_argument("--compare", default=str(CANDIDATE),
+                    help="summary JSON of the other candidate (skipped if missing)")
+    ap.add_argument("--label", default="shipped model",
+                    help="this model's name in the comparison tables")
+    ap.add_argument("--write-summary", default=None, metavar="JSON",
+                    help="also write this model's summary (for a later --compare)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     t0 = time.time()
@@ -254,8 +451,9 @@ def main(argv: list[str] | None = None) -> int:
     BeatClassifier(model, meta, runtime="python")  # the device's own checks
     m = Model(model)
     order = [next(i["name"] for i in meta["inputs"] if i["tensor"] == t.name) for t in m.inputs]
+    cache = feature_cache()
     data = build(args.data, list(DS1_RECORDS), sorted(set(VARIANTS) | set(args.exact_variants)),
-                 Path("var/beats"), nstdb, args.jobs)
+                 cache, nstdb, args.jobs)
     parts = [data[(r, v)] for r in DS1_RECORDS for v in args.exact_variants]
     beat = np.concatenate([p.beat for p in parts])
     rr = np.concatenate([p.rr for p in parts])
@@ -275,8 +473,19 @@ def main(argv: list[str] | None = None) -> int:
         litert = "LiteRT"
     info = {"macs": m.macs, "arena_bytes": m.arena_bytes, "weights_bytes": m.weights_bytes,
             "litert": litert}
+    per_record = {r: np.asarray(m) for f in cv["folds"] for r, m in f["per_record"].items()}
+    groups = group_table(per_record, args.data)
+    log.info("simulator hard cases ...")
+    mine = summary(args.label, cv, meta, classify_hard(model, build_hard(cache, args.jobs)))
+    if args.write_summary:
+        Path(args.write_summary).write_text(json.dumps(mine, indent=1) + "\n")
+    other = None
+    if args.compare and Path(args.compare).exists():
+        other = json.loads(Path(args.compare).read_text())
+    compare = compare_lines(mine, other) if other else []
     exact["wall_s"] = time.time() - t0
-    write_report(cv, meta, info, lat, exact, Path(args.report))
+    write_report(cv, meta, info, lat, exact, Path(args.report), groups,
+                 hard_lines(mine, other), compare)
     log.info("bit-exact: %d beats, %d mismatching values; report %s", len(beat), mismatches,
              args.report)
     return 1 if mismatches else 0

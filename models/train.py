@@ -30,7 +30,15 @@ weight for absent classes), except F, which gets at most V's weight (see
 against a square-root weighting (S Se about 45 % instead of 78 %).
 
 The results of step 2 are cached in ``var/model/cv.json`` (keyed by the
-settings), so ``make eval-model`` and ``make model`` share them.
+settings, this file and the device's feature code), so ``make eval-model`` and
+``make model`` share them; each fold's result is kept as it is done
+(``var/model/folds/<key>/``), so an interrupted run goes on where it stopped and
+``--only-folds`` lets two processes share the folds.
+
+Issue 13 candidates are compared on the same folds (``make eval-model``
+shows both; ``models/reports/beat_model_candidate.json`` holds the other
+one's figures); ``build_model`` takes the context-feature count from the data,
+so a candidate with another feature layout trains with the same code.
 """
 
 from __future__ import annotations
@@ -55,7 +63,15 @@ from firmware.params import (
     RR_FEATURES,
     SUPPORTED_RATES_HZ,
 )
-from models.dataset import CLASSES, DS1_RECORDS, SIM_PATIENTS, Beats, build, build_sim
+from models.dataset import (
+    CLASSES,
+    DS1_RECORDS,
+    SIM_PATIENTS,
+    Beats,
+    build,
+    build_sim,
+    feature_cache,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +85,9 @@ K = len(CLASSES)
 # ---------------------------------------------------------------- the model
 
 
-def build_model(tf, batch_size=None):
+def build_model(tf, batch_size=None, rr_features=RR_FEATURES):
     """The network: a small 1-D CNN on the beat window squeezed to 8 values
-    (with dropout), beside a dense layer on the 13 context features, joined
+    (with dropout), beside a dense layer on the context features, joined
     into two dense layers.  Output: 5 logits (no softmax: the device takes the
     arg max).
 
@@ -83,7 +99,7 @@ def build_model(tf, batch_size=None):
     folds during development; the report has the full figures)."""
     L = tf.keras.layers
     beat = tf.keras.Input((BEAT_WINDOW_POINTS, BEAT_CHANNELS), batch_size=batch_size, name="beat")
-    rr = tf.keras.Input((RR_FEATURES,), batch_size=batch_size, name="rr")
+    rr = tf.keras.Input((rr_features,), batch_size=batch_size, name="rr")
     x = L.Conv1D(8, 7, padding="same", activation="relu")(beat)
     x = L.MaxPooling1D(2)(x)
     x = L.Conv1D(16, 5, padding="same", activation="relu")(x)
@@ -121,7 +137,7 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
 
 def train_model(tf, beat, rr, labels, epochs: int, seed: int):
     tf.keras.utils.set_random_seed(seed)
-    model = build_model(tf)
+    model = build_model(tf, rr_features=rr.shape[1])
     model.compile(optimizer=tf.keras.optimizers.Adam(1e-3),
                   loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     xb, xr = to_float(beat, rr)
@@ -149,7 +165,7 @@ def quantize(tf, model, beat, rr, n_rep: int = 2000, seed: int = 0) -> bytes:
             yield {"beat": xb[i:i + 1], "rr": xr[i:i + 1]}
 
     # Exported with a fixed batch of 1: static shapes, no SHAPE/PACK ops.
-    fixed = build_model(tf, batch_size=1)
+    fixed = build_model(tf, batch_size=1, rr_features=rr.shape[1])
     fixed.set_weights(model.get_weights())
     conv = tf.lite.TFLiteConverter.from_keras_model(fixed)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -274,14 +290,34 @@ def stack(data, records: list[str], variants: list[str], extra: list[Beats] = ()
 
 
 def cross_validate(tf, data, records: list[str], folds: list[list[str]], epochs: int,
-                   sim: list[Beats] = ()) -> dict:
+                   sim: list[Beats] = (), fold_dir: Path | None = None,
+                   only: set[int] | None = None) -> dict:
+    """Train and score one model per fold (see the module docstring).
+
+    With ``fold_dir`` each fold's result is kept there as ``<i>.json`` and read
+    back instead of trained again (fold ``i`` is seeded ``SEED + i`` whatever
+    else runs, so folds can be run by several processes at once: ``only`` = the
+    fold indices this call may train; the others are taken from ``fold_dir`` or
+    left out).  ``result["complete"]`` says whether every fold is in."""
     result: dict = {"folds": []}
     pooled = {k: np.zeros((K, K), dtype=np.int64) for k in ("float", "int8", "baseline")}
     for i, val in enumerate(folds):
+        path = fold_dir / f"{i}.json" if fold_dir else None
+        if path and path.exists():
+            fold = json.loads(path.read_text())
+            result["folds"].append(fold)
+            for key in pooled:
+                pooled[key] += np.asarray(fold[key]["confusion"])
+            continue
+        if only is not None and i not in only:
+            continue
         t0 = time.time()
         train = [r for r in records if r not in val]
         tb, tr, tl = stack(data, train, VARIANTS, sim)
         vb, vr, vl = stack(data, val, ["clean"])
+        # Which held-out record each validation beat is (for per-patient groups).
+        vrec = np.concatenate([np.full(int(np.sum(data[(r, "clean")].label >= 0)), j)
+                               for j, r in enumerate(val)])
         model = train_model(tf, tb, tr, tl, epochs, SEED + i)
         xb, xr = to_float(vb, vr)
         pf = np.argmax(model.predict([xb, xr], verbose=0, batch_size=1024), axis=1)
@@ -289,7 +325,8 @@ def cross_validate(tf, data, records: list[str], folds: list[list[str]], epochs:
         pq = np.argmax(run_int8(q, vb, vr), axis=1)
         w, b = fit_logreg(tr, tl)
         pb = np.argmax((vr.astype(np.float64) / INPUT_SCALE_INV) @ w + b, axis=1)
-        fold = {"records": val}
+        fold = {"records": val, "per_record": {
+            r: confusion(vl[vrec == j], pq[vrec == j]).tolist() for j, r in enumerate(val)}}
         for key, pred in (("float", pf), ("int8", pq), ("baseline", pb)):
             m = confusion(vl, pred)
             pooled[key] += m
@@ -297,6 +334,10 @@ def cross_validate(tf, data, records: list[str], folds: list[list[str]], epochs:
         result["folds"].append(fold)
         log.info("fold %d/%d %s: int8 %s  (%.0f s)", i + 1, len(folds), ",".join(val),
                  _brief(fold["int8"]["classes"]), time.time() - t0)
+        if path:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(fold))
+    result["complete"] = len(result["folds"]) == len(folds)
     result["pooled"] = {k: {"confusion": m.tolist(), "classes": se_ppv(m), "accuracy": accuracy(m)}
                         for k, m in pooled.items()}
     return result
@@ -346,6 +387,21 @@ def metadata(model: bytes, records: list[str], cv: dict, settings: dict) -> dict
     }
 
 
+def full_model(tf, data, records: list[str], sim: list[Beats], epochs: int,
+               fold_dir: Path) -> bytes:
+    """The int8 model trained on every record (seed ``SEED + 100``), cached as
+    ``fold_dir/full.tflite``."""
+    path = fold_dir / "full.tflite"
+    if path.exists():
+        return path.read_bytes()
+    tb, tr, tl = stack(data, records, VARIANTS, sim)
+    model = train_model(tf, tb, tr, tl, epochs, SEED + 100)
+    q = quantize(tf, model, tb, tr, seed=100)
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(q)
+    return q
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m models.train", description=__doc__.split("\n")[0])
     ap.add_argument("data", help="folder with the MIT-BIH DS1 records")
@@ -353,9 +409,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--folds", type=int, default=11)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--out", default=f"models/{MODEL_NAME}")
-    ap.add_argument("--cache", default="var/beats")
+    ap.add_argument("--cache", default=None,
+                    help="beat-feature cache (default: var/beats/<key of the device code>)")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--no-export", action="store_true", help="cross-validate only")
+    ap.add_argument("--only-folds", default=None, metavar="I,J,...",
+                    help="train only these folds (0-based; the rest from the fold cache; "
+                         "'full': the model on every record), e.g. to run the folds in "
+                         "several processes at once")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -364,11 +425,13 @@ def main(argv: list[str] | None = None) -> int:
     tf.config.experimental.enable_op_determinism()
     nstdb = args.nstdb or str(Path(args.data).parent / "nstdb")
     records = list(DS1_RECORDS)
-    data = build(args.data, records, VARIANTS, Path(args.cache), nstdb, args.jobs)
-    sim = build_sim(Path(args.cache), args.jobs)
+    cache = Path(args.cache) if args.cache else feature_cache()
+    data = build(args.data, records, VARIANTS, cache, nstdb, args.jobs)
+    sim = build_sim(cache, args.jobs)
     settings = {"epochs": args.epochs, "seed": SEED, "folds": args.folds,
                 "simulated_patients": [f"{r}{s}" for r, s in SIM_PATIENTS],
-                "version": f"{MODEL_NAME}-1", "tensorflow": tf.__version__}
+                "version": f"{MODEL_NAME}-1", "tensorflow": tf.__version__,
+                "features": feature_cache().name}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()
                          + Path(__file__).read_bytes()).hexdigest()[:16]
     cv_path = Path("var/model/cv.json")
@@ -378,9 +441,21 @@ def main(argv: list[str] | None = None) -> int:
         if cached.get("key") == key:
             cv = cached["cv"]
             log.info("cross-validation results from %s", cv_path)
+    fold_dir = Path("var/model/folds") / key
+    parts = args.only_folds.split(",") if args.only_folds else None
+    if parts and "full" in parts:  # the shipped model's training, cached for the export
+        full_model(tf, data, records, sim, args.epochs, fold_dir)
+        parts.remove("full")
+        if not parts:
+            return 0
     if cv is None:
         folds = make_folds(data, records, args.folds)
-        cv = cross_validate(tf, data, records, folds, args.epochs, sim)
+        only = {int(v) for v in parts} if parts is not None else None
+        cv = cross_validate(tf, data, records, folds, args.epochs, sim, fold_dir, only)
+        if not cv["complete"]:
+            log.info("%d of %d folds done (the rest: --only-folds in another process)",
+                     len(cv["folds"]), len(folds))
+            return 0
         cv_path.parent.mkdir(parents=True, exist_ok=True)
         cv_path.write_text(json.dumps({"key": key, "cv": cv}))
     log.info("pooled int8: %s", _brief(cv["pooled"]["int8"]["classes"]))
@@ -388,9 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("pooled baseline: %s", _brief(cv["pooled"]["baseline"]["classes"]))
     if args.no_export:
         return 0
-    tb, tr, tl = stack(data, records, VARIANTS, sim)
-    model = train_model(tf, tb, tr, tl, args.epochs, SEED + 100)
-    q = quantize(tf, model, tb, tr, seed=100)
+    q = full_model(tf, data, records, sim, args.epochs, fold_dir)
     meta = metadata(q, records, cv, settings)
     out = Path(args.out)
     out.with_suffix(".tflite").write_bytes(q)

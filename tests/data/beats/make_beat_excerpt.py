@@ -6,11 +6,11 @@ from the repo root::
     .venv/bin/python tests/data/beats/make_beat_excerpt.py [--data ../shared/data/mitdb]
 
 Every DS1 record goes through the device's beat pipeline (``models.dataset``,
-clean and one real-noise variant, using the ``var/beats`` cache when present);
+clean and one real-noise variant, using the ``var/beats/<key>`` cache when present);
 from each, a fixed-seed sample of at most 12 beats per class is kept (all of
 a class when fewer), so the excerpt has every class the records have.  The
 file holds, per beat: ``record`` (str), ``variant``, ``r`` (R sample),
-``beat`` (int8 x 180), ``rr`` (int8 x 13) and ``label`` (AAMI class index,
+``beat`` (int8 x 180), ``rr`` (int8 x ``RR_FEATURES``) and ``label`` (AAMI class index,
 -1 for a detection with no reference beat).
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.dataset import DS1_RECORDS, build
+from models.dataset import DS1_RECORDS, build, feature_cache
 
 OUT = Path(__file__).resolve().parent / "ds1_beats.npz"
 PER_CLASS = 12
@@ -33,7 +33,7 @@ def main() -> None:
     ap.add_argument("--nstdb", default="../shared/data/nstdb")
     args = ap.parse_args()
     variants = ["clean", "noise1"]
-    data = build(args.data, list(DS1_RECORDS), variants, Path("var/beats"), args.nstdb)
+    data = build(args.data, list(DS1_RECORDS), variants, feature_cache(), args.nstdb)
     rng = np.random.default_rng(2004)
     rows: dict[str, list] = {k: [] for k in ("record", "variant", "r", "beat", "rr", "label")}
     for (rec, var), b in sorted(data.items()):
