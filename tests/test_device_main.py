@@ -510,12 +510,21 @@ def readme_example() -> dict[str, Any]:
     return json.loads(block)
 
 
+def _password_file(tmp_path: Path) -> str:
+    """The README example's password file, where the test can have one."""
+    path = tmp_path / "bed-12.pw"
+    path.write_text("example-password\n")
+    return str(path)
+
+
 def test_readme_example_config_is_valid_and_builds_on_emulated_hardware(
         tmp_path: Path, monkeypatch) -> None:
     cfg = check_config(readme_example())
     assert cfg["source"]["kind"] in BUILT_IN
+    assert {"username", "password_file", "incarnation"} <= set(cfg)  # an account, as deployed
     monkeypatch.chdir(REPO)  # "model" is relative to the checkout, as on the Pi
     cfg["state_dir"] = str(tmp_path / "state")
+    cfg["password_file"] = _password_file(tmp_path)
     clock = SimClock(1_764_000_000_000)
     buses = emulate_source(cfg["source"], clock, DC_MV * 1e-3, smbus=True)
     device = build(cfg, clock=clock, link=MemoryLink(), buses=buses)
@@ -532,6 +541,7 @@ def test_readme_example_on_a_machine_without_the_bus_library_is_one_line(
         tmp_path: Path, monkeypatch, capsys) -> None:
     cfg = readme_example()
     cfg["state_dir"] = str(tmp_path / "state")
+    cfg["password_file"] = _password_file(tmp_path)
     path = write_config(tmp_path, **cfg)
     monkeypatch.chdir(REPO)
     monkeypatch.setitem(sys.modules, "smbus2", None)
