@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -46,9 +45,9 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int,
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from host.broker.launch import free_port as pick
+
+    return pick("127.0.0.1")
 
 
 # -- numbers ----------------------------------------------------------------

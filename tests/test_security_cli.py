@@ -173,7 +173,10 @@ def test_medge_broker_with_the_registry(tmp_path: Path,
                 break
             c.loop_stop()
             time.sleep(0.2)
-        assert st.get("rc") == "Success"
+        if st.get("rc") != "Success":
+            broker.terminate()
+            pytest.fail("the broker did not take the new account within 15 s:\n"
+                        + broker.communicate(timeout=15)[0][-3000:])
         # ... and on the TLS listener with its certificate (and its password).
         tls = doc["cert"]
         assert tls_connack("127.0.0.1", tls_port, tls, "bed-2", doc["password"]) == "Success"

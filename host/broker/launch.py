@@ -132,13 +132,38 @@ def _family(host: str) -> socket.AddressFamily:
         return socket.AF_INET
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port on ``host`` that is free right now (the OS picks it).
+def _ephemeral_low() -> int:
+    """The lowest port the OS gives outgoing connections (Linux: 32768)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as fh:
+            return int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
-    There is an unavoidable window between this call and the broker binding the
-    port; the OS does not hand the same ephemeral port out again immediately, so in
-    practice this is reliable for tests.
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port on ``host`` that is free right now.
+
+    There is an unavoidable window between this call and the server binding the
+    port.  A port the OS picks (bind to 0) comes from the ephemeral range, which
+    outgoing connections draw from too: with many clients connecting (a parallel
+    test run), one of them could take it in that window and the server would fail
+    to bind (seen once: a ``medge broker`` child's port).  So the port is drawn at
+    random below that range (where no outgoing connection lands) and checked;
+    bind-to-0 is the fallback.
     """
+    import random
+
+    low = _ephemeral_low()
+    rng = random.SystemRandom()
+    for _ in range(64):
+        port = rng.randrange(max(1024, low - 12000), low) if low > 2048 else 0
+        with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
     with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
