@@ -136,12 +136,7 @@ def main():
     for packed in (True, False):
         kernels._ARRAY_I_LE32 = packed and kernels._array_i_le32()
         model = Model(buf)
-        sizes = []
-        for info in model.inputs:
-            n = 1
-            for d in info.shape:
-                n *= d
-            sizes.append(n)
+        sizes = [info.size for info in model.inputs]
         step = sum(sizes)
         cases = []
         for pos in range(0, len(blob) - step + 1, step):

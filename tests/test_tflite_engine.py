@@ -265,17 +265,10 @@ def test_mutated_models_only_ever_raise_tflite_error() -> None:
         except TfliteError:
             continue
         accepted += 1
-        inputs = [[0.0] * _size(i) if i.dtype == "float32" else [0] * _size(i)
+        inputs = [[0.0] * i.size if i.dtype == "float32" else [0] * i.size
                   for i in model.inputs]
         model.invoke(inputs)
     assert accepted > 0  # (many flips land in weights, which stay valid models)
-
-
-def _size(info: TensorInfo) -> int:
-    n = 1
-    for d in info.shape:
-        n *= d
-    return n
 
 
 def test_single_precision_port_paths_agree(monkeypatch: pytest.MonkeyPatch) -> None:

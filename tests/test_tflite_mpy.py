@@ -24,12 +24,7 @@ from firmware.ml.tflite import Model
 
 with open('/data/model.tflite', 'rb') as f:
     model = Model(f.read())
-sizes = []
-for info in model.inputs:
-    n = 1
-    for d in info.shape:
-        n *= d
-    sizes.append(n)
+sizes = [info.size for info in model.inputs]
 with open('/data/inputs.bin', 'rb') as f:
     blob = f.read()
 step = sum(sizes)

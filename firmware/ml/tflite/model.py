@@ -59,12 +59,17 @@ from firmware.ml.tflite.reader import (
 
 
 class TensorInfo:
-    """A model input or output: ``name``, ``shape`` (tuple), ``dtype`` ("int8" or
-    "float32"), ``scale`` (float; 0.0 for float tensors) and ``zero_point``."""
+    """A model input or output: ``name``, ``shape`` (tuple), ``size`` (its number
+    of elements), ``dtype`` ("int8" or "float32"), ``scale`` (float; 0.0 for
+    float tensors) and ``zero_point``."""
 
     def __init__(self, name, shape, dtype, scale, zero_point):
         self.name = name
         self.shape = shape
+        size = 1
+        for d in shape:
+            size *= d
+        self.size = size
         self.dtype = dtype
         self.scale = scale
         self.zero_point = zero_point
