@@ -323,7 +323,7 @@ def mosquitto_config(
     into ``data_dir`` as ``tls-*.pem``).
     """
     data_dir = Path(data_dir).resolve()
-    for value in (host, str(data_dir)):
+    for value in (host, str(data_dir), dynsec_plugin or ""):
         if "\n" in value or "\r" in value:
             raise ValueError(f"newline in mosquitto config value {value!r}")
     opts = dict(MOSQUITTO_DEFAULTS)
@@ -366,9 +366,6 @@ def mosquitto_config(
             f"acl_file {data_dir / ACL_FILE}",
         ]
         if dynsec_plugin is not None:
-            for value in (dynsec_plugin,):
-                if "\n" in value or "\r" in value:
-                    raise ValueError(f"newline in mosquitto config value {value!r}")
             lines += [
                 "# Client ids bound to accounts: a CONNECT whose client id is not its",
                 "# username is refused (the plugin is used for that alone).",
