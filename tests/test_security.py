@@ -389,3 +389,30 @@ def test_a_forged_will_for_another_device_is_never_delivered(secured) -> None:
     assert host.drain(0.3) == [(f"{T}/dev-a/status", b'{"state":"online"}')]
     own.close()
     host.close()
+
+
+def test_an_account_added_while_the_broker_starts_is_picked_up(tmp_path: Path) -> None:
+    """medge broker's watcher takes its baseline before the broker reads the registry:
+    an account added during start-up (after the files were written, before the
+    watcher's first look) is still loaded by the first poll (a fresh clone's run lost
+    it once when the baseline was read after the start)."""
+    from host.broker.launch import RegistryWatcher
+
+    db = tmp_path / "r.db"
+    Store(db).close()
+    b = Broker("mosquitto", data_dir=tmp_path / "b", accounts=registry_accounts(db))
+    watcher = RegistryWatcher(b, db, poll_s=0.1)
+    watcher.take_baseline()
+    b.start()
+    try:
+        with Store(db) as store:  # the start-up has written its files already
+            password = accounts.add(store, "bed-3", "device", actor="t")[1]
+        watcher.start()
+        deadline = time.monotonic() + 10
+        while watcher.reloads == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert watcher.reloads >= 1
+        assert Peer(b, "bed-3", "bed-3", password).accepted
+    finally:
+        watcher.stop()
+        b.stop()

@@ -891,8 +891,15 @@ class RegistryWatcher:
         with Store(self.db, readonly=True) as store:
             return fingerprint(store)
 
-    def start(self) -> RegistryWatcher:
+    def take_baseline(self) -> None:
+        """Read the registry's fingerprint now: call it *before* the broker writes
+        its files from the registry, so a change made while the broker starts is
+        seen by the first poll (it costs at most one needless reload)."""
         self._last = self.fingerprint()
+
+    def start(self) -> RegistryWatcher:
+        if self._last is None:
+            self.take_baseline()
         self._thread.start()
         return self
 
@@ -944,11 +951,16 @@ def run_broker_forever(
     try:
         broker = Broker(kind, host=host, port=port, data_dir=data_dir,
                         accounts=None if db is None else registry_accounts(db), tls=tls)
+        watcher = None
+        if db is not None:  # the baseline before the broker reads the registry
+            watcher = RegistryWatcher(broker, db)
+            watcher.take_baseline()
         broker.start()
     except (RuntimeError, ValueError, OSError) as exc:
         logger.error("could not start the MQTT broker: %s", exc)
         return 1
-    watcher = RegistryWatcher(broker, db).start() if db is not None else None
+    if watcher is not None:
+        watcher.start()
 
     stop_requested = threading.Event()
     previous: dict[int, object] = {}
