@@ -46,6 +46,7 @@ from enum import Enum
 from typing import Any
 
 from host.services import audit
+from host.services.store import transaction
 
 __all__ = ["PBKDF2_ITERATIONS", "Account", "AccountError", "Role", "account", "accounts",
            "add", "check_password", "fingerprint", "incarnations", "mosquitto_hash",
@@ -184,24 +185,6 @@ def _put(store: Any, username: str, role: Role, before: Account | None, pw_hash:
     return "account.add"
 
 
-class _Transaction:
-    """One write transaction on ``store`` (commit on success, roll back on error)."""
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-
-    def __enter__(self) -> Any:
-        self.store._begin()
-        return self.store
-
-    def __exit__(self, exc_type: Any, *_: Any) -> None:
-        db = self.store.db
-        if exc_type is None:
-            db.commit()
-        elif db.in_transaction:
-            db.rollback()
-
-
 def _set_password(store: Any, username: str, role: Role, actor: str) -> tuple[Account, str]:
     """Inside a transaction: a new password for ``username`` and its audit row."""
     before = account(store, username)
@@ -221,7 +204,7 @@ def add(store: Any, username: str, role: Role | str = Role.DEVICE, *, actor: str
     only time the password exists outside the caller).  A device account gets a new
     incarnation.  ``AccountError`` if the id is bad or the account is active."""
     check_username(username)
-    with _Transaction(store):
+    with transaction(store):
         before = account(store, username)
         if before is not None and before.active:
             raise AccountError(f"account {username} exists ({before.role}); remove it first, "
@@ -231,7 +214,7 @@ def add(store: Any, username: str, role: Role | str = Role.DEVICE, *, actor: str
 
 def reset(store: Any, username: str, *, actor: str) -> tuple[Account, str]:
     """A new password for an active account (same incarnation: the same unit)."""
-    with _Transaction(store):
+    with transaction(store):
         before = account(store, username)
         if before is None or not before.active:
             raise AccountError(f"no active account {username}")
@@ -242,7 +225,7 @@ def remove(store: Any, username: str, *, actor: str) -> Account:
     """Revoke an account (module docstring).  ``AccountError`` if there is none."""
     from host.services.store import now_ms
 
-    with _Transaction(store):
+    with transaction(store):
         before = account(store, username)
         if before is None or not before.active:
             raise AccountError(f"no active account {username}")
@@ -264,7 +247,7 @@ def provision(store: Any, usernames: list[str], role: Role | str, *, actor: str
     passwords: dict[str, str] = {}
     for username in usernames:
         check_username(username)
-    with _Transaction(store):
+    with transaction(store):
         for username in usernames:
             passwords[username] = _set_password(store, username, Role(role), actor)[1]
     return passwords

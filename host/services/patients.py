@@ -32,13 +32,13 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from host.services import audit
 from host.services.advice.news2 import CONSCIOUSNESS, Inputs
+from host.services.store import transaction
 
 __all__ = ["CONDITIONS", "OBS_KINDS", "TARGET_PARAMS", "Assignment", "DeviceBusy",
            "PatientError", "UnknownPatient", "add_observations", "add_patient",
@@ -77,20 +77,6 @@ class Assignment:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-@contextmanager
-def transaction(store: Any) -> Iterator[Any]:
-    """One write transaction on ``store``: committed at the end, rolled back on error."""
-    db = store.db
-    store._begin()
-    try:
-        yield db
-        db.commit()
-    except BaseException:
-        if db.in_transaction:
-            db.rollback()
-        raise
 
 
 def check_id(what: str, value: str) -> str:

@@ -110,7 +110,8 @@ import logging
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -188,6 +189,21 @@ def stale_after_default() -> float:
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+@contextmanager
+def transaction(store: Any) -> Iterator[Any]:
+    """One write transaction on ``store`` (a :class:`Store`): committed at the end,
+    rolled back on error; yields the connection."""
+    db = store.db
+    store._begin()
+    try:
+        yield db
+        db.commit()
+    except BaseException:
+        if db.in_transaction:
+            db.rollback()
+        raise
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from host.services import patients
 from host.services.advice.alerts import AlertEvent, EventKind, rank
 from host.services.advice.arrhythmia import RhythmEvent
 from host.services.advice.engine import MANUAL_STALE_S, Assessment, PatientMonitor
+from host.services.store import transaction
 
 __all__ = ["HISTORY_S", "REBUILD_S", "REPLAY_EVAL_S", "SETTLE_S", "VITALS_FIELDS",
            "LiveMonitors", "assess", "record_events", "run_round", "vitals_from_payload"]
@@ -424,7 +425,7 @@ def record_events(store: Any, patient_id: str, events: list[AlertEvent], *,
     acknowledged)."""
     changed: list[str] = []
     opened: dict[int, str] = {}
-    with patients.transaction(store) as db:
+    with transaction(store) as db:
         for e in events:
             if e.event is EventKind.OPEN:
                 existing = _open_uid(store, patient_id, e.kind)
@@ -506,7 +507,7 @@ def _new_acks(store: Any, patient_id: str) -> list[tuple[str, int]]:
     since a pass last looked; each is marked in the alert's history, so it is
     reported once."""
     out = []
-    with patients.transaction(store) as db:
+    with transaction(store) as db:
         for uid, acked_ms, acked_by, detail in db.execute(
                 "SELECT alert_uid, acked_ms, acked_by, detail FROM alerts WHERE patient_id = ? "
                 "AND cleared_ms IS NULL AND acked_ms IS NOT NULL", (patient_id,)).fetchall():

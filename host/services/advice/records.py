@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from host.services import audit
-from host.services.patients import transaction
+from host.services.store import transaction
 
 __all__ = ["AlertError", "ack", "list_alerts"]
 
