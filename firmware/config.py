@@ -15,6 +15,28 @@ BACKOFF_MAX_LIMIT_MS = 1 << 28
 NO_MODEL = "none"
 
 
+#: Longest reporting window a command may set (``set_config``), ms.
+REPORT_PERIOD_MAX_MS = 3600000
+
+
+def check_report_period_ms(value, sample_rate_hz):
+    """``value`` if it is a whole number of samples (>= 100 ms); ValueError otherwise."""
+    if not isinstance(value, int) or isinstance(value, bool) or not (
+            100 <= value <= REPORT_PERIOD_MAX_MS):
+        raise ValueError("report_period_ms must be an int in 100..%d, got %r"
+                         % (REPORT_PERIOD_MAX_MS, value))
+    if (value * sample_rate_hz) % 1000:
+        raise ValueError("report_period_ms must span a whole number of samples")
+    return value
+
+
+def check_patient_id(value):
+    """``value`` if it is a (pseudonymous) patient id: a str of at most 64 characters."""
+    if not isinstance(value, str) or len(value) > 64:
+        raise ValueError("patient_id must be a str of at most 64 characters")
+    return value
+
+
 class DeviceConfig:
     """Everything a device is told at start-up; units in every name."""
 
@@ -51,10 +73,8 @@ class DeviceConfig:
         if backoff_max_ms > BACKOFF_MAX_LIMIT_MS:
             raise ValueError("backoff_max_ms must be <= %d (a tick span ticks_diff can measure)"
                              % BACKOFF_MAX_LIMIT_MS)
-        if (report_period_ms * sample_rate_hz) % 1000:
-            raise ValueError("report_period_ms must span a whole number of samples")
-        if not isinstance(patient_id, str) or len(patient_id) > 64:
-            raise ValueError("patient_id must be a str of at most 64 characters")
+        check_report_period_ms(report_period_ms, sample_rate_hz)
+        check_patient_id(patient_id)
         if mains_hz is not None:
             mains_hz = params.check_mains_hz(mains_hz)
         if incarnation is not None:

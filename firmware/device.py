@@ -13,9 +13,25 @@ Pi, ``sim/fleet.py`` in the simulator); each call
    message in the outbox: heart rate from the mean of the last RR intervals,
    beats in the window, and the signal-quality flag;
 3. services the link: reconnects with capped exponential backoff (plus up
-   to 25 % jitter, seeded by the device id), sends
-   queued messages (at most ``max_inflight`` unacknowledged), and removes
-   what the broker acknowledged.
+   to 25 % jitter, seeded by the device id), subscribes to its ``cmd`` topic,
+   sends queued messages (at most ``max_inflight`` unacknowledged), removes
+   what the broker acknowledged, and answers each command that arrived
+   (:mod:`firmware.net.commands`; the device's own commands below).
+
+Commands (``medge fleet cmd``; each answered by one ``ack``):
+
+- ``ping``: ``ok`` with the firmware and model versions, boot id, uptime (s),
+  messages queued, and the reporting period;
+- ``set_config`` with ``args`` any of ``report_period_ms`` (from the next
+  reporting window on) and ``patient_id`` (a new birth message says so):
+  checked as at start-up, all or nothing, and kept in the state so they hold
+  after a restart (the config file's values are the defaults);
+- ``reboot``: ``ok``, then :attr:`Device.restart_requested` is set and the
+  main loop shuts down cleanly and restarts (``firmware/main.py``).
+
+A link may have ``subscribe(topic)`` and ``messages()`` (the ``(topic,
+payload)`` pairs received since the last call); one without them gets no
+commands.
 
 A sample source is any object with ``read_samples(buf, max_count) -> int``
 that writes up to ``max_count`` of the samples available now (raw ADC counts,
@@ -28,12 +44,19 @@ tests/test_device_mpy.py checks that both publish the same bytes.
 
 from array import array
 
-from firmware.config import FW_VERSION, NO_MODEL, DeviceConfig  # noqa: F401  (re-exported)
+from firmware.config import (  # noqa: F401  (DeviceConfig etc. re-exported)
+    FW_VERSION,
+    NO_MODEL,
+    DeviceConfig,
+    check_patient_id,
+    check_report_period_ms,
+)
 from firmware.hw.compat import const
 from firmware.hw.state import SeqCounter
 from firmware.ml.infer import AAMI_LABELS
 from firmware.net import protocol
 from firmware.net.backoff import Backoff
+from firmware.net.commands import Commands
 from firmware.net.journal import start_seq
 from firmware.net.outbox import Outbox
 from firmware.net.wire import encode
@@ -44,6 +67,9 @@ from firmware.signal.quality import SIGNAL_GOOD, SignalQuality
 from firmware.vitals.heartrate import HeartRate
 
 _READ_BLOCK = const(64)  # samples read from the source per read_samples call
+#: What ``set_config`` may change, and the state key that keeps it.
+SETTABLE_KEYS = ("patient_id", "report_period_ms")
+_OVERRIDES_KEY = "config"
 
 
 class Device:
@@ -110,6 +136,21 @@ class Device:
         self.topic_status = protocol.topic(config.device_id, protocol.MSG_STATUS)
         self.topic_vitals = protocol.topic(config.device_id, protocol.MSG_VITALS)
         self.topic_event = protocol.topic(config.device_id, protocol.MSG_EVENT)
+        self.topic_cmd = protocol.topic(config.device_id, protocol.MSG_CMD)
+        self.topic_ack = protocol.topic(config.device_id, protocol.MSG_ACK)
+        #: Set by the ``reboot`` command: the main loop stops cleanly and restarts.
+        self.restart_requested = False
+        self._pending_period_ms = None
+        self.commands = Commands(config.device_id, state)
+        self.commands.register("ping", self._cmd_ping)
+        self.commands.register("set_config", self._cmd_set_config)
+        self.commands.register("reboot", self._cmd_reboot)
+        saved = state.load(_OVERRIDES_KEY, None)
+        if isinstance(saved, dict):
+            try:
+                self._apply_config(self._checked_config(saved))
+            except ValueError:
+                state.save(_OVERRIDES_KEY, {})  # unusable: the config file's values hold
 
     @property
     def beats(self):
@@ -223,6 +264,10 @@ class Device:
         self._window_fill = 0
         self.reports += 1
         self.outbox.push(self.topic_vitals, self._encode(msg), False, False, seq)
+        if self._pending_period_ms is not None:  # set_config: from the next window on
+            self.cfg.report_period_ms = self._pending_period_ms
+            self._report_samples = (self._pending_period_ms * self.cfg.sample_rate_hz) // 1000
+            self._pending_period_ms = None
 
     def _class_counts(self):
         """The window's beats per class (and reset), or None without a model."""
@@ -276,16 +321,97 @@ class Device:
             except OSError:
                 self.backoff.failed(now)
                 return
+            subscribe = getattr(link, "subscribe", None)
+            if subscribe is not None:
+                try:
+                    subscribe(self.topic_cmd)
+                except OSError:
+                    self.backoff.failed(now)
+                    return
             self.backoff.succeeded()
             self._was_connected = True
             self._birth()
         try:
             for token in link.poll():
                 self.outbox.ack(token)
+            received = getattr(link, "messages", None)
+            if received is not None:
+                for topic, payload in received():
+                    if topic == self.topic_cmd:
+                        self._command(payload)
             if link.connected():
                 self.outbox.send_some(link.publish, self.cfg.max_inflight)
         except OSError:
             pass  # picked up as "not connected" on the next call
+
+    # -- commands -------------------------------------------------------------
+    def _command(self, payload):
+        """Act on one ``cmd`` payload and queue its ``ack`` (ahead of routine messages)."""
+        now = self.clock.epoch_ms()
+        answer = self.commands.handle(payload, now)
+        if answer is None:
+            return
+        cmd_id, result, reason, data = answer
+        seq = self.seq.next()
+        msg = protocol.ack(self.cfg.device_id, seq, now, cmd_id, result, reason, data)
+        self.outbox.push(self.topic_ack, self._encode(msg), False, True, seq)
+        self.commands.answered_id(cmd_id)
+
+    def _cmd_ping(self, args, cmd):
+        if args:
+            raise ValueError("ping takes no args")
+        version = self.model.version if self.model is not None else None
+        return {
+            "fw_version": self.cfg.fw_version,
+            "model_version": version or self.cfg.model_version,
+            "boot_id": self.boot_id,
+            "uptime_s": self.samples // self.cfg.sample_rate_hz,
+            "queued": len(self.outbox),
+            "report_period_ms": self.cfg.report_period_ms,
+        }
+
+    def _checked_config(self, args):
+        """``args`` checked as :class:`DeviceConfig` checks them: ValueError naming
+        the first bad key, so nothing is applied unless everything is good."""
+        for key in args:
+            if key not in SETTABLE_KEYS:
+                raise ValueError("%r cannot be set (settable: %s)"
+                                 % (key, ", ".join(SETTABLE_KEYS)))
+        if "report_period_ms" in args:
+            check_report_period_ms(args["report_period_ms"], self.cfg.sample_rate_hz)
+        if "patient_id" in args:
+            check_patient_id(args["patient_id"])
+        return args
+
+    def _apply_config(self, args):
+        if "report_period_ms" in args:
+            if self._window_fill:  # a window is open: from the next one on
+                self._pending_period_ms = args["report_period_ms"]
+            else:
+                self.cfg.report_period_ms = args["report_period_ms"]
+                self._report_samples = (args["report_period_ms"]
+                                        * self.cfg.sample_rate_hz) // 1000
+        if "patient_id" in args:
+            self.cfg.patient_id = args["patient_id"]
+
+    def _cmd_set_config(self, args, cmd):
+        if not args:
+            raise ValueError("nothing to set (settable: %s)" % ", ".join(SETTABLE_KEYS))
+        self._apply_config(self._checked_config(args))
+        saved = self.state.load(_OVERRIDES_KEY, None)
+        kept = dict(saved) if isinstance(saved, dict) else {}
+        for key in args:
+            kept[key] = args[key]
+        self.state.save(_OVERRIDES_KEY, kept)
+        if "patient_id" in args and self.link.connected():
+            self._birth()  # the retained status names the new patient
+        return kept
+
+    def _cmd_reboot(self, args, cmd):
+        if args:
+            raise ValueError("reboot takes no args")
+        self.restart_requested = True
+        return None
 
     def stop(self):
         """Clean shutdown: announce offline, save the exact sequence number.

@@ -43,7 +43,10 @@ power cuts and SIGKILL, and nothing committed is lost.
 
 Exit codes of :func:`main`: 0 everything sent; 1 the outbox was not drained,
 or a hardware or I/O fault (start-up or run); 2 the config cannot be used
-(one line on stderr, ``medge device: <reason>``, never a traceback).  It
+(one line on stderr, ``medge device: <reason>``, never a traceback); 3 a
+``reboot`` command (``medge fleet cmd ID reboot``) asked for a restart: the
+device shut down cleanly and its service manager starts it again (systemd
+``Restart=always``); on MicroPython :func:`main` resets the board instead.  It
 runs until the source ends (``file``), SIGTERM (CPython) or Ctrl-C, then
 shuts down cleanly: offline message, exact sequence number saved, bounded
 drain, disconnect.
@@ -67,6 +70,8 @@ PROGRAM = "medge device"
 DEFAULT_BROKER_PORT = 1883
 DEFAULT_LOOP_PERIOD_MS = 20
 DEFAULT_STATE_PATH = "medge_state.json"
+#: Exit code after a ``reboot`` command: the service manager starts the device again.
+EXIT_RESTART = 3
 
 _REQUIRED_KEYS = ("device_id", "sample_rate_hz", "broker_host", "source")
 _OPTIONAL_KEYS = (
@@ -657,6 +662,8 @@ def run(device, loop_period_ms=DEFAULT_LOOP_PERIOD_MS, drain_timeout_ms=10000, s
         while not (stop is not None and stop.requested):
             if exhausted is not None and exhausted():
                 break
+            if device.restart_requested:  # the reboot command: its ack goes out first
+                break
             device.step()
             sleep_ms(loop_period_ms)
         device.step()
@@ -715,6 +722,13 @@ def main(path, buses=None, stop=None):
         return 1
     print("%s %s: %d reports, %s" % (PROGRAM, cfg["device_id"], device.reports,
                                      "all delivered" if ok else "outbox NOT drained"))
+    if device.restart_requested:
+        print("%s %s: restarting (reboot command)" % (PROGRAM, cfg["device_id"]))
+        if IS_MICROPYTHON:
+            import machine  # type: ignore[import-not-found]
+
+            machine.reset()
+        return EXIT_RESTART
     return 0 if ok else 1
 
 

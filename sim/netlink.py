@@ -22,6 +22,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from firmware.net.commands import INBOX_MAX
+
 log = logging.getLogger(__name__)
 
 __all__ = ["PolledPahoLink"]
@@ -43,6 +45,8 @@ class PolledPahoLink:
         self._client: Any = None
         self._connected = False
         self._acked: list[int] = []
+        self._inbox: list[tuple[str, bytes]] = []
+        self.inbox_dropped = 0
         self._next_misc = 0.0
 
     # paho callbacks (run in this thread, inside loop_read) -----------------------
@@ -60,6 +64,13 @@ class PolledPahoLink:
         if client is self._client:
             self._acked.append(mid)
 
+    def _on_message(self, client, userdata, msg) -> None:
+        if client is self._client:
+            if len(self._inbox) < INBOX_MAX:
+                self._inbox.append((msg.topic, bytes(msg.payload)))
+            else:
+                self.inbox_dropped += 1
+
     # link surface -------------------------------------------------------------------
     def connect(self, will_topic: str, will_payload: bytes) -> None:
         self._close()
@@ -71,8 +82,10 @@ class PolledPahoLink:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         self._client = client
         self._acked = []
+        self._inbox = []
         try:
             client.connect(self.host, self.port, keepalive=self.keepalive_s)
         except OSError:
@@ -121,6 +134,19 @@ class PolledPahoLink:
                 self._connected = False
         acked, self._acked = self._acked, []
         return acked
+
+    def subscribe(self, topic: str) -> None:
+        """Receive ``topic`` (QoS 1); the SUBSCRIBE goes out with the next poll."""
+        client = self._client
+        if client is None or not self._connected:
+            raise OSError("not connected")
+        rc, _mid = client.subscribe(topic, qos=1)
+        if rc != mqtt.MQTT_ERR_SUCCESS:
+            raise OSError(f"subscribe failed: {mqtt.error_string(rc)}")
+
+    def messages(self) -> list[tuple[str, bytes]]:
+        got, self._inbox = self._inbox, []
+        return got
 
     def disconnect(self) -> None:
         client = self._client

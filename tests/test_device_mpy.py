@@ -52,6 +52,14 @@ while not source.exhausted():
         link.drop()
     elif clock.ms == 31000:
         link.online = True
+    elif clock.ms == 10000:  # commands: answered, duplicate, rejected, not answerable
+        cmd = '{"v":1,"type":"cmd","device_id":"dev-mpy-1","ts_ms":1,"cmd_id":"%s",' \
+              '"name":"%s","args":%s}'
+        for c in (cmd % ("a1", "ping", "{}"), cmd % ("a1", "ping", "{}"),
+                  cmd % ("a2", "set_config", '{"patient_id":"p-2"}'),
+                  cmd % ("a3", "set_config", '{"report_period_ms":1001}'),
+                  cmd % ("a4", "fly", "{}"), "{oops"):
+            link.inbox.append(("medge/v1/dev/dev-mpy-1/cmd", c.encode()))
     dev.step()
 dev.stop()
 for _ in range(50):
@@ -93,6 +101,13 @@ def test_device_loop_publishes_identical_bytes_on_micropython(micropython, tmp_p
     assert any(m["hr_bpm"] for m in vitals)
     assert {m["incarnation"] for m in messages} == {"Inc-07_a"}
     assert lines[-1].startswith("beats ")
+    acks = [(m["cmd_id"], m["result"], m.get("reason", "")) for m in messages
+            if m["type"] == "ack"]
+    assert [a[:2] for a in acks] == [("a1", "ok"), ("a2", "ok"), ("a3", "rejected"),
+                                     ("a4", "rejected")]
+    assert "whole number of samples" in acks[2][2] and "unknown command" in acks[3][2]
+    births = [m for m in messages if m["type"] == "status" and m["state"] == "online"]
+    assert births[-1]["patient_id"] == "p-2"
 
 
 BROKER_SCRIPT = """
@@ -138,6 +153,8 @@ class FakeBroker:
                 tlen = (pkt[i] << 8) | pkt[i + 1]
                 pid = pkt[i + 2 + tlen : i + 4 + tlen]
                 self.tx.extend(b"\\x40\\x02" + pid)
+            elif kind == 0x80:  # SUBSCRIBE: grant QoS 1
+                self.tx.extend(b"\\x90\\x03" + pkt[i : i + 2] + b"\\x01")
             elif kind == 0xC0:
                 self.tx.extend(b"\\xd0\\x00")
 
@@ -197,5 +214,7 @@ def test_umqtt_board_path_writes_identical_bytes_on_micropython(micropython) -> 
     assert packets[0][0] == 0x10 and b"medge/v1/dev/dev-mpy-2/status" in packets[0]  # will
     publishes = [p for p in packets if p[0] & 0xF0 == 0x30]
     assert len(publishes) == 7  # birth, 5 vitals, shutdown
+    subscribes = [p for p in packets if p[0] == 0x82]
+    assert len(subscribes) == 1 and subscribes[0].endswith(b"medge/v1/dev/dev-mpy-2/cmd\x01")
     assert all(p[0] & 0x06 == 0x02 for p in publishes)  # QoS 1
     assert packets[-1] == b"\xe0\x00"  # DISCONNECT

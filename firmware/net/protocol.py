@@ -11,8 +11,8 @@ Topic tree (``{id}`` is the device id)::
     medge/v1/dev/{id}/status   retained, QoS 1: birth (online) / offline / last will
     medge/v1/dev/{id}/vitals   QoS 1: one message per reporting window
     medge/v1/dev/{id}/event    QoS 1: rhythm events (onset / end / report)
-    medge/v1/dev/{id}/cmd      host -> device commands (later issues)
-    medge/v1/dev/{id}/ack      device -> host command results (later issues)
+    medge/v1/dev/{id}/cmd      host -> device commands (firmware.net.commands)
+    medge/v1/dev/{id}/ack      QoS 1: device -> host, one per command acted on
 """
 
 from firmware.hw.compat import const
@@ -179,4 +179,18 @@ def event(device_id, seq, ts_ms, kind, phase, start_ms, end_ms, evidence):
     msg["start_ms"] = start_ms
     msg["end_ms"] = end_ms
     msg["evidence"] = evidence
+    return msg
+
+
+def ack(device_id, seq, ts_ms, cmd_id, result, reason=None, data=None):
+    """The answer to command ``cmd_id`` (:mod:`firmware.net.commands`):
+    ``result`` ok, rejected or failed, with a ``reason`` unless ok and the
+    handler's ``data`` (a dict) when it has any."""
+    msg = _envelope(MSG_ACK, device_id, seq, ts_ms)
+    msg["cmd_id"] = cmd_id
+    msg["result"] = result
+    if reason is not None:
+        msg["reason"] = reason
+    if data is not None:
+        msg["data"] = data
     return msg

@@ -12,6 +12,12 @@ Every adapter has the same small surface, used by :mod:`firmware.device`:
 ``poll() -> list``
     Service the connection; return the tokens acknowledged since last call.
 ``disconnect()``
+``subscribe(topic)`` and ``messages() -> list`` (optional)
+    Receive ``topic`` at QoS 1 on this connection (subscribed again after each
+    connect); ``messages`` returns the ``(topic, payload bytes)`` pairs received
+    since the last call (at most :data:`firmware.net.commands.INBOX_MAX` wait;
+    more are dropped and counted in ``inbox_dropped``).  The device's commands
+    arrive this way.
 
 Which adapter runs is decided at start-up (:func:`firmware.main.make_link`):
 ``paho.PahoLink`` on CPython (paho-mqtt 2.x), ``umqtt.UmqttLink`` on

@@ -15,6 +15,8 @@ class MemoryLink:
         self._connected = False
         self._pending = []
         self._next_token = 1
+        self.subscriptions = []  # topics subscribed on the current connection
+        self.inbox = []  # (topic, payload) a test delivers; taken by messages()
 
     def connect(self, will_topic, will_payload):
         if not self.online:
@@ -22,6 +24,7 @@ class MemoryLink:
         self.will = (will_topic, will_payload)
         self._connected = True
         self._pending = []
+        self.subscriptions = []
         self.connects += 1
 
     def connected(self):
@@ -42,6 +45,19 @@ class MemoryLink:
         acked = self._pending
         self._pending = []
         return acked
+
+    def subscribe(self, topic):
+        if not self._connected:
+            raise OSError("memory link: not connected")
+        self.subscriptions.append(topic)
+
+    def messages(self):
+        """What a test put in :attr:`inbox` for a subscribed topic, once."""
+        if not self._connected:
+            return []
+        got = [m for m in self.inbox if m[0] in self.subscriptions]
+        self.inbox = [m for m in self.inbox if m[0] not in self.subscriptions]
+        return got
 
     def drop(self):
         """Cut the connection: un-acked publishes stay unacknowledged."""

@@ -25,6 +25,8 @@ import threading
 
 import paho.mqtt.client as mqtt
 
+from firmware.net.commands import INBOX_MAX
+
 log = logging.getLogger(__name__)
 
 
@@ -46,6 +48,8 @@ class PahoLink:
         self._answered = threading.Event()  # a CONNACK came, accepted or refused
         self._refusal = None
         self._acked = []
+        self._inbox = []  # (topic, payload) received, for messages()
+        self.inbox_dropped = 0  # received while INBOX_MAX were waiting
         self._lock = threading.Lock()
 
     # paho callbacks (run on paho's network thread) -------------------------
@@ -69,6 +73,14 @@ class PahoLink:
             with self._lock:
                 self._acked.append(mid)
 
+    def _on_message(self, client, userdata, msg):
+        if client is self._client:
+            with self._lock:
+                if len(self._inbox) < INBOX_MAX:
+                    self._inbox.append((msg.topic, bytes(msg.payload)))
+                else:
+                    self.inbox_dropped += 1
+
     # link surface -----------------------------------------------------------
     def connect(self, will_topic, will_payload):
         self._close()
@@ -87,6 +99,7 @@ class PahoLink:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         self._client = client
         self._answered.clear()
         self._refusal = None
@@ -124,6 +137,22 @@ class PahoLink:
             acked = self._acked
             self._acked = []
         return acked
+
+    def subscribe(self, topic):
+        """Receive ``topic`` (QoS 1) on this connection; see :meth:`messages`."""
+        client = self._client
+        if client is None or not self._connected.is_set():
+            raise OSError("not connected")
+        rc, _mid = client.subscribe(topic, qos=1)
+        if rc != mqtt.MQTT_ERR_SUCCESS:
+            raise OSError("subscribe failed: %s" % mqtt.error_string(rc))
+
+    def messages(self):
+        """The ``(topic, payload bytes)`` received since the last call."""
+        with self._lock:
+            got = self._inbox
+            self._inbox = []
+        return got
 
     def disconnect(self):
         client = self._client

@@ -12,6 +12,7 @@ the socket; ports without ``ssl`` run without it.
 """
 
 from firmware.hw.compat import ticks_diff, ticks_ms
+from firmware.net.commands import INBOX_MAX
 from firmware.net.mqtt_client import MQTTClient
 
 
@@ -28,8 +29,17 @@ class UmqttLink:
         self.sock_factory = sock_factory
         self._client = None
         self._acked = []
+        self._inbox = []  # (topic, payload) received, for messages()
+        self.inbox_dropped = 0
         self._next_token = 1
         self._last_io = 0
+
+    def _on_message(self, topic, msg):
+        if len(self._inbox) < INBOX_MAX:
+            self._inbox.append((topic.decode() if isinstance(topic, bytes) else topic,
+                                bytes(msg)))
+        else:
+            self.inbox_dropped += 1
 
     def connect(self, will_topic, will_payload):
         self._close()
@@ -44,9 +54,11 @@ class UmqttLink:
             sock_factory=self.sock_factory,
         )
         client.set_last_will(will_topic, will_payload, retain=True, qos=1)
+        client.set_callback(self._on_message)
         client.connect(clean_session=True)
         self._client = client
         self._acked = []
+        self._inbox = []
         self._last_io = ticks_ms()
 
     def connected(self):
@@ -79,6 +91,23 @@ class UmqttLink:
         acked = self._acked
         self._acked = []
         return acked
+
+    def subscribe(self, topic):
+        """Receive ``topic`` (QoS 1): blocks (bounded) for the SUBACK."""
+        if self._client is None:
+            raise OSError("not connected")
+        try:
+            self._client.subscribe(topic, 1)
+        except OSError:
+            self._close()
+            raise
+        self._last_io = ticks_ms()
+
+    def messages(self):
+        """The ``(topic, payload bytes)`` received since the last call (by :meth:`poll`)."""
+        got = self._inbox
+        self._inbox = []
+        return got
 
     def disconnect(self):
         if self._client is not None:
