@@ -22,6 +22,7 @@ import wfdb
 
 from firmware.params import RHYTHM_BRADY_BPM, RHYTHM_TACHY_BPM
 from firmware.rhythm.af import AfDetector, _log2_q10
+from firmware.rhythm.atrial import P_BINS, AtrialActivity
 from firmware.rhythm.monitor import RhythmMonitor
 from firmware.signal.quality import CODE_GOOD, CODE_LEAD_OFF
 
@@ -75,7 +76,74 @@ def af(n, rr=0.7, cv=0.2, seed=2):
     return [max(0.3, rr * rng.lognormvariate(0, cv)) for _ in range(n)]
 
 
+def vector(p_wave, rng):
+    """A classifier input (int8, 90 points x 2 channels, channel 0 in 8.33 ms
+    bins from -250 ms, 32 = the QRS): a QRS at R, unit noise, and before it
+    the patient's P wave (``p_wave`` True: the same shape at the same place
+    every beat) or f waves (False: 6 Hz, random phase against the QRS)."""
+    from array import array
+
+    k = np.arange(90)
+    ch0 = 32.0 * np.exp(-0.5 * ((k - 30) / 2.0) ** 2) + rng.normal(0.0, 1.0, 90)
+    if p_wave:
+        ch0 += 5.0 * np.exp(-0.5 * ((k - 12) / 3.0) ** 2)
+    else:
+        ch0 += 3.0 * np.sin(2 * np.pi * k / 20.0 + rng.uniform(0, 2 * np.pi))
+    vec = np.zeros(180, dtype=np.int8)
+    vec[0::2] = np.clip(np.rint(ch0), -128, 127).astype(np.int8)
+    return array("b", vec.tobytes())
+
+
+def with_vectors(beats, p_wave, seed=7):
+    """``beats`` with a vector each; ``p_wave(i)`` says whether beat i has P waves."""
+    rng = np.random.default_rng(seed)
+    return [(r, c, vector(p_wave(i), rng)) for i, (r, c) in enumerate(beats)]
+
+
 # ------------------------------------------------------------------- AF
+
+
+def test_p_wave_coherence_is_high_with_p_waves_and_low_with_f_waves():
+    rng = np.random.default_rng(1)
+    for p_wave, lo, hi in ((True, 700, 1000), (False, 0, 250)):
+        atrial = AtrialActivity()
+        for i in range(40):
+            atrial.beat(i, vector(p_wave, rng))
+            if i < 15:
+                assert atrial.coherence == -1  # not a full window yet
+        assert lo <= atrial.coherence <= hi, (p_wave, atrial.coherence)
+    assert P_BINS == 22  # -250 to -67 ms: the region ends before a narrow QRS starts
+
+
+def test_irregular_rr_with_p_waves_is_not_af():
+    """AF-like intervals (log-normal, CV 0.2) whose beats all carry the same
+    P wave (an irregular rhythm the atria still drive, e.g. frequent PACs the
+    classes call N): no AF.  The same intervals without vectors (RR alone)
+    are called AF, and with f waves in place of P waves too, from within 30 s
+    of their start, the coherence in the evidence."""
+    beats = stream(sinus(60) + af(400))
+    on = beats[59][0]
+    assert not episodes(feed(with_vectors(beats, lambda i: True)), "AFIB")
+    assert episodes(feed(beats), "AFIB")
+    ev = feed(with_vectors(beats, lambda i: i < 60))
+    eps = episodes(ev, "AFIB")
+    assert len(eps) == 1 and abs(eps[0][0] - on) <= 30 * FS, ([(a / FS, b / FS) for a, b in eps],
+                                                               on / FS)
+    onset = next(e for e in ev if e.kind == "AFIB" and e.phase == "onset")
+    assert 0 <= onset.evidence["p_coherence_permille"] < 350, onset.evidence
+
+
+def test_af_ends_when_p_waves_return_though_rr_stays_irregular():
+    """AF (f waves) for 300 beats, then the same irregularity with P waves
+    back: the episode ends within 30 s of the P waves' return (RR alone: it
+    runs to the end)."""
+    beats = stream(sinus(60) + af(300) + af(300, seed=5))
+    back = beats[360][0]
+    eps = episodes(feed(with_vectors(beats, lambda i: i < 60 or i >= 360)), "AFIB")
+    assert len(eps) == 1, [(a / FS, b / FS) for a, b in eps]
+    assert abs(eps[0][1] - back) <= 30 * FS, (eps[0][1] / FS, back / FS)
+    rr_only = episodes(feed(beats), "AFIB")
+    assert rr_only and rr_only[-1][1] > back + 120 * FS, [(a / FS, b / FS) for a, b in rr_only]
 
 
 def test_log2_table_is_integer_and_close():

@@ -5,7 +5,11 @@ RR, 8 % PVCs with couplets and bigeminy, a VT run and a pause event in a
 sinus stretch), each beat with its true class, through
 :class:`firmware.rhythm.monitor.RhythmMonitor`, ticked once a second with a
 20 s lead-off stretch; every event (kind, phase, start, end, evidence)
-compared."""
+compared.  Each beat also carries a classifier input vector whose P region
+follows its morphology (:func:`beat_vector`: a P wave of one shape at one
+place before sinus beats, an inverted one before PACs, none before PVCs,
+f waves of random phase in AF), so the atrial-activity code
+(``firmware.rhythm.atrial``) runs on both platforms too."""
 
 from __future__ import annotations
 
@@ -21,13 +25,16 @@ from tests.mpyvm import run_micropython
 FS = 250
 DURATION_S = 600
 CLASS_CODES = {"N": 0, "S": 1, "V": 2, "F": 3, "Q": 4}
+VEC = 180  # classifier input: 90 points x 2 channels, int8
+REC = 5 + VEC  # bytes per beat: R sample, class, vector
 
-SCRIPT = """
+SCRIPT = f"REC = {REC}\n" + """
 import struct
+from array import array
 from firmware.rhythm.monitor import RhythmMonitor
 from firmware.signal.quality import CODE_GOOD, CODE_LEAD_OFF
 data = open(PATH, "rb").read()
-n = len(data) // 5
+n = len(data) // REC
 mon = RhythmMonitor(250)
 out = []
 i = 0
@@ -36,11 +43,11 @@ for sec in range(1, 601):
     now = sec * 250
     code = CODE_LEAD_OFF if 400 <= sec < 420 else CODE_GOOD
     while i < n:
-        r, c = struct.unpack_from("<iB", data, 5 * i)
+        r, c = struct.unpack_from("<iB", data, REC * i)
         if r >= now:
             break
         if code == CODE_GOOD:
-            mon.beat(r, c if c < 5 else -1)
+            mon.beat(r, c if c < 5 else -1, array("b", data[REC * i + 5:REC * (i + 1)]))
             last = r
         i += 1
     mon.tick(now, code, last)
@@ -68,7 +75,27 @@ def beats_bytes() -> bytes:
     )
     gen = RhythmGenerator(settings, FS, np.random.default_rng(13))
     beats = gen.beats_until(DURATION_S * FS)
-    return b"".join(struct.pack("<iB", b.sample, CLASS_CODES[b.aami]) for b in beats)
+    rng = np.random.default_rng(14)
+    return b"".join(struct.pack("<iB", b.sample, CLASS_CODES[b.aami])
+                    + beat_vector(b.morphology, b.rhythm, rng) for b in beats)
+
+
+def beat_vector(morphology: str, rhythm: str, rng: np.random.Generator) -> bytes:
+    """Channel 0 of a classifier input (8.33 ms bins from -250 ms, 32 = the
+    QRS) with the atrial activity of the beat's morphology, plus a QRS at
+    bin 30; channel 1 zero."""
+    k = np.arange(90)
+    ch0 = 32.0 * np.exp(-0.5 * ((k - 30) / 2.0) ** 2) + rng.normal(0.0, 1.0, 90)
+    p_wave = 5.0 * np.exp(-0.5 * ((k - 12) / 3.0) ** 2)
+    if rhythm == "AFIB":
+        ch0 += 3.0 * np.sin(2 * np.pi * k / 20.0 + rng.uniform(0, 2 * np.pi))
+    elif morphology == "pac":
+        ch0 -= p_wave
+    elif morphology.startswith("normal") and "no_p" not in morphology:
+        ch0 += p_wave
+    vec = np.zeros(VEC, dtype=np.int8)
+    vec[0::2] = np.clip(np.rint(ch0), -128, 127).astype(np.int8)
+    return vec.tobytes()
 
 
 def test_rhythm_events_identical_on_cpython_and_micropython(tmp_path):
@@ -85,4 +112,7 @@ def test_rhythm_events_identical_on_cpython_and_micropython(tmp_path):
     kinds = {eval(line)[0] for line in lines[1:]}
     # The run must contain what it is meant to compare.
     assert {"AFIB", "VT", "PAUSE", "SIGNAL", "BURDEN"} <= kinds, kinds
+    # ... and AF decided with the atrial evidence (a coherence was measured).
+    af = [dict(eval(line)[4]) for line in lines[1:] if eval(line)[0] == "AFIB"]
+    assert af and all(e["p_coherence_permille"] >= 0 for e in af), af
     assert vm == cpython

@@ -1,4 +1,5 @@
-"""Atrial fibrillation from RR irregularity, on intervals the beat classes vouch for.
+"""Atrial fibrillation from RR irregularity, on intervals the beat classes vouch for,
+and from the atrial activity before the QRS (P waves absent or inconsistent).
 
 Method: Dash et al. (2009), three statistics of a window of RR intervals, all
 three of which must say "random" (S. Dash, K. H. Chon, S. Lu, E. A. Raeder,
@@ -46,8 +47,30 @@ these four numbers were looked at on the data the report scores.
 Organised rhythms: flutter whose RR histogram has one or two narrow modes
 already fails Dash's entropy test (two modes fill 2 of 16 bins: 0.25 < 0.7)
 and, alternating, the lag-2 test; 203's flutter has RR as broad as its AF
-(variable block with ectopy) and is called AF: telling it apart needs the
-atrial waves, not the RR intervals.
+(variable block with ectopy) and is called AF: its flutter waves are not
+locked to the QRS in the P region either (coherence as low as AF's), so
+telling it apart needs the flutter waves' regularity over a longer stretch
+of the TQ segment than the classifier's window holds (not done).
+
+Atrial activity (the third method tried for AF, session 6): AF is irregular
+RR *and* no repeating P waves, so the decision also reads the P-wave
+coherence of :mod:`firmware.rhythm.atrial` (after Babaeizadeh et al. 2009,
+J. Electrocardiol. 42(6):522-526: their P-wave morphology similarity, as an
+ensemble coherence of the last 16 on-time N beats' P regions, taken from
+channel 0 of the classifier input; not their RR Markov score).  AF starts
+only while the coherence is below ``_COH_ENTER`` = 350 per mille (AF windows
+of DS1: 98 % below; other rhythms: 2.5 %); it ends as soon as the coherence
+is above ``_COH_EXIT`` = 500 (P waves back: 93 % of other rhythms' windows,
+0.6 % of AF's), whatever the intervals say, dated at the newest beat of the
+window whose P region does not match the window's sum
+(:meth:`firmware.rhythm.atrial.AtrialActivity.last_incoherent`).  The onset
+is dated when the intervals first say AF (the atrial evidence may come
+later) and not before the first beat of the window in which the coherence
+last fell from above ``_COH_EXIT`` to below ``_COH_ENTER``.  The two levels were chosen
+looking at DS1's coherence distributions (resubstitution; a scan of
+250-400 / 400-600 on DS1 moved AF +P by < 1 point).  Without vectors
+(``coherence`` -1, and always in the plain peer) the decision is the RR one
+alone.
 
 Dating, from the intervals themselves, not the decision time: the onset is
 the earliest step reached walking back from the newest interval without
@@ -57,8 +80,12 @@ window ends AF, the newest interval at which it still counted at least
 1/8 of the window's mean before ``_GAP`` regular ones.
 
 Known limits: a sinus rhythm whose PACs (or aberrant PACs) the classifier
-calls N, in runs that break the alternation, looks irregular; multifocal
-atrial tachycardia looks like AF; so does flutter with variable block.
+calls N, in runs that break the alternation, looks irregular, but its on-time
+beats keep their P waves (the atrial gate); multifocal atrial tachycardia
+(P waves of changing shape) looks like AF to both tests; so does flutter with
+variable block; an irregular junctional rhythm has no P waves either (only
+its regularity keeps a junctional rhythm from AF); a trace whose noise
+swamps the P waves for a minute lowers the coherence too.
 
 Scaling and overflow: RR intervals are sample counts (< 2**11 at 360 Hz
 within the 3 s accepted); the sum of squares of 63 differences stays below
@@ -88,6 +115,8 @@ _ENTER_IRREGULAR = const(10)  # steps among the last _RECENT to start AF
 _EXIT_IRREGULAR = const(6)  # at most this many of the last _RECENT end AF
 _ONSET_GAP = const(6)  # steady intervals in a row that bound the onset walk back
 _KEEP_WINDOW = const(0)  # 1: keep the long window after an offset, 0: start afresh
+_COH_ENTER = const(350)  # P-wave coherence (per mille) below which AF may start
+_COH_EXIT = const(500)  # above it P waves are back: AF ends
 
 
 def _log2_q10(x):
@@ -175,13 +204,35 @@ class AfDetector:
         self._irr2_n = 0
         self._flagged2 = 0
         self._linked = False  # the previous interval was chained to its predecessor
+        #: P-wave coherence last given (per mille, -1: none; evidence).
+        self.coherence = -1
+        self._atrial_end = -1  # end of the newest interval with incoherent P regions
+        self._atrial_from = -1  # first beat of the current incoherent stretch
+        self._p_present = True  # the coherence has not been low since it was last high
+        self._rr_onset = -1  # onset dated when the intervals first said AF (-1: not yet)
 
     def reset_chain(self):
         """A gap in the beat stream: the next interval is not compared with the last."""
         self._chain = False
 
-    def interval(self, rr, end):
-        """Add one interval of ``rr`` samples ending at sample ``end``; see class doc."""
+    def interval(self, rr, end, coherence=-1, atrial_start=-1, atrial=None):
+        """Add one interval of ``rr`` samples ending at sample ``end``; see class
+        doc.  ``coherence``: the P-wave coherence of the beats up to ``end`` in
+        per mille (:mod:`firmware.rhythm.atrial`), -1 for none (RR only);
+        ``atrial_start`` the first beat it covers, ``atrial`` the
+        :class:`firmware.rhythm.atrial.AtrialActivity` (dates the offset)."""
+        if coherence >= 0:
+            if coherence < _COH_ENTER:
+                if self._p_present:
+                    # The P regions just became incoherent: AF, if it is
+                    # one, began within the beats the statistic covers.
+                    self._atrial_from = atrial_start
+                    self._p_present = False
+                self._atrial_end = end
+            elif coherence > _COH_EXIT:
+                self._p_present = True
+                self._rr_onset = -1
+            self.coherence = coherence
         if rr < self._rr_min or rr > self._rr_max:
             self._chain = False
             return 0
@@ -240,14 +291,36 @@ class AfDetector:
         if steps >= _ENTER_IRREGULAR:
             self._dense_end = end  # the newest interval of a still irregular stretch
         if not self.active:
-            if ok and recent and steps >= _ENTER_IRREGULAR:
+            rr_af = ok and recent and steps >= _ENTER_IRREGULAR
+            if rr_af and self._rr_onset < 0:
+                # The intervals say AF from here; the atrial evidence may
+                # say so only later: the onset is dated now.
+                self._rr_onset = self._date_onset()
+            elif recent and steps <= _EXIT_IRREGULAR:
+                self._rr_onset = -1
+            if rr_af and coherence < _COH_ENTER:
                 self.active = True
                 self._fails = 0
-                onset = self._date_onset()
+                onset = self._rr_onset
+                self._rr_onset = -1
+                if onset < self._atrial_from:
+                    onset = self._atrial_from
                 # Never before the previous episode's end.
                 self.onset = onset if onset > self.offset else self.offset + 1
                 return 1
             return 0
+        if coherence > _COH_EXIT:
+            # P waves are back (the same shape before every QRS): not AF,
+            # whatever the intervals say; it ended at the last incoherent beat.
+            self.active = False
+            last = atrial.last_incoherent() if atrial is not None else -1
+            if last < 0 or last > self._atrial_end:
+                last = self._atrial_end
+            self.offset = last if last > self.onset else end
+            self._fails = 0
+            self._count = 0
+            self._sum = 0
+            return -1
         if recent and steps <= _EXIT_IRREGULAR:
             # Regularity is back in the short window: AF ended at its last
             # irregular interval, whatever the long window still says.

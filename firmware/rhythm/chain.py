@@ -68,6 +68,6 @@ class RhythmChain:
         for _ in range(ready):
             r = pipe.next_beat()
             cls = clf.classify(feats.beat, feats.rr) if clf is not None else -1
-            eff = mon.beat(r, cls)
+            eff = mon.beat(r, cls, feats.beat)
             if self.on_beat is not None:
                 self.on_beat(r, eff)

@@ -10,7 +10,9 @@ them with :meth:`RhythmMonitor.take_events`):
 ==============  ==============================================================
 kind            rule (thresholds: ``firmware.params`` ``RHYTHM_*``)
 ==============  ==============================================================
-``AFIB``        :mod:`firmware.rhythm.af` (Dash et al. 2009 on NN intervals)
+``AFIB``        :mod:`firmware.rhythm.af` (Dash et al. 2009 on NN intervals,
+                and no repeating P waves: :mod:`firmware.rhythm.atrial`
+                on the classifier input of on-time N beats)
 ``VT``          >= 3 consecutive V beats faster than 100 bpm; ``sustained`` 1
                 in the evidence from 30 s on
 ``PAUSE``       an RR interval > 2.0 s (up to the asystole limit)
@@ -67,6 +69,7 @@ from firmware.params import (
     check_sample_rate_hz,
 )
 from firmware.rhythm.af import AfDetector
+from firmware.rhythm.atrial import AtrialActivity
 from firmware.signal.quality import CODE_GOOD, CODE_NOISY, FLAGS, WINDOW_MS
 
 AFIB = "AFIB"
@@ -209,6 +212,7 @@ class RhythmMonitor:
         # bpm < B  <=>  60 * fs * n < B * sum(RR)
         self._rate_k = 60 * fs * _RATE_RR
         self.af = AfDetector(fs)
+        self.atrial = AtrialActivity()
         self._rr = array("i", [0] * _RATE_RR)
         self._brady = _Held(hold)
         self._tachy = _Held(hold)
@@ -220,6 +224,7 @@ class RhythmMonitor:
     def reset(self):
         self.events = []
         self.af.reset()
+        self.atrial.reset()
         self._brady.reset()
         self._tachy.reset()
         self._bigeminy.reset()
@@ -251,9 +256,11 @@ class RhythmMonitor:
         self.beats_unreliable = 0
 
     # ------------------------------------------------------------- input
-    def beat(self, r, cls):
+    def beat(self, r, cls, vec=None):
         """One classified beat at sample ``r``; returns the class it counts as
-        (S in AF is N; -1 stays -1)."""
+        (S in AF is N; -1 stays -1).  ``vec``: the classifier's input vector
+        of the beat (``firmware.signal.beats``), for the atrial activity of
+        the AF decision (None: AF from the RR intervals only)."""
         self.beats += 1
         if self._bad and self._bad_code != CODE_NOISY:
             self.beats_unreliable += 1
@@ -286,14 +293,21 @@ class RhythmMonitor:
         self._burden(r, eff)
         prev_r = self._last_r
         prev_c = self._last_cls
+        coh = -1
         chain = prev_r >= 0 and not self._gap_bad
+        if use and vec is not None:
+            # The P region of a premature beat holds the T wave before it
+            # (and an ectopic P): only beats on time show the atrial rhythm.
+            if c == _N and chain and self._on_time(r - prev_r):
+                self.atrial.beat(r, vec)
+            coh = self.atrial.coherence
         if chain:
             rr = r - prev_r
             self._rate(r, rr)
             if rr > self._pause:
                 self.af.reset_chain()  # a pause is not an AF interval
             elif (c == _N and prev_c == _N) or not use:
-                self._af(self.af.interval(rr, r))
+                self._af(self.af.interval(rr, r, coh, self.atrial.start, self.atrial))
         else:
             self.af.reset_chain()
         if use:
@@ -408,6 +422,10 @@ class RhythmMonitor:
         elif rr > self._pause:
             self._emit(PAUSE, END, prev_r, r, {"rr_ms": self._ms(rr)})
 
+    def _on_time(self, rr):
+        """``rr`` is at least 7/8 of the mean of the rate's last intervals."""
+        return self._rr_n == _RATE_RR and 8 * _RATE_RR * rr >= 7 * self._rr_sum
+
     def _rate(self, r, rr):
         if rr > self._pause:
             return  # a pause is not a rate
@@ -449,7 +467,8 @@ class RhythmMonitor:
         af = self.af
         return {"nrmssd_permille": af.nrmssd_permille,
                 "entropy_permille": af.entropy_permille,
-                "turning_points": af.turning_points}
+                "turning_points": af.turning_points,
+                "p_coherence_permille": af.coherence}
 
     def _vt(self, is_v, r, chain):
         if is_v and chain and self._vt_n and self._vt_last >= 0:
