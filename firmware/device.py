@@ -209,7 +209,7 @@ class Device:
                 self._classes[cls] += 1
                 self.classified += 1
             if rhythm is not None:
-                rhythm.beat(r, cls)
+                rhythm.beat(r, cls, feats.beat)
 
     def _rhythm_tick(self):
         """The rhythm monitor's tick after each block; its events go out as
