@@ -181,3 +181,30 @@ def test_only_the_last_ids_are_remembered() -> None:
     assert dev.state.load("cmd_ids") == ids[1:]
     assert deliver(dev, link, cmd(ids[-1], "ping")) == []
     assert len(deliver(dev, link, cmd(ids[0], "ping"))) == 1  # forgotten: answered again
+
+
+def test_the_main_loop_stops_cleanly_after_reboot_and_the_readme_unit_restarts_it() -> None:
+    import re
+    from pathlib import Path
+
+    from firmware.main import EXIT_RESTART, run
+
+    class Trickle(PacedSource):  # a block per pass, for ever: only the command stops it
+        fresh = False
+
+        def read_samples(self, buf, max_count: int) -> int:
+            self.fresh = not self.fresh  # samples, then "none ready", then samples ...
+            self.allowed = 64 if self.fresh else 0
+            return super().read_samples(buf, max_count)
+
+    dev, link, _ = make()
+    dev.source = Trickle()
+    link.inbox.append((CMD_TOPIC, cmd("c14", "reboot")))
+    assert run(dev, loop_period_ms=1) is True  # drained: the ack went out before the stop
+    kinds = [(t.rsplit("/", 1)[1], json.loads(p).get("state")) for t, p, _ in link.published]
+    assert ("ack", None) in kinds and kinds[-1] == ("status", "offline")
+    assert dev.reports < 5  # it stopped at once
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    [unit] = re.findall(r"```ini\n(.*?)```", readme, re.S)
+    assert "ExecStart=" in unit and "-m firmware.main" in unit
+    assert "Restart=always" in unit and f"exit code {EXIT_RESTART}" in readme

@@ -4,15 +4,16 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from host.commands.common import (
     CliError,
+    add_broker_account,
     add_broker_addr,
     add_command,
     add_db,
     add_json,
+    broker_password,
     positive_number,
     stop_on_signals,
 )
@@ -45,9 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_broker_addr(p)
     p.add_argument("--no-publish", action="store_true",
                    help="--watch: record alerts in the store only (no broker)")
-    p.add_argument("--username", help="--watch: broker account (a host account)")
-    p.add_argument("--password-file", type=Path, metavar="FILE",
-                   help="--watch: file holding the account's password")
+    add_broker_account(p, "--watch: ")
     add_at(p, "assess as of this time")
     p.add_argument("--record", action="store_true", help="record alert episodes in the store")
     add_json(p, "the assessment")
@@ -107,15 +106,9 @@ def run_watch(args: argparse.Namespace) -> int:
     if not args.no_publish:
         from host.services.advice.publish import AlertPublisher
 
-        password = None
-        if args.password_file is not None:
-            try:
-                password = args.password_file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise CliError(f"--password-file: {exc.strerror or exc}") from None
         try:
             publisher = AlertPublisher(args.host, args.port, username=args.username,
-                                       password=password)
+                                       password=broker_password(args))
         except OSError as exc:
             raise CliError(f"--host/--port: {exc}", exit_code=1) from None
     stop = stop_on_signals()

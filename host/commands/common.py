@@ -111,6 +111,23 @@ def add_broker_addr(p: argparse.ArgumentParser, port_default: int | None = 1883)
     p.add_argument("--port", type=PORT, default=port_default, help="broker port (default 1883)")
 
 
+def add_broker_account(p: argparse.ArgumentParser, when: str = "") -> None:
+    """``--username``/``--password-file``: the host account a client connects with."""
+    p.add_argument("--username", help=f"{when}broker account (a host account)")
+    p.add_argument("--password-file", type=Path, metavar="FILE",
+                   help=f"{when}file holding the account's password")
+
+
+def broker_password(args: argparse.Namespace) -> str | None:
+    """The first line of ``--password-file`` (None without one); never printed."""
+    if args.password_file is None:
+        return None
+    try:
+        return args.password_file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise CliError(f"--password-file: {exc.strerror or exc}") from None
+
+
 def add_json(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--json", action="store_true", help=f"print {what} as JSON")
 

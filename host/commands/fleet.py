@@ -9,7 +9,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-from host.commands.common import CliError, add_command, add_db, add_json
+from host.commands.common import (
+    PORT,
+    CliError,
+    add_broker_account,
+    add_broker_addr,
+    add_command,
+    add_db,
+    add_json,
+    broker_password,
+    positive_number,
+)
 
 NAME = "fleet"
 
@@ -111,6 +121,48 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_json(q, "the removed account")
     add_db(q)
     q.set_defaults(func=run_remove, prog=q.prog)
+
+    q = add_command(
+        fleet_sub, "cmd", help="send a device a command and wait for its answer",
+        description="Send device ID the command NAME (QoS 1 on medge/v1/dev/ID/cmd) and "
+        "wait for its ack.\nThe device's commands: ping (versions, uptime, queue), "
+        "set_config (--set\nreport_period_ms=N, --set patient_id=P: kept across restarts), "
+        "reboot (a clean\nrestart).  The command and its sender are recorded in the store "
+        "and the audit log\nfirst; the device acts on a command once however often it "
+        "arrives.",
+        notes="Exit status: 0 the device answered ok; 1 rejected, failed or no answer "
+        "within --wait\n(an offline device gets nothing: commands are not queued for it); "
+        "2 bad input.",
+        example=["medge fleet cmd bed-12 ping --username ops --password-file ops.pw",
+                 "medge fleet cmd bed-12 set_config --set report_period_ms=5000 --json",
+                 "medge fleet cmd bed-12 reboot --wait 20"])
+    q.add_argument("id", type=_account_id, metavar="ID")
+    q.add_argument("name", metavar="NAME", help="the command (ping, set_config, reboot)")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
+                   help="an argument of the command (repeatable; digits are sent as an int)")
+    q.add_argument("--expires", type=positive_number, default=None, metavar="SECONDS",
+                   help="the device rejects the command after this long (60)")
+    q.add_argument("--wait", type=positive_number, default=10.0, metavar="SECONDS",
+                   help="how long to wait for the answer (10)")
+    add_broker_addr(q)
+    add_broker_account(q)
+    add_actor(q)
+    add_json(q, "the command and its answer")
+    add_db(q)
+    q.set_defaults(func=run_cmd, prog=q.prog)
+
+    q = add_command(
+        fleet_sub, "commands", help="commands sent and their answers",
+        description="The newest commands (of one device), newest first: who sent what, "
+        "and the device's\nanswer as ingest stored it (ok, rejected, failed), or "
+        "unanswered / expired.",
+        example=["medge fleet commands", "medge fleet commands bed-12 --json"])
+    q.add_argument("id", type=_account_id, metavar="ID", nargs="?")
+    q.add_argument("--limit", type=PORT, default=50, metavar="N",
+                   help="at most this many (50)")
+    add_json(q, "a JSON array, one object per command")
+    add_db(q)
+    q.set_defaults(func=run_commands, prog=q.prog)
 
     q = add_command(fleet_sub, "ca", help="the local certificate authority",
                     description="The local CA that issues the broker's and the devices' "
@@ -374,4 +426,89 @@ def run_ca_init(args: argparse.Namespace) -> int:
     doc = {"ca_file": str(files.ca_file), "key_file": str(files.key_file)}
     print(json.dumps(doc, indent=2) if args.json else
           f"CA made: {files.ca_file} (key {files.key_file}, keep it private)")
+    return 0
+
+
+def _command_args(sets: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in sets:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise CliError(f"--set {item!r}: expected KEY=VALUE")
+        if key in out:
+            raise CliError(f"--set {key}: given twice")
+        out[key] = int(value) if value.isdigit() else value
+    return out
+
+
+def _known_device(store: Any, device_id: str) -> bool:
+    from host.services.accounts import account
+
+    acc = account(store, device_id)
+    if acc is not None:
+        return acc.role == "device"
+    return any(r.device_id == device_id for r in store.devices())
+
+
+def run_cmd(args: argparse.Namespace) -> int:
+    from host.services import commands
+    from host.services.store import now_ms
+
+    cmd_args = _command_args(args.sets)
+    actor = _actor(args)
+    password = broker_password(args)
+    now = now_ms()
+    expires_s = commands.DEFAULT_EXPIRES_S if args.expires is None else args.expires
+    try:
+        msg = commands.command_message(args.id, args.name, cmd_args, ts_ms=now,
+                                       expires_ms=now + int(expires_s * 1000))
+    except commands.CommandError as exc:
+        raise CliError(f"{args.name}: {exc}") from None
+    with _write_store(args.db) as store:
+        if not _known_device(store, args.id):
+            raise CliError(f"no device {args.id} (medge fleet list --accounts)")
+        try:
+            client = commands.CommandClient(args.host, args.port, username=args.username,
+                                            password=password, timeout_s=args.wait)
+        except OSError as exc:
+            raise CliError(f"--host/--port: {exc}", exit_code=1) from None
+        try:
+            client.watch(args.id)
+            commands.record(store, msg, actor)
+            client.send(msg)
+            commands.mark_sent(store, msg["cmd_id"], now_ms())
+            ack = client.wait_ack(msg["cmd_id"], args.wait)
+        except OSError as exc:
+            raise CliError(f"{args.id} {args.name}: {exc}", exit_code=1) from None
+        finally:
+            client.close()
+    doc = {"cmd_id": msg["cmd_id"], "device_id": args.id, "name": args.name,
+           "args": cmd_args, "result": "unanswered" if ack is None else ack["result"],
+           "reason": None if ack is None else ack.get("reason"),
+           "data": None if ack is None else ack.get("data")}
+    if args.json:
+        print(json.dumps(doc))
+    elif ack is not None:
+        detail = doc["reason"] if doc["reason"] else json.dumps(doc["data"] or {})
+        print(f"{args.id} {args.name} {msg['cmd_id']}: {doc['result']} {detail}")
+    if ack is None:
+        raise CliError(f"{args.id} did not answer {msg['cmd_id']} within {args.wait:g} s "
+                       "(offline? commands are not queued); recorded unanswered",
+                       exit_code=1)
+    return 0 if ack["result"] == "ok" else 1
+
+
+def run_commands(args: argparse.Namespace) -> int:
+    from host.services.commands import list_commands
+
+    with _read_store(args.db) as store:
+        rows = list_commands(store, args.id, limit=args.limit)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in rows], indent=2))
+        return 0
+    print(f"{'sent (UTC)':<20} {'device':<16} {'command':<12} {'status':<10} by / answer")
+    for r in rows:
+        answer = r.reason or (json.dumps(r.data) if r.data else "")
+        print(f"{iso_utc(r.created_ms) or '-':<20} {r.device_id:<16} {r.name:<12} "
+              f"{r.status:<10} {r.created_by or '-'} {answer}".rstrip())
     return 0
