@@ -42,8 +42,9 @@ Clinical and fleet tables.  Written today: ``accounts`` (host/services/accounts.
 ``observations`` (host/services/patients.py), ``alerts`` (host/services/advice/).
 Rhythm events arrive as ``event`` messages and are read from ``messages``
 (host/services/advice/live.py).  ``bp_readings``, ``beat_counts``,
-``rhythm_events``, ``event_beats``, ``advice``, ``commands``/``command_acks`` and
-the OTA tables are written by nothing yet.
+``rhythm_events``, ``event_beats``, ``advice``, ``command_acks`` and the OTA tables
+are written by nothing yet; ``commands`` by host/services/commands.py (the acks are
+device messages, read from ``messages``).
     ``accounts``       username (key), device_id (unique when set), role
                        (device|host|operator|admin), password_hash, incarnation,
                        created_ms, disabled_ms.
