@@ -35,16 +35,16 @@ class RhythmResult:
 
 
 def rhythm_counts(counts, fs_hz: int, classifier, mains_hz: int = MITDB_MAINS_HZ,
-                  use_classes: bool = True) -> RhythmResult:
+                  use_classes: bool = True, atrial: bool = True) -> RhythmResult:
     """Raw device counts through the device's chain
     (:class:`firmware.rhythm.chain.RhythmChain`), fed in blocks of one second
-    as the device loop does."""
-    return rhythm_stream([counts], fs_hz, classifier, mains_hz, use_classes)
+    as the device loop does (``atrial`` False: AF from the RR intervals alone)."""
+    return rhythm_stream([counts], fs_hz, classifier, mains_hz, use_classes, atrial=atrial)
 
 
 def rhythm_stream(chunks: Iterable, fs_hz: int, classifier,
                   mains_hz: int = MITDB_MAINS_HZ, use_classes: bool = True,
-                  keep_beats: bool = True) -> RhythmResult:
+                  keep_beats: bool = True, atrial: bool = True) -> RhythmResult:
     """As :func:`rhythm_counts` for a signal that comes in ``chunks`` (arrays
     of counts, e.g. a virtual patient's hours; each cut into blocks of one
     second); ``keep_beats`` False keeps no per-beat list (long runs)."""
@@ -52,7 +52,7 @@ def rhythm_stream(chunks: Iterable, fs_hz: int, classifier,
     from firmware.rhythm.chain import RhythmChain
     from firmware.signal.quality import FLAGS
 
-    chain = RhythmChain(fs_hz, mains_hz, classifier, use_classes)
+    chain = RhythmChain(fs_hz, mains_hz, classifier, use_classes, atrial=atrial)
     beats: list[tuple[int, str]] = []
     if keep_beats:
         chain.on_beat = lambda r, c: beats.append((int(r), AAMI_LABELS[c] if c >= 0

@@ -19,7 +19,10 @@ Usage::
     chain.flush()
 
 ``on_beat`` (None or a callable ``(r, cls)``) is told of every beat with the
-class the monitor counts it as (-1 without a classifier).
+class the monitor counts it as (-1 without a classifier).  Each beat's
+classifier input vector goes to the monitor too (the AF decision's atrial
+activity); ``atrial`` False withholds it (AF from the RR intervals alone: the
+before/after column of ``make eval-rhythm``).
 """
 
 from firmware.params import ECG_ADC_MAX_COUNT, ECG_ADC_MIN_COUNT, ECG_COUNTS_PER_MV
@@ -32,7 +35,7 @@ class RhythmChain:
     """Quality + beat pipeline + classifier + rhythm monitor (module docstring)."""
 
     def __init__(self, fs_hz=None, mains_hz=None, classifier=None, use_classes=True,
-                 adc_zero=0):
+                 adc_zero=0, atrial=True):
         self.pipeline = BeatPipeline(fs_hz, mains_hz, adc_zero)
         fs = self.pipeline.fs_hz
         self.fs_hz = fs
@@ -41,6 +44,7 @@ class RhythmChain:
         self.monitor = RhythmMonitor(fs, use_classes)
         self.classifier = classifier if use_classes else None
         self.on_beat = None
+        self.atrial = atrial
         self.samples = 0  # samples consumed
         self.last_peak = -1  # the detector's newest R peak
 
@@ -65,9 +69,10 @@ class RhythmChain:
         feats = pipe.features
         clf = self.classifier
         mon = self.monitor
+        vec = feats.beat if self.atrial else None
         for _ in range(ready):
             r = pipe.next_beat()
             cls = clf.classify(feats.beat, feats.rr) if clf is not None else -1
-            eff = mon.beat(r, cls, feats.beat)
+            eff = mon.beat(r, cls, vec)
             if self.on_beat is not None:
                 self.on_beat(r, eff)
