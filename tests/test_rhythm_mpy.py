@@ -59,6 +59,15 @@ for e in mon.take_events():
 print(len(out))
 for line in out:
     print(line)
+# The atrial statistic and the offset dating on every beat's vector.
+from firmware.rhythm.atrial import AtrialActivity
+atrial = AtrialActivity()
+stats = []
+for i in range(n):
+    r = struct.unpack_from("<i", data, REC * i)[0]
+    atrial.beat(r, array("b", data[REC * i + 5:REC * (i + 1)]))
+    stats.append("%d %d" % (atrial.coherence, atrial.last_incoherent() if i % 8 == 0 else -2))
+print(" ".join(stats))
 """
 
 
@@ -108,11 +117,17 @@ def test_rhythm_events_identical_on_cpython_and_micropython(tmp_path):
     cpython = buf.getvalue()
     vm = run_micropython('PATH = "/data/beats.bin"\n' + SCRIPT,
                          extra_files={"/data/beats.bin": data}, timeout_s=300)
-    lines = cpython.splitlines()
+    lines = cpython.splitlines()[:-1]
+    stats = cpython.splitlines()[-1].split()
     kinds = {eval(line)[0] for line in lines[1:]}
     # The run must contain what it is meant to compare.
     assert {"AFIB", "VT", "PAUSE", "SIGNAL", "BURDEN"} <= kinds, kinds
     # ... and AF decided with the atrial evidence (a coherence was measured).
     af = [dict(eval(line)[4]) for line in lines[1:] if eval(line)[0] == "AFIB"]
     assert af and all(e["p_coherence_permille"] >= 0 for e in af), af
+    # The atrial statistic went both ways and dated offsets (sinus P waves
+    # after AF's f waves: a beat not matching the window's sum).
+    coh = [int(x) for x in stats[0::2]]
+    assert min(c for c in coh if c >= 0) < 350 < 500 < max(coh)
+    assert any(int(x) >= 0 for x in stats[1::2])
     assert vm == cpython
