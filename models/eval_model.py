@@ -22,9 +22,9 @@ Writes ``models/reports/beat_model.md`` with
   modes as virtual patients with ground truth, never used to train or to pick
   a model), scored with the shipped model, classifier alone and rhythm-aware;
 * with ``--compare SUMMARY.json`` (default ``models/reports/beat_model_candidate.json``
-  when it exists), the same figures of the other candidate of the last model
-  decision side by side (:func:`summary` wrote it, from the same folds, recipe
-  and hard-case patients).
+  when it exists: one summary or a list), the same figures of the other
+  candidates of the last model decisions side by side (:func:`summary` wrote
+  them, from the same folds, recipe and hard-case patients).
 
 Run::
 
@@ -164,20 +164,21 @@ def _sv(m) -> str:
     return " | ".join(se_ppv_ci(m, k).rsplit(" (", 1)[0] for k in (1, 2))
 
 
-def compare_lines(cur: dict, other: dict) -> list[str]:
-    """The side-by-side tables of two :func:`summary` dicts."""
+def compare_lines(cur: dict, others: list[dict]) -> list[str]:
+    """The side-by-side tables of :func:`summary` dicts: this model, then the others."""
     L = ["| model | S Se / +P | V Se / +P |", "|---|---|---|"]
-    for s in (cur, other):
+    for s in [cur, *others]:
         L.append(f"| {s['label']} | {_sv(s['pooled_int8'])} |")
     L += ["", "Per fold (int8), S and V Se / +P:", "",
-          f"| fold | {cur['label']}: S | V | {other['label']}: S | V |",
-          "|---|---|---|---|---|"]
-    for a, b in zip(cur["folds"], other["folds"]):
-        L.append(f"| {','.join(a['records'])} | {_sv(a['int8'])} | {_sv(b['int8'])} |")
+          "| fold | " + " | ".join(f"{s['label']}: S | V" for s in [cur, *others]) + " |",
+          "|---|" + "---|---|" * (1 + len(others))]
+    for i, a in enumerate(cur["folds"]):
+        cells = [_sv(s["folds"][i]["int8"]) for s in [cur, *others]]
+        L.append(f"| {','.join(a['records'])} | " + " | ".join(cells) + " |")
     return L
 
 
-def hard_lines(cur: dict, other: dict | None) -> list[str]:
+def hard_lines(cur: dict, others: list[dict]) -> list[str]:
     L = [f"{len(HARD_SEEDS)} virtual patients per case (seeds {', '.join(map(str, HARD_SEEDS))}), "
          "real nstdb noise, 360 Hz, beats labelled with the simulator's ground truth.  "
          "Rhythm-aware = after the device's rhythm monitor (no S in AF).", "",
@@ -185,7 +186,7 @@ def hard_lines(cur: dict, other: dict | None) -> list[str]:
          "N called S (aware) | N called V (aware) |",
          "|---|---|---|---|---|---|---|"]
     for name, (what, snr, _t) in HARD_CASES.items():
-        for s in [cur] + ([other] if other else []):
+        for s in [cur, *others]:
             h = s["hard"].get(name)
             if h is None:
                 continue
@@ -428,12 +429,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--exact-variants", nargs="+", default=["clean"])
     ap.add_argument("--report", default=str(REPORT))
     ap.add_argument("--compare", default=str(CANDIDATE),
-                    help="summary JSON of the other candidate (skipped if missing)")
+                    help="summary JSON of the other candidates of the last decision (one "
+                         "summary or a list; skipped if missing)")
     ap.add_argument("--label", default="shipped model",
                     help="this model's name in the comparison tables")
     ap.add_argument("--write-summary", default=None, metavar="JSON",
                     help="also write this model's summary (for a later --compare)")
+    ap.add_argument("--summary-only", action="store_true",
+                    help="with --write-summary: write the summary (cross-validation and "
+                         "hard cases) and stop, no report (a candidate that is not shipped)")
     args = ap.parse_args(argv)
+    if args.summary_only and not args.write_summary:
+        ap.error("--summary-only needs --write-summary")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     t0 = time.time()
     from models import train
@@ -452,6 +459,12 @@ def main(argv: list[str] | None = None) -> int:
     m = Model(model)
     order = [next(i["name"] for i in meta["inputs"] if i["tensor"] == t.name) for t in m.inputs]
     cache = feature_cache()
+    if args.summary_only:
+        hard = classify_hard(model, build_hard(cache, args.jobs))
+        Path(args.write_summary).write_text(
+            json.dumps(summary(args.label, cv, meta, hard), indent=1) + "\n")
+        log.info("summary %s", args.write_summary)
+        return 0
     data = build(args.data, list(DS1_RECORDS), sorted(set(VARIANTS) | set(args.exact_variants)),
                  cache, nstdb, args.jobs)
     parts = [data[(r, v)] for r in DS1_RECORDS for v in args.exact_variants]
@@ -479,13 +492,15 @@ def main(argv: list[str] | None = None) -> int:
     mine = summary(args.label, cv, meta, classify_hard(model, build_hard(cache, args.jobs)))
     if args.write_summary:
         Path(args.write_summary).write_text(json.dumps(mine, indent=1) + "\n")
-    other = None
+    others = []
     if args.compare and Path(args.compare).exists():
-        other = json.loads(Path(args.compare).read_text())
-    compare = compare_lines(mine, other) if other else []
+        others = json.loads(Path(args.compare).read_text())
+        if isinstance(others, dict):
+            others = [others]
+    compare = compare_lines(mine, others) if others else []
     exact["wall_s"] = time.time() - t0
     write_report(cv, meta, info, lat, exact, Path(args.report), groups,
-                 hard_lines(mine, other), compare)
+                 hard_lines(mine, others), compare)
     log.info("bit-exact: %d beats, %d mismatching values; report %s", len(beat), mismatches,
              args.report)
     return 1 if mismatches else 0
