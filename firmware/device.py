@@ -27,7 +27,10 @@ Commands (``medge fleet cmd``; each answered by one ``ack``):
   checked as at start-up, all or nothing, and kept in the state so they hold
   after a restart (the config file's values are the defaults);
 - ``reboot``: ``ok``, then :attr:`Device.restart_requested` is set and the
-  main loop shuts down cleanly and restarts (``firmware/main.py``).
+  main loop shuts down cleanly and restarts (``firmware/main.py``);
+- ``model_begin``, ``model_chunk``, ``model_commit``, ``model_rollback``
+  with an ``updater`` (:mod:`firmware.ml.update`: signed, self-tested A/B
+  model updates); a new birth names the model in use after a switch.
 
 A link may have ``subscribe(topic)`` and ``messages()`` (the ``(topic,
 payload)`` pairs received since the last call); one without them gets no
@@ -79,7 +82,7 @@ class Device:
     ``vitals`` message counts the window's beats per AAMI class."""
 
     def __init__(self, config, source, link, clock, state, model=None, vitals=None,
-                 rhythm=None, journal=None):
+                 rhythm=None, journal=None, updater=None):
         self.cfg = config
         self.source = source
         self.link = link
@@ -145,6 +148,14 @@ class Device:
         self.commands.register("ping", self._cmd_ping)
         self.commands.register("set_config", self._cmd_set_config)
         self.commands.register("reboot", self._cmd_reboot)
+        #: Optional :class:`firmware.ml.update.ModelUpdater` (signed model updates).
+        self.updater = updater
+        self._announce = False  # a command switched the model: publish a new birth
+        if updater is not None:
+            self.commands.register("model_begin", updater.begin)
+            self.commands.register("model_chunk", updater.chunk)
+            self.commands.register("model_commit", self._switching(updater.commit))
+            self.commands.register("model_rollback", self._switching(updater.rollback))
         saved = state.load(_OVERRIDES_KEY, None)
         if isinstance(saved, dict):
             try:
@@ -356,6 +367,18 @@ class Device:
         msg = protocol.ack(self.cfg.device_id, seq, now, cmd_id, result, reason, data)
         self.outbox.push(self.topic_ack, self._encode(msg), False, True, seq)
         self.commands.answered_id(cmd_id)
+        if self._announce:
+            self._announce = False
+            if self.link.connected():
+                self._birth()  # the retained status names the model now in use
+
+    def _switching(self, step):
+        """``step`` (a model switch), then a new birth after its ack."""
+        def run(args, cmd):
+            data = step(args, cmd)
+            self._announce = True
+            return data
+        return run
 
     def _cmd_ping(self, args, cmd):
         if args:

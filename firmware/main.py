@@ -92,6 +92,7 @@ _OPTIONAL_KEYS = (
     "vitals",
     "rhythm",
     "journal",
+    "ota_public_key",
 )
 _TLS_KEYS = ("tls_ca_file", "tls_cert_file", "tls_key_file")
 _CONFIG_KEYS = _REQUIRED_KEYS + _OPTIONAL_KEYS
@@ -613,14 +614,41 @@ def build(cfg, clock=None, link=None, buses=None):
         rhythm = RhythmMonitor(config.sample_rate_hz)
     path = state_file(cfg)
     state = FileState(path)
+    base = path[:-5] if path.endswith(".json") else path
+    updater = None
+    if slot is not None:  # signed model updates into <state>.model.a / .b
+        from firmware.ml.update import ModelUpdater
+
+        key = cfg.get("ota_public_key")
+        updater = ModelUpdater(slot, state, base + ".model", factory=cfg["model"],
+                               key=None if key is None else _update_key(key))
+        if updater.boot():
+            print("%s: beat model %s from update slot %s" % (PROGRAM, slot.version,
+                                                             updater.active()))
+        elif slot.last_error and slot.classifier is not None:
+            _error(slot.last_error)
     journal = None
     if cfg.get("journal", True):  # the outbox and seq on flash (firmware/net/journal.py)
         from firmware.net.journal import Journal
 
-        base = path[:-5] if path.endswith(".json") else path
         journal = Journal(base + ".journal")
     return Device(config, source, link or make_link(cfg, credentials), clock, state, model=slot,
-                  vitals=vitals, rhythm=rhythm, journal=journal)
+                  vitals=vitals, rhythm=rhythm, journal=journal, updater=updater)
+
+
+def _update_key(text):
+    """The ``ota_public_key`` value: 130 hex digits, a P-256 key (SEC 1, 04 || X || Y)."""
+    import binascii
+
+    from firmware.ml.p256 import public_key
+
+    try:
+        raw = binascii.unhexlify(text) if isinstance(text, str) else b""
+        public_key(raw)
+    except ValueError as exc:
+        raise ValueError("ota_public_key: %s (130 hex digits from `medge fleet ota key`)"
+                         % exc) from None
+    return raw
 
 
 def make_vitals(spec, ctx):

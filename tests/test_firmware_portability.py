@@ -24,8 +24,9 @@ ADAPTERS = {
     "hw/bus.py": {"machine", "smbus2", "spidev", "gpiod", "serial", "threading"},
     # The entry point: SIGTERM and TOML configs on CPython only (its MicroPython
     # run is tested in tests/test_device_main.py); ssl for the broker's TLS on the
-    # MicroPython ports that have it (imported only when tls_ca_file is set).
-    "main.py": {"signal", "tomllib", "ssl"},
+    # MicroPython ports that have it (imported only when tls_ca_file is set);
+    # machine.reset() after a reboot command, on MicroPython only.
+    "main.py": {"signal", "tomllib", "ssl", "machine"},
 }
 
 

@@ -10,29 +10,43 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from test_device_commands import PacedSource, StepClock
 from test_security_cli import cli, medge
 
 from firmware.device import Device, DeviceConfig
-from firmware.hw.state import MemoryState
+from firmware.hw.state import FileState, MemoryState
+from firmware.ml.infer import ModelSlot
+from firmware.ml.update import ModelUpdater
 from firmware.net.links.paho import PahoLink
 from firmware.net.links.umqtt import UmqttLink
 from host.broker.launch import Broker, registry_accounts
-from host.services import accounts, audit
+from host.services import accounts, audit, ota
 from host.services.ingest import Ingest
 from host.services.store import Store
 
 FS = 250
+SHIPPED = Path(__file__).resolve().parents[1] / "models" / "beatnet"
 
 
 class Running:
-    """A device stepped on a thread: flat-line samples, real link, until stopped."""
+    """A device stepped on a thread: flat-line samples, real link, until stopped; with
+    ``update_key``, the shipped beat model and signed model updates (state in ``tmp``)."""
 
-    def __init__(self, device_id: str, link) -> None:
-        self.dev = Device(DeviceConfig(device_id, FS), PacedSource(), link, StepClock(),
-                          MemoryState())
+    def __init__(self, device_id: str, link, update_key: bytes | None = None,
+                 tmp: Path | None = None) -> None:
+        model = updater = None
+        state = MemoryState()
+        if update_key is not None:
+            model = ModelSlot()
+            assert model.install_files(str(SHIPPED) + ".tflite", str(SHIPPED) + ".json")
+            state = FileState(str(tmp / f"{device_id}.json"))
+            updater = ModelUpdater(model, state, str(tmp / f"{device_id}.model"),
+                                   factory=str(SHIPPED), key=update_key)
+        self.dev = Device(DeviceConfig(device_id, FS, mains_hz=50), PacedSource(), link,
+                          StepClock(), state, model=model, updater=updater)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -61,7 +75,10 @@ def ward(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     with Store(db) as store:
         pw = {name: accounts.add(store, name, role, actor="test")[1]
               for name, role in (("bed-5", "device"), ("bed-6", "device"),
-                                 ("bed-9", "device"), ("ops", "host"), ("ingest", "host"))}
+                                 ("bed-7", "device"), ("bed-9", "device"), ("ops", "host"),
+                                 ("ingest", "host"))}
+    key = ota.load_key(ota.init_key(ota.default_dir(db)).parent)
+    update_key = bytes.fromhex(ota.public_key_hex(key))
     (tmp / "ops.pw").write_text(pw["ops"] + "\n")
     with Broker("mosquitto", data_dir=tmp / "b", accounts=registry_accounts(db)) as broker:
         ingest = Ingest(db, broker.host, broker.port, username="ingest", password=pw["ingest"])
@@ -72,6 +89,9 @@ def ward(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
                                                username="bed-5", password=pw["bed-5"])),
             "bed-6": Running("bed-6", UmqttLink(broker.host, broker.port, "bed-6",
                                                 user="bed-6", password=pw["bed-6"])),
+            "bed-7": Running("bed-7", PahoLink(broker.host, broker.port, "bed-7",
+                                               username="bed-7", password=pw["bed-7"]),
+                             update_key, tmp),
         }
         try:
             yield {"db": str(db), "tmp": tmp, "broker": broker, "ingest": ingest,
@@ -158,3 +178,52 @@ def test_medge_fleet_commands_lists_the_answers_ingest_stored(ward, capsys) -> N
     assert {"ok", "rejected", "unanswered"} <= {r["status"] for r in everything}
     table = medge("fleet", "commands", "--db", ward["db"], cwd=ward["tmp"]).stdout
     assert table.splitlines()[0].split()[:3] == ["sent", "(UTC)", "device"]
+
+
+def test_a_signed_model_update_is_installed_and_a_forged_one_refused(ward, capsys, tmp_path
+                                                                      ) -> None:
+    base = tmp_path / "beatnet-2"
+    base.with_suffix(".tflite").write_bytes(SHIPPED.with_suffix(".tflite").read_bytes())
+    meta = json.loads(SHIPPED.with_suffix(".json").read_text())
+    meta["version"] = "beatnet-2"
+    base.with_suffix(".json").write_text(json.dumps(meta))
+    dev = ward["devices"]["bed-7"].dev
+    assert dev.model.version == "beatnet-1"
+    run = cli(capsys, "fleet", "ota", "push", "bed-7", "--model", str(base), "--json",
+              "--actor", "carol", *ward["login"])
+    assert run.returncode == 0, run.stderr
+    doc = json.loads(run.stdout)
+    assert doc["state"] == "done" and doc["devices"]["bed-7"]["state"] == "installed"
+    assert doc["devices"]["bed-7"]["commands"] == 9  # begin, 7 chunks, commit
+    assert dev.model.version == "beatnet-2" and dev.updater.active() == "a"
+    deadline = time.monotonic() + 10  # the new birth reaches the fleet list
+    while True:
+        fleet = json.loads(cli(capsys, "fleet", "list", "--json", "--db", ward["db"]).stdout)
+        model = {d["id"]: d["model_version"] for d in fleet}.get("bed-7")
+        if model == "beatnet-2" or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert model == "beatnet-2"
+    # a key the device does not trust: refused at model_begin, the campaign failed,
+    # the next device skipped
+    other = tmp_path / "other-key"
+    ota.init_key(other)
+    run = cli(capsys, "fleet", "ota", "push", "bed-7", "bed-5", "--model", str(SHIPPED),
+              "--key-dir", str(other), *ward["login"])
+    assert run.returncode == 1
+    assert "bed-7: model_begin: rejected: bad args: bad signature" in run.stdout
+    assert dev.model.version == "beatnet-2"
+    listed = json.loads(cli(capsys, "fleet", "ota", "list", "--json", "--db",
+                            ward["db"]).stdout)
+    assert [c["state"] for c in listed][:2] == ["failed", "done"]
+    assert {j["device_id"]: j["state"] for j in listed[0]["jobs"]} == {
+        "bed-7": "failed", "bed-5": "skipped"}
+    # rollback is an ordinary command; the retained birth names the model in use
+    run = cli(capsys, "fleet", "cmd", "bed-7", "model_rollback", "--json", *ward["login"])
+    assert json.loads(run.stdout)["data"] == {"model_version": "beatnet-1",
+                                              "slot": "factory", "from": "a"}
+    assert dev.model.version == "beatnet-1"
+    with Store(ward["db"], readonly=True) as store:
+        pushes = audit.entries(store, action="ota.push")
+        assert [e.actor for e in pushes][-2:] == ["carol", pushes[-1].actor]
+        assert pushes[-2].after["version"] == "beatnet-2"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +165,56 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_json(q, "a JSON array, one object per command")
     add_db(q)
     q.set_defaults(func=run_commands, prog=q.prog)
+
+    q = add_command(
+        fleet_sub, "ota", help="signed beat-model updates",
+        description="Signed beat-model updates: the fleet's update key (ECDSA P-256; its "
+        "public half goes\ninto every device's config as ota_public_key) and campaigns "
+        "that install a model\non devices one at a time (signed, staged in the spare "
+        "slot, self-tested on the\ndevice, then switched; the first failure stops the "
+        "campaign).",
+        example=["medge fleet ota key --init", "medge fleet ota key --json",
+                 "medge fleet ota push bed-1 bed-2 --model models/beatnet --username ops "
+                 "--password-file ops.pw", "medge fleet ota list --json"])
+    ota_sub = q.add_subparsers(dest="ota_command", required=True, metavar="OTA_COMMAND")
+    r = add_command(ota_sub, "key", help="the update key's public half (--init: make it)",
+                    description="Print the update key's public half (130 hex digits: the "
+                    "devices' ota_public_key);\n--init makes the key first (refused "
+                    "when one exists).",
+                    example=["medge fleet ota key --init", "medge fleet ota key --json"])
+    r.add_argument("--init", action="store_true", help="make the key (once per fleet)")
+    r.add_argument("--key-dir", type=Path, metavar="DIR",
+                   help="the key's folder (default: <db>.d/ota)")
+    add_json(r, "the key's path and public half")
+    add_db(r)
+    r.set_defaults(func=run_ota_key, prog=r.prog)
+    r = add_command(ota_sub, "push", help="install a model on devices, one at a time",
+                    description="Sign --model (PATH.tflite + PATH.json) with the update key "
+                    "and install it on each\ndevice in the order given; a device that "
+                    "refuses or does not answer stops the\ncampaign (the rest are "
+                    "skipped).  Exit status 0 when every device installed it.",
+                    example=["medge fleet ota push bed-1 --model models/beatnet "
+                             "--username ops --password-file ops.pw"])
+    r.add_argument("ids", type=_account_id, metavar="ID", nargs="+")
+    r.add_argument("--model", type=Path, required=True, metavar="PATH",
+                   help="the model, without extension (models/beatnet)")
+    r.add_argument("--key-dir", type=Path, metavar="DIR",
+                   help="the key's folder (default: <db>.d/ota)")
+    r.add_argument("--wait", type=positive_number, default=20.0, metavar="SECONDS",
+                   help="how long to wait for each answer (20)")
+    add_broker_addr(r)
+    add_broker_account(r)
+    add_actor(r)
+    add_json(r, "the campaign and each device's outcome")
+    add_db(r)
+    r.set_defaults(func=run_ota_push, prog=r.prog)
+    r = add_command(ota_sub, "list", help="update campaigns and their devices",
+                    description="Update campaigns, newest first, with each device's state "
+                    "(pending, installed,\nfailed with the reason, skipped).",
+                    example=["medge fleet ota list --json"])
+    add_json(r, "a JSON array, one object per campaign")
+    add_db(r)
+    r.set_defaults(func=run_ota_list, prog=r.prog)
 
     q = add_command(fleet_sub, "ca", help="the local certificate authority",
                     description="The local CA that issues the broker's and the devices' "
@@ -450,38 +502,48 @@ def _known_device(store: Any, device_id: str) -> bool:
     return any(r.device_id == device_id for r in store.devices())
 
 
+@contextmanager
+def _command_client(args: argparse.Namespace, devices: list[str]) -> Iterator[Any]:
+    """A connected :class:`host.services.commands.CommandClient` watching ``devices``'
+    acks; the devices must be known to the store first."""
+    from host.services.commands import CommandClient
+
+    with _read_store(args.db) as store:
+        for device_id in devices:
+            if not _known_device(store, device_id):
+                raise CliError(f"no device {device_id} (medge fleet list --accounts)")
+    password = broker_password(args)
+    try:
+        client = CommandClient(args.host, args.port, username=args.username,
+                               password=password, timeout_s=args.wait)
+    except OSError as exc:
+        raise CliError(f"--host/--port: {exc}", exit_code=1) from None
+    try:
+        for device_id in devices:
+            client.watch(device_id)
+        yield client
+    except OSError as exc:
+        raise CliError(f"--host/--port: {exc}", exit_code=1) from None
+    finally:
+        client.close()
+
+
 def run_cmd(args: argparse.Namespace) -> int:
     from host.services import commands
-    from host.services.store import now_ms
 
     cmd_args = _command_args(args.sets)
     actor = _actor(args)
-    password = broker_password(args)
-    now = now_ms()
     expires_s = commands.DEFAULT_EXPIRES_S if args.expires is None else args.expires
-    try:
-        msg = commands.command_message(args.id, args.name, cmd_args, ts_ms=now,
-                                       expires_ms=now + int(expires_s * 1000))
+    try:  # the name and args against the cmd schema, before anything is recorded
+        commands.command_message(args.id, args.name, cmd_args, ts_ms=0, expires_ms=None)
     except commands.CommandError as exc:
         raise CliError(f"{args.name}: {exc}") from None
-    with _write_store(args.db) as store:
-        if not _known_device(store, args.id):
-            raise CliError(f"no device {args.id} (medge fleet list --accounts)")
+    with _write_store(args.db) as store, _command_client(args, [args.id]) as client:
         try:
-            client = commands.CommandClient(args.host, args.port, username=args.username,
-                                            password=password, timeout_s=args.wait)
-        except OSError as exc:
-            raise CliError(f"--host/--port: {exc}", exit_code=1) from None
-        try:
-            client.watch(args.id)
-            commands.record(store, msg, actor)
-            client.send(msg)
-            commands.mark_sent(store, msg["cmd_id"], now_ms())
-            ack = client.wait_ack(msg["cmd_id"], args.wait)
+            msg, ack = commands.send_and_wait(store, client, args.id, args.name, cmd_args,
+                                              actor, wait_s=args.wait, expires_s=expires_s)
         except OSError as exc:
             raise CliError(f"{args.id} {args.name}: {exc}", exit_code=1) from None
-        finally:
-            client.close()
     doc = {"cmd_id": msg["cmd_id"], "device_id": args.id, "name": args.name,
            "args": cmd_args, "result": "unanswered" if ack is None else ack["result"],
            "reason": None if ack is None else ack.get("reason"),
@@ -511,4 +573,79 @@ def run_commands(args: argparse.Namespace) -> int:
         answer = r.reason or (json.dumps(r.data) if r.data else "")
         print(f"{iso_utc(r.created_ms) or '-':<20} {r.device_id:<16} {r.name:<12} "
               f"{r.status:<10} {r.created_by or '-'} {answer}".rstrip())
+    return 0
+
+
+def _key_dir(args: argparse.Namespace) -> Path:
+    from host.services.ota import default_dir
+
+    return args.key_dir if args.key_dir is not None else default_dir(args.db)
+
+
+def run_ota_key(args: argparse.Namespace) -> int:
+    from host.services import ota
+
+    folder = _key_dir(args)
+    try:
+        if args.init:
+            ota.init_key(folder)
+        key = ota.load_key(folder)
+    except ota.OtaError as exc:
+        raise CliError(str(exc)) from None
+    doc = {"key_file": str(folder / ota.KEY_NAME), "ota_public_key": ota.public_key_hex(key)}
+    print(json.dumps(doc) if args.json else doc["ota_public_key"])
+    return 0
+
+
+def run_ota_push(args: argparse.Namespace) -> int:
+    from host.services import commands, ota
+
+    actor = _actor(args)
+    if len(set(args.ids)) != len(args.ids):
+        raise CliError("ID: a device is named twice")
+    try:
+        update = ota.prepare(args.model, ota.load_key(_key_dir(args)))
+    except ota.OtaError as exc:
+        raise CliError(str(exc)) from None
+
+    with _write_store(args.db) as store, _command_client(args, list(args.ids)) as client:
+        def send(device_id: str, name: str, cmd_args: dict[str, Any]) -> Any:
+            summary = cmd_args
+            if name == "model_chunk":
+                summary = {"version": cmd_args["version"], "offset": cmd_args["offset"]}
+            elif name == "model_begin":
+                summary = {k: v for k, v in cmd_args.items() if k != "meta"}
+            try:
+                return commands.send_and_wait(store, client, device_id, name, cmd_args, actor,
+                                              wait_s=args.wait, expires_s=args.wait,
+                                              summary=summary, audited=False)[1]
+            except OSError:
+                return None
+
+        def progress(device_id: str, state: str) -> None:
+            if not args.json:
+                print(f"{device_id}: {state}", flush=True)
+
+        doc = ota.push(store, update, list(args.ids), send, actor, progress=progress)
+    if args.json:
+        print(json.dumps(doc))
+    else:
+        for dev, out in doc["devices"].items():
+            if out.get("reason"):
+                print(f"{dev}: {out['reason']}")
+        print(f"{doc['campaign_id']} {doc['version']}: {doc['state']}")
+    return 0 if doc["state"] == "done" else 1
+
+
+def run_ota_list(args: argparse.Namespace) -> int:
+    from host.services.ota import campaigns
+
+    with _read_store(args.db) as store:
+        docs = campaigns(store)
+    if args.json:
+        print(json.dumps(docs, indent=2))
+        return 0
+    for c in docs:
+        jobs = ", ".join(f"{j['device_id']} {j['state']}" for j in c["jobs"])
+        print(f"{c['campaign_id']} {c['version']} {c['state']} by {c['created_by']}: {jobs}")
     return 0

@@ -66,21 +66,40 @@ def command_message(device_id: str, name: str, args: dict[str, Any], *, ts_ms: i
     return msg
 
 
-def record(store: Any, msg: dict[str, Any], actor: str) -> None:
-    """The command and its audit row, in one transaction, before it is sent."""
-    body = {"args": msg["args"]}
+def record(store: Any, msg: dict[str, Any], actor: str, *,
+           summary: dict[str, Any] | None = None, audited: bool = True) -> None:
+    """The command and its audit row, in one transaction, before it is sent.
+    ``summary`` replaces the args in the record (a model chunk's data is not kept);
+    ``audited=False`` for the steps of an audited whole (an update campaign)."""
+    args = msg["args"] if summary is None else summary
     with transaction(store) as db:
         db.execute("INSERT INTO commands (command_id, device_id, kind, body, created_ms, "
                    "created_by, sent_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                   (msg["cmd_id"], msg["device_id"], msg["name"], json.dumps(body),
+                   (msg["cmd_id"], msg["device_id"], msg["name"], json.dumps({"args": args}),
                     msg["ts_ms"], actor, None, msg.get("expires_ms")))
-        audit.record(store, actor, "command.send", msg["device_id"], None,
-                     {"cmd_id": msg["cmd_id"], "name": msg["name"], "args": msg["args"]})
+        if audited:
+            audit.record(store, actor, "command.send", msg["device_id"], None,
+                         {"cmd_id": msg["cmd_id"], "name": msg["name"], "args": args})
 
 
 def mark_sent(store: Any, cmd_id: str, sent_ms: int) -> None:
     with transaction(store) as db:
         db.execute("UPDATE commands SET sent_ms = ? WHERE command_id = ?", (sent_ms, cmd_id))
+
+
+def send_and_wait(store: Any, client: CommandClient, device_id: str, name: str,
+                  args: dict[str, Any], actor: str, *, wait_s: float, expires_s: float,
+                  summary: dict[str, Any] | None = None, audited: bool = True
+                  ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Build, record, publish one command and wait for its ack: ``(message, ack or
+    None)``.  ``client`` must already :meth:`~CommandClient.watch` the device."""
+    now = now_ms()
+    msg = command_message(device_id, name, args, ts_ms=now,
+                          expires_ms=now + int(expires_s * 1000))
+    record(store, msg, actor, summary=summary, audited=audited)
+    client.send(msg)
+    mark_sent(store, msg["cmd_id"], now_ms())
+    return msg, client.wait_ack(msg["cmd_id"], wait_s)
 
 
 def stored_acks(store: Any, device_id: str | None = None) -> dict[str, dict[str, Any]]:
@@ -170,7 +189,7 @@ class CommandClient:
         self.timeout_s = timeout_s
         self._connected = threading.Event()
         self._refused: str | None = None
-        self._subscribed: dict[int, threading.Event] = {}
+        self._subacked: set[int] = set()  # SUBSCRIBE message ids the broker granted
         self._acks: dict[str, dict[str, Any]] = {}
         self._cond = threading.Condition()
         self.rejected = 0  # ack topic messages that failed validation
@@ -195,9 +214,9 @@ class CommandClient:
         self._connected.set()
 
     def _on_subscribe(self, _c: Any, _u: Any, mid: int, _rc: Any, _p: Any) -> None:
-        ev = self._subscribed.get(mid)
-        if ev is not None:
-            ev.set()
+        with self._cond:  # may come before subscribe() has returned the mid
+            self._subacked.add(mid)
+            self._cond.notify_all()
 
     def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
         got = check(msg.topic, bytes(msg.payload))
@@ -210,13 +229,12 @@ class CommandClient:
 
     def watch(self, device_id: str) -> None:
         """Subscribe to the device's acks (before sending, so none is missed)."""
-        ev = threading.Event()
         rc, mid = self.client.subscribe(ack_topic(device_id), qos=1)
         if rc != 0:
             raise OSError(f"subscribe to {ack_topic(device_id)} failed ({rc})")
-        self._subscribed[mid] = ev
-        if not ev.wait(self.timeout_s):
-            raise OSError(f"no SUBACK for {ack_topic(device_id)}")
+        with self._cond:
+            if not self._cond.wait_for(lambda: mid in self._subacked, self.timeout_s):
+                raise OSError(f"no SUBACK for {ack_topic(device_id)}")
 
     def send(self, msg: dict[str, Any]) -> None:
         payload = json.dumps(msg, separators=(",", ":"))
