@@ -26,6 +26,12 @@ Commands (``medge fleet cmd``; each answered by one ``ack``):
   reporting window on) and ``patient_id`` (a new birth message says so):
   checked as at start-up, all or nothing, and kept in the state so they hold
   after a restart (the config file's values are the defaults);
+- ``ecg_strip`` with ``args`` ``seconds`` (1..10, default 10): the last
+  seconds of raw ECG (``samples_b64``: base64 of little-endian int16 ADC
+  counts; ``fs_hz``, ``mains_hz``, ``counts_per_mv``, ``end_ms`` the time of
+  the sample after the last) and the beats in them (``[sample, class]``, from
+  the strip's first sample; class ``?`` without a model), kept in rings made at
+  init (no allocation per sample);
 - ``reboot``: ``ok``, then :attr:`Device.restart_requested` is set and the
   main loop shuts down cleanly and restarts (``firmware/main.py``);
 - ``model_begin``, ``model_chunk``, ``model_commit``, ``model_rollback``
@@ -45,6 +51,7 @@ The same code runs on CPython and MicroPython; the MicroPython VM test in
 tests/test_device_mpy.py checks that both publish the same bytes.
 """
 
+import binascii
 from array import array
 
 from firmware.config import (  # noqa: F401  (DeviceConfig etc. re-exported)
@@ -70,6 +77,9 @@ from firmware.signal.quality import SIGNAL_GOOD, SignalQuality
 from firmware.vitals.heartrate import HeartRate
 
 _READ_BLOCK = const(64)  # samples read from the source per read_samples call
+#: Seconds of raw ECG kept for the ``ecg_strip`` command, and beats kept with them.
+STRIP_MAX_S = const(10)
+_STRIP_BEATS = const(48)
 #: What ``set_config`` may change, and the state key that keeps it.
 SETTABLE_KEYS = ("patient_id", "report_period_ms")
 _OVERRIDES_KEY = "config"
@@ -130,6 +140,12 @@ class Device:
         # Unit conversions, once.
         self._report_samples = (config.report_period_ms * fs) // 1000
         self._buf = array("h", bytes(2 * _READ_BLOCK))
+        self._strip = array("h", bytes(2 * STRIP_MAX_S * fs))  # raw counts, a ring
+        self._strip_pos = 0
+        self._strip_fill = 0
+        self._strip_r = [-1] * _STRIP_BEATS  # the last beats' R samples and classes
+        self._strip_cls = [-1] * _STRIP_BEATS
+        self._strip_next = 0
         self.samples = 0  # samples consumed since boot
         self._window_fill = 0
         self._window_beats0 = 0
@@ -148,6 +164,7 @@ class Device:
         self.commands.register("ping", self._cmd_ping)
         self.commands.register("set_config", self._cmd_set_config)
         self.commands.register("reboot", self._cmd_reboot)
+        self.commands.register("ecg_strip", self._cmd_ecg_strip)
         #: Optional :class:`firmware.ml.update.ModelUpdater` (signed model updates).
         self.updater = updater
         self._announce = False  # a command switched the model: publish a new birth
@@ -184,11 +201,13 @@ class Device:
             if not n:
                 break
             self.quality.process(buf, n)
+            self._keep(buf, n)
             if self.vitals is not None:
                 self.vitals.ecg(buf, n)
             if self.pipeline is None:
                 for beat in self.detector.process(buf if n == _READ_BLOCK else buf[:n]):
                     self._beat(beat)
+                    self._strip_beat(beat, -1)
             else:
                 self._classify(self.pipeline.process(buf, n))
             self.samples += n
@@ -221,6 +240,27 @@ class Device:
                 self.classified += 1
             if rhythm is not None:
                 rhythm.beat(r, cls, feats.beat)
+            self._strip_beat(r, cls)
+
+    def _strip_beat(self, r, cls):
+        k = self._strip_next
+        self._strip_r[k] = r
+        self._strip_cls[k] = cls
+        self._strip_next = k + 1 if k + 1 < _STRIP_BEATS else 0
+
+    def _keep(self, buf, n):
+        """The newest samples into the strip ring (copied: no allocation)."""
+        ring = self._strip
+        size = len(ring)
+        pos = self._strip_pos
+        for i in range(n):
+            ring[pos] = buf[i]
+            pos += 1
+            if pos == size:
+                pos = 0
+        self._strip_pos = pos
+        fill = self._strip_fill + n
+        self._strip_fill = fill if fill < size else size
 
     def _rhythm_tick(self):
         """The rhythm monitor's tick after each block; its events go out as
@@ -429,6 +469,41 @@ class Device:
         if "patient_id" in args and self.link.connected():
             self._birth()  # the retained status names the new patient
         return kept
+
+    def _cmd_ecg_strip(self, args, cmd):
+        for key in args:
+            if key != "seconds":
+                raise ValueError("%r is not an argument of ecg_strip (seconds)" % key)
+        seconds = args.get("seconds", STRIP_MAX_S)
+        if not isinstance(seconds, int) or isinstance(seconds, bool) or not (
+                1 <= seconds <= STRIP_MAX_S):
+            raise ValueError("seconds must be an int in 1..%d" % STRIP_MAX_S)
+        fs = self.cfg.sample_rate_hz
+        n = seconds * fs
+        if n > self._strip_fill:
+            n = self._strip_fill
+        if not n:
+            raise ValueError("no ECG samples yet")
+        ring = self._strip
+        size = len(ring)
+        out = array("h", bytes(2 * n))
+        at = (self._strip_pos - n) % size
+        for i in range(n):
+            out[i] = ring[at]
+            at = at + 1 if at + 1 < size else 0
+        first = self.samples - n
+        beats = []
+        for k in range(_STRIP_BEATS):
+            j = (self._strip_next + k) % _STRIP_BEATS  # oldest first
+            r = self._strip_r[j]
+            if first <= r < self.samples:
+                c = self._strip_cls[j]
+                beats.append([r - first, AAMI_LABELS[c] if c >= 0 else "?"])
+        text = binascii.b2a_base64(bytes(out)).decode().strip()
+        return {"fs_hz": fs, "mains_hz": self.cfg.mains_hz,
+                "counts_per_mv": ECG_COUNTS_PER_MV, "end_ms": self.clock.epoch_ms(),
+                "seconds": n // fs, "samples_b64": text, "beats": beats,
+                "signal": self.quality.flag}
 
     def _cmd_reboot(self, args, cmd):
         if args:

@@ -142,7 +142,7 @@ def test_set_config_applies_from_the_next_window_and_holds_after_a_restart(tmp_p
     again = Device(DeviceConfig(DEV, FS, patient_id="p-1"), ArraySource([]), MemoryLink(),
                    clock, FileState(str(tmp_path / "state.json")))
     assert (again.cfg.report_period_ms, again.cfg.patient_id) == (2000, "p-2")
-    assert again.commands.names() == ["ping", "reboot", "set_config"]
+    assert again.commands.names() == ["ecg_strip", "ping", "reboot", "set_config"]
     assert deliver(again, again.link, cmd("c10", "set_config", {"patient_id": "p-3"})) == []
 
 
@@ -208,3 +208,36 @@ def test_the_main_loop_stops_cleanly_after_reboot_and_the_readme_unit_restarts_i
     [unit] = re.findall(r"```ini\n(.*?)```", readme, re.S)
     assert "ExecStart=" in unit and "-m firmware.main" in unit
     assert "Restart=always" in unit and f"exit code {EXIT_RESTART}" in readme
+
+
+def test_ecg_strip_returns_the_last_seconds_and_their_beats() -> None:
+    import base64
+    from array import array
+
+    from test_device import synthetic_counts
+
+    counts = synthetic_counts(15, 75)
+    link, clock = MemoryLink(), StepClock()
+    dev = Device(DeviceConfig(DEV, FS), ArraySource(counts), link, clock, MemoryState())
+    assert deliver(dev, link, cmd("s0", "ecg_strip"))[0]["reason"] == \
+        "bad args: no ECG samples yet"
+    dev.step()  # all 15 s
+    ack = deliver(dev, link, cmd("s1", "ecg_strip", {"seconds": 4}))[0]
+    assert ack["result"] == "ok"
+    data = ack["data"]
+    from firmware.params import ECG_COUNTS_PER_MV
+
+    assert (data["fs_hz"], data["seconds"], data["counts_per_mv"]) == (FS, 4, ECG_COUNTS_PER_MV)
+    raw = array("h", base64.b64decode(data["samples_b64"]))
+    assert list(raw) == counts[-4 * FS:]  # exactly the last 4 s, oldest first
+    beats = [s for s, label in data["beats"] if label == "?"]
+    assert 4 <= len(beats) <= 6 and all(0 <= s < 4 * FS for s in beats)  # 75 bpm, 4 s
+    peaks = [s for s in range(1, 4 * FS - 1) if raw[s] == max(raw[max(0, s - 20):s + 20])]
+    assert all(min(abs(b - p) for p in peaks) <= 10 for b in beats)  # on the R peaks
+    for i, (args, why) in enumerate((({"seconds": 11}, "seconds must be an int in 1..10"),
+                                     ({"secs": 1}, "'secs' is not an argument"))):
+        assert why in deliver(dev, link, cmd(f"bad{i}", "ecg_strip", args))[0]["reason"]
+    full = deliver(dev, link, cmd("s2", "ecg_strip"))[0]
+    assert full["data"]["seconds"] == 10
+    assert len(full["data"]["samples_b64"]) == 4 * -(-2 * 2500 // 3)  # base64 of 2,500 int16
+    assert len(json.dumps(full)) < 16 * 1024  # under ingest's payload limit at 250 Hz

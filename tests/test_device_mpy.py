@@ -58,7 +58,8 @@ while not source.exhausted():
         for c in (cmd % ("a1", "ping", "{}"), cmd % ("a1", "ping", "{}"),
                   cmd % ("a2", "set_config", '{"patient_id":"p-2"}'),
                   cmd % ("a3", "set_config", '{"report_period_ms":1001}'),
-                  cmd % ("a4", "fly", "{}"), "{oops"):
+                  cmd % ("a4", "fly", "{}"), cmd % ("a5", "ecg_strip", '{"seconds":2}'),
+                  "{oops"):
             link.inbox.append(("medge/v1/dev/dev-mpy-1/cmd", c.encode()))
     dev.step()
 dev.stop()
@@ -104,7 +105,9 @@ def test_device_loop_publishes_identical_bytes_on_micropython(micropython, tmp_p
     acks = [(m["cmd_id"], m["result"], m.get("reason", "")) for m in messages
             if m["type"] == "ack"]
     assert [a[:2] for a in acks] == [("a1", "ok"), ("a2", "ok"), ("a3", "rejected"),
-                                     ("a4", "rejected")]
+                                     ("a4", "rejected"), ("a5", "ok")]
+    strip = next(m for m in messages if m["type"] == "ack" and m["cmd_id"] == "a5")["data"]
+    assert strip["seconds"] == 2 and len(strip["samples_b64"]) == 4 * -(-2 * 500 // 3)
     assert "whole number of samples" in acks[2][2] and "unknown command" in acks[3][2]
     births = [m for m in messages if m["type"] == "status" and m["state"] == "online"]
     assert births[-1]["patient_id"] == "p-2"

@@ -227,3 +227,20 @@ def test_a_signed_model_update_is_installed_and_a_forged_one_refused(ward, capsy
         pushes = audit.entries(store, action="ota.push")
         assert [e.actor for e in pushes][-2:] == ["carol", pushes[-1].actor]
         assert pushes[-2].after["version"] == "beatnet-2"
+
+
+def test_medge_fleet_strip_draws_the_devices_last_seconds(ward, capsys, tmp_path) -> None:
+    out = tmp_path / "bed-5.png"
+    dev = ward["devices"]["bed-5"].dev
+    deadline = time.monotonic() + 30  # 3 s of samples at the test's pace
+    while dev.samples < 3 * FS and time.monotonic() < deadline:
+        time.sleep(0.1)
+    run = cli(capsys, "fleet", "strip", "bed-5", "--seconds", "3", "--out", str(out), "--json",
+              *ward["login"])
+    assert run.returncode == 0, run.stderr
+    doc = json.loads(run.stdout)
+    assert doc["fs_hz"] == FS and doc["seconds"] == 3 and doc["signal"] == "lead_off"
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+    bad = cli(capsys, "fleet", "strip", "bed-5", "--out", str(tmp_path / "x.txt"),
+              *ward["login"])
+    assert bad.returncode == 2 and "--out must end in .png" in bad.stderr

@@ -21,6 +21,7 @@ from host.commands.common import (
     add_json,
     broker_password,
     positive_number,
+    whole_number,
 )
 
 NAME = "fleet"
@@ -152,6 +153,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_json(q, "the command and its answer")
     add_db(q)
     q.set_defaults(func=run_cmd, prog=q.prog)
+
+    q = add_command(
+        fleet_sub, "strip", help="the last seconds of a device's ECG, drawn",
+        description="Ask device ID for its last --seconds of ECG (the ecg_strip command) and "
+        "draw them as\na Holter-style strip: the device's raw samples through its own filter "
+        "chain, each\nbeat's class above it, ECG-paper grid.",
+        example=["medge fleet strip bed-12 --out bed-12.png --username ops "
+                 "--password-file ops.pw"])
+    q.add_argument("id", type=_account_id, metavar="ID")
+    q.add_argument("--seconds", type=whole_number(1, 10), default=10, metavar="N",
+                   help="how many seconds, 1..10 (10)")
+    q.add_argument("--out", type=Path, required=True, metavar="FILE",
+                   help="the picture: .png, .svg or .pdf")
+    q.add_argument("--wait", type=positive_number, default=10.0, metavar="SECONDS",
+                   help="how long to wait for the answer (10)")
+    add_broker_addr(q)
+    add_broker_account(q)
+    add_actor(q)
+    add_json(q, "what the strip shows")
+    add_db(q)
+    q.set_defaults(func=run_strip, prog=q.prog)
 
     q = add_command(
         fleet_sub, "commands", help="commands sent and their answers",
@@ -648,4 +670,37 @@ def run_ota_list(args: argparse.Namespace) -> int:
     for c in docs:
         jobs = ", ".join(f"{j['device_id']} {j['state']}" for j in c["jobs"])
         print(f"{c['campaign_id']} {c['version']} {c['state']} by {c['created_by']}: {jobs}")
+    return 0
+
+
+def run_strip(args: argparse.Namespace) -> int:
+    from host.services import commands
+
+    if args.out.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise CliError(f"--out must end in .png, .svg or .pdf, got {str(args.out)!r}")
+    actor = _actor(args)
+    with _write_store(args.db) as store, _command_client(args, [args.id]) as client:
+        try:
+            msg, ack = commands.send_and_wait(
+                store, client, args.id, "ecg_strip", {"seconds": args.seconds}, actor,
+                wait_s=args.wait, expires_s=commands.DEFAULT_EXPIRES_S)
+        except OSError as exc:
+            raise CliError(f"{args.id} ecg_strip: {exc}", exit_code=1) from None
+    if ack is None:
+        raise CliError(f"{args.id} did not answer {msg['cmd_id']} within {args.wait:g} s",
+                       exit_code=1)
+    if ack["result"] != "ok":
+        raise CliError(f"{args.id} ecg_strip: {ack['result']}: {ack.get('reason', '')}",
+                       exit_code=1)
+    from host.services.ecgplot import device_strip
+
+    try:
+        doc = device_strip(ack["data"], args.id, args.out)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CliError(f"{args.id} ecg_strip: a strip this host cannot read ({exc})",
+                       exit_code=1) from None
+    except OSError as exc:
+        raise CliError(f"--out {args.out}: {exc.strerror or exc}") from None
+    print(json.dumps(doc) if args.json else f"{args.out}: {doc['seconds']:g} s, "
+          f"{len(doc['beats'])} beats")
     return 0

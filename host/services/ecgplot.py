@@ -186,3 +186,25 @@ def run_plot(record: str, channel: int, start_s: float, seconds: float, out_path
     else:
         out.write(f"{target}: {len(doc['beats'])} beats, {len(doc['episodes'])} episodes\n")
     return 0
+
+
+def device_strip(data: dict, device_id: str, out: Path) -> dict:
+    """Draw the ``data`` of a device's ``ecg_strip`` answer (firmware/device.py) with the
+    device's filter chain and its beat classes; return what the strip shows."""
+    import base64
+    import time
+
+    raw = np.frombuffer(base64.b64decode(data["samples_b64"]), dtype="<i2")
+    fs = int(data["fs_hz"])
+    mains = data.get("mains_hz") or 50
+    mv = filtered_mv(raw, fs, int(mains))
+    beats = [(int(s), str(label)) for s, label in data.get("beats", [])]
+    end_ms = int(data["end_ms"])
+    start_ms = end_ms - round(len(raw) * 1000 / fs)
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(start_ms / 1000))
+    title = (f"{device_id}: {len(raw) / fs:g} s from {when} UTC, {fs} Hz, signal "
+             f"{data.get('signal', '?')} (the device's raw ECG through its filter chain)")
+    draw_strip(mv, fs, 0.0, beats, [], [], out, title)
+    return {"out": str(out), "device_id": device_id, "start_ms": start_ms, "end_ms": end_ms,
+            "fs_hz": fs, "seconds": len(raw) / fs, "beats": [[s, lab] for s, lab in beats],
+            "signal": data.get("signal")}
