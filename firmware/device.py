@@ -23,7 +23,8 @@ Commands (``medge fleet cmd``; each answered by one ``ack``):
 - ``ping``: ``ok`` with the firmware and model versions, boot id, uptime (s),
   messages queued, and the reporting period;
 - ``set_config`` with ``args`` any of ``report_period_ms`` (from the next
-  reporting window on) and ``patient_id`` (a new birth message says so):
+  reporting window on) and ``patient_id`` (a new birth message says so, and
+  reports both):
   checked as at start-up, all or nothing, and kept in the state so they hold
   after a restart (the config file's values are the defaults);
 - ``ecg_strip`` with ``args`` ``seconds`` (1..10, default 10): the last
@@ -338,6 +339,7 @@ class Device:
             "model_version": version or self.cfg.model_version,
             "patient_id": self.cfg.patient_id,
             "sample_rate_hz": self.cfg.sample_rate_hz,
+            "report_period_ms": self._pending_period_ms or self.cfg.report_period_ms,
             "boot_id": self.boot_id,
         }
         seq = self.seq.next()
@@ -466,8 +468,8 @@ class Device:
         for key in args:
             kept[key] = args[key]
         self.state.save(_OVERRIDES_KEY, kept)
-        if "patient_id" in args and self.link.connected():
-            self._birth()  # the retained status names the new patient
+        if self.link.connected():
+            self._birth()  # the retained status says what the device runs now
         return kept
 
     def _cmd_ecg_strip(self, args, cmd):

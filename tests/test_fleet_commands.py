@@ -244,3 +244,37 @@ def test_medge_fleet_strip_draws_the_devices_last_seconds(ward, capsys, tmp_path
     bad = cli(capsys, "fleet", "strip", "bed-5", "--out", str(tmp_path / "x.txt"),
               *ward["login"])
     assert bad.returncode == 2 and "--out must end in .png" in bad.stderr
+
+
+def test_desired_settings_are_synced_to_online_devices_once(ward, capsys) -> None:
+    def config(device_id: str) -> dict:
+        run = cli(capsys, "fleet", "config", device_id, "--json", "--db", ward["db"])
+        assert run.returncode == 0, run.stderr
+        return json.loads(run.stdout)
+
+    run = cli(capsys, "fleet", "config", "bed-6", "--set", "report_period_ms=1001",
+              "--db", ward["db"])
+    assert run.returncode == 2 and "whole number of samples" in run.stderr
+    for device_id in ("bed-6", "bed-9"):  # bed-9 is offline (never seen)
+        assert cli(capsys, "fleet", "config", device_id, "--set", "report_period_ms=4000",
+                   "--set", "patient_id=p-44", "--actor", "dana",
+                   "--db", ward["db"]).returncode == 0
+    doc = config("bed-6")
+    assert doc["desired"] == {"patient_id": "p-44", "report_period_ms": 4000}
+    assert doc["pending"] == doc["desired"] and doc["state"] == "online"
+    run = cli(capsys, "fleet", "sync", "--json", "--actor", "dana", *ward["login"])
+    assert run.returncode == 0, run.stderr
+    results = json.loads(run.stdout)["results"]
+    assert [(r["device_id"], r["result"]) for r in results] == [("bed-6", "ok")]
+    dev = ward["devices"]["bed-6"].dev
+    assert dev.cfg.patient_id == "p-44"
+    deadline = time.monotonic() + 10  # the device's new birth, stored by ingest
+    while config("bed-6")["pending"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert config("bed-6")["pending"] == {} and config("bed-6")["reported"]["patient_id"] == "p-44"
+    again = cli(capsys, "fleet", "sync", "--json", *ward["login"])
+    assert json.loads(again.stdout)["results"] == []  # nothing drifts: nothing sent
+    assert config("bed-9")["pending"] == {"patient_id": "p-44", "report_period_ms": 4000}
+    with Store(ward["db"], readonly=True) as store:
+        rows = [e for e in audit.entries(store, action="config.set") if e.actor == "dana"]
+        assert [e.subject for e in rows] == ["bed-6", "bed-9"]

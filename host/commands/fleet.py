@@ -155,6 +155,48 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(func=run_cmd, prog=q.prog)
 
     q = add_command(
+        fleet_sub, "config", help="a device's desired settings (and what it runs)",
+        description="Show device ID's desired settings beside the ones it reports (its "
+        "newest birth)\nand what is still pending; --set/--unset change the desired "
+        "ones (checked as the\ndevice checks them, audited).  `medge fleet sync` "
+        "applies them to online devices.",
+        example=["medge fleet config bed-12 --set report_period_ms=5000",
+                 "medge fleet config bed-12 --json", "medge fleet config --json"])
+    q.add_argument("id", type=_account_id, metavar="ID", nargs="?",
+                   help="the device (every device with desired settings when left out)")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
+                   help="report_period_ms=N or patient_id=P (repeatable)")
+    q.add_argument("--unset", action="append", default=[], metavar="KEY",
+                   help="drop a desired setting (the device keeps what it runs)")
+    add_actor(q)
+    add_json(q, "desired, reported and pending settings")
+    add_db(q)
+    q.set_defaults(func=run_config, prog=q.prog)
+
+    q = add_command(
+        fleet_sub, "sync", help="send online devices their desired settings",
+        description="Send every online device whose reported settings differ from its "
+        "desired ones\none set_config with the difference, and wait for the answers; "
+        "--watch repeats\nevery --interval s (a device that comes online is brought "
+        "in line at the next pass).",
+        notes="Exit status: 0 every device sent to answered ok; 1 otherwise.",
+        example=["medge fleet sync --username ops --password-file ops.pw",
+                 "medge fleet sync --watch --interval 10"])
+    q.add_argument("--watch", action="store_true", help="repeat until SIGTERM or --duration")
+    q.add_argument("--interval", type=positive_number, default=10.0, metavar="SECONDS",
+                   help="--watch: seconds between passes (10)")
+    q.add_argument("--duration", type=positive_number, metavar="SECONDS",
+                   help="--watch: stop after this long")
+    q.add_argument("--wait", type=positive_number, default=10.0, metavar="SECONDS",
+                   help="how long to wait for each answer (10)")
+    add_broker_addr(q)
+    add_broker_account(q)
+    add_actor(q)
+    add_json(q, "each pass's results, one JSON line per pass")
+    add_db(q)
+    q.set_defaults(func=run_sync, prog=q.prog)
+
+    q = add_command(
         fleet_sub, "strip", help="the last seconds of a device's ECG, drawn",
         description="Ask device ID for its last --seconds of ECG (the ecg_strip command) and "
         "draw them as\na Holter-style strip: the device's raw samples through its own filter "
@@ -704,3 +746,67 @@ def run_strip(args: argparse.Namespace) -> int:
     print(json.dumps(doc) if args.json else f"{args.out}: {doc['seconds']:g} s, "
           f"{len(doc['beats'])} beats")
     return 0
+
+
+def run_config(args: argparse.Namespace) -> int:
+    from host.services import fleetconfig
+
+    changes = _command_args(args.sets)
+    if (changes or args.unset) and args.id is None:
+        raise CliError("--set/--unset: name the device (ID)")
+    if changes or args.unset:
+        actor = _actor(args)
+        with _write_store(args.db) as store:
+            if not _known_device(store, args.id):
+                raise CliError(f"no device {args.id} (medge fleet list --accounts)")
+            try:
+                fleetconfig.set_desired(store, args.id, changes, args.unset, actor)
+            except fleetconfig.ConfigError as exc:
+                raise CliError(str(exc)) from None
+    with _read_store(args.db) as store:
+        docs = [d.as_dict() for d in fleetconfig.drift(store, args.id)]
+    if args.id is not None and not docs:
+        docs = [{"device_id": args.id, "state": None, "desired": {}, "reported": None,
+                 "pending": {}}]
+    if args.json:
+        print(json.dumps(docs[0] if args.id is not None else docs, indent=2))
+        return 0
+    for d in docs:
+        rep = d["reported"] or {}
+        print(f"{d['device_id']} ({d['state'] or 'never seen'})")
+        for key in fleetconfig.KEYS:
+            if key in d["desired"] or key in rep:
+                mark = "  pending" if key in d["pending"] else ""
+                print(f"  {key:<18} desired {d['desired'].get(key, '-')!s:<14} "
+                      f"reported {rep.get(key, '-')}{mark}")
+    return 0
+
+
+def run_sync(args: argparse.Namespace) -> int:
+    import time
+
+    from host.commands.common import stop_on_signals
+    from host.services import fleetconfig
+
+    actor = _actor(args)
+    stop = stop_on_signals() if args.watch else None
+    end = None if args.duration is None else time.monotonic() + args.duration
+    ok = True
+    with _write_store(args.db) as store, _command_client(args, []) as client:
+        while True:
+            try:
+                results = fleetconfig.sync(store, client, actor, wait_s=args.wait)
+            except OSError as exc:
+                raise CliError(f"--host/--port: {exc}", exit_code=1) from None
+            ok = all(r["result"] == "ok" for r in results)
+            if args.json:
+                print(json.dumps({"results": results}), flush=True)
+            else:
+                for r in results:
+                    print(f"{r['device_id']} set {json.dumps(r['set'])}: {r['result']}"
+                          + (f" {r['reason']}" if r["reason"] else ""), flush=True)
+            if not args.watch or (end is not None and time.monotonic() >= end):
+                break
+            if stop is not None and stop.wait(args.interval):
+                break
+    return 0 if ok else 1

@@ -44,7 +44,8 @@ Rhythm events arrive as ``event`` messages and are read from ``messages``
 (host/services/advice/live.py).  ``bp_readings``, ``beat_counts``,
 ``rhythm_events``, ``event_beats``, ``advice``, ``command_acks`` and the OTA tables
 are written by nothing yet; ``commands`` by host/services/commands.py (the acks are
-device messages, read from ``messages``).
+device messages, read from ``messages``); ``device_config`` (schema 6: device_id,
+desired JSON, updated_ms, updated_by) by host/services/fleetconfig.py.
     ``accounts``       username (key), device_id (unique when set), role
                        (device|host|operator|admin), password_hash, incarnation,
                        created_ms, disabled_ms.
