@@ -394,7 +394,8 @@ def write_report(ours: dict, rr: dict, peer: dict, results: list[dict], data: st
           "less than a point. The gate only holds AF back or ends it where P regions "
           "repeat (it adds no AF of its own), so it can cost Se where AF's P regions "
           "look coherent, and where P waves are too small to see it makes no objection "
-          "(low coherence): the RR decision then stands alone. It does not see flutter: 203's flutter waves are as incoherent "
+          "(low coherence): the RR decision then stands alone. It does not see flutter: "
+          "203's flutter waves are as incoherent "
           "in the P region as its f waves (median coherence 72 per mille, AF 135, "
           "other rhythms 812).",
           "- AF methods tried: (1) Dash et al. 2009 on the NN intervals the classes "

@@ -54,7 +54,12 @@ product above 2**30 (:meth:`AtrialActivity._ratio`).
 from array import array
 
 from firmware.hw.compat import const
-from firmware.params import BEAT_CHANNELS, BEAT_WINDOW_AFTER_MS, BEAT_WINDOW_BEFORE_MS, BEAT_WINDOW_POINTS
+from firmware.params import (
+    BEAT_CHANNELS,
+    BEAT_WINDOW_AFTER_MS,
+    BEAT_WINDOW_BEFORE_MS,
+    BEAT_WINDOW_POINTS,
+)
 
 _BEATS = const(16)  # beats in the coherence window
 _P_END_MS = const(70)  # the P region ends this long before R
