@@ -68,6 +68,7 @@ bench: sysdeps $(STAMP) $(MPY_STAMP)
 	$(PY) -m host.bench_fleet
 	$(PY) -m host.bench_ingest --duration 60
 	$(PY) -m host.bench_advice
+	$(PY) -m host.bench_ota
 
 # Slow evaluations on the PhysioNet data beside the repo (not in a clone).
 DATA ?= ../shared/data/mitdb
