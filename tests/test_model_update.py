@@ -122,8 +122,15 @@ def test_an_update_is_staged_self_tested_switched_and_rolled_back(tmp_path, keye
     assert again.rollback({}) == {"model_version": "beatnet-test-2", "slot": "a", "from": "b"}
     with pytest.raises(ValueError, match="no previous model"):
         again.rollback({})
+    # an update begun over the slot kept for rollback (a in use, b kept, after one more
+    # switch) clears it: a failed update then cannot roll back onto half a file
+    install(again, ota.prepare(variant(tmp_path, "beatnet-test-8"), key))  # b, prev a
+    assert (again.active(), again.state.load("model_prev")) == ("b", "a")
+    again.begin(ota.prepare(variant(tmp_path, "beatnet-test-9"), key).begin)  # into a
+    with pytest.raises(ValueError, match="no previous model"):
+        again.rollback({})
     # corrupt the slot in use: the next boot keeps the factory model and says why
-    (tmp_path / "dev.model.a.tflite").write_bytes(b"junk")
+    (tmp_path / f"dev.model.{again.active()}.tflite").write_bytes(b"junk")
     third_boot, slot3 = updater(tmp_path, pub)
     assert not third_boot.boot() and slot3.version == factory
     assert "refused at boot" in slot3.last_error and third_boot.active() is None

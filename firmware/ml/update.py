@@ -26,6 +26,9 @@ The host (``medge fleet ota push``) sends three commands (docs/protocol.md):
 
 ``model_rollback`` switches back to the previous model (the other slot, or
 the factory model of the config's ``model`` key) after the same load check.
+One step back only: the next update is staged in the slot that held the
+previous model, which is then no longer kept (``model_prev`` is cleared at
+``model_begin``, so a rollback says so instead of loading half a file).
 
 Slots: ``<base>.a.tflite``/``.json`` and ``<base>.b.tflite``/``.json`` beside
 the state file; the state keys ``model_slot`` (``a``, ``b`` or absent: the
@@ -171,6 +174,9 @@ class ModelUpdater:
             self._refuse("bad signature: not signed by this fleet's update key")
         active = self.active()
         target = "b" if active == "a" else "a"
+        if self.state.load("model_prev", None) == target:
+            # the spare slot held the model kept for rollback: it is being replaced
+            self.state.save("model_prev", None)
         tflite, _ = self._paths(target)
         self._staging = {"version": version, "size": size, "sha256": digest, "meta": mbytes,
                          "slot": target, "received": 0, "hash": hashlib.sha256()}
