@@ -21,7 +21,10 @@ Pi, ``sim/fleet.py`` in the simulator); each call
 Commands (``medge fleet cmd``; each answered by one ``ack``):
 
 - ``ping``: ``ok`` with the firmware and model versions, boot id, uptime (s),
-  messages queued, and the reporting period;
+  messages queued, the reporting period, and the device's resources and fault
+  counts (free heap on MicroPython, free storage beside the state file,
+  messages dropped by a full outbox, failed connects, unanswerable commands,
+  refused models);
 - ``set_config`` with ``args`` any of ``report_period_ms`` (from the next
   reporting window on) and ``patient_id`` (a new birth message says so, and
   reports both):
@@ -62,7 +65,7 @@ from firmware.config import (  # noqa: F401  (DeviceConfig etc. re-exported)
     check_patient_id,
     check_report_period_ms,
 )
-from firmware.hw.compat import const
+from firmware.hw.compat import const, mem_free, storage_free_kb
 from firmware.hw.state import SeqCounter
 from firmware.ml.infer import AAMI_LABELS
 from firmware.net import protocol
@@ -84,6 +87,12 @@ _STRIP_BEATS = const(48)
 #: What ``set_config`` may change, and the state key that keeps it.
 SETTABLE_KEYS = ("patient_id", "report_period_ms")
 _OVERRIDES_KEY = "config"
+
+
+def _folder(path):
+    """The folder of a file path ("." for a bare name)."""
+    cut = path.rfind("/")
+    return path[:cut] if cut > 0 else ("/" if cut == 0 else ".")
 
 
 class Device:
@@ -433,6 +442,13 @@ class Device:
             "uptime_s": self.samples // self.cfg.sample_rate_hz,
             "queued": len(self.outbox),
             "report_period_ms": self.cfg.report_period_ms,
+            # resources: what a clinical engineer checks before blaming the network
+            "mem_free": mem_free(),
+            "storage_free_kb": storage_free_kb(_folder(getattr(self.state, "path", "."))),
+            "dropped": self.outbox.dropped,
+            "connect_failures": self.backoff.failures,
+            "cmd_invalid": self.commands.invalid,
+            "model_refused": self.model.rejected if self.model is not None else 0,
         }
 
     def _checked_config(self, args):

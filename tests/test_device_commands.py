@@ -92,6 +92,8 @@ def test_ping_answers_ok_once_per_cmd_id_even_when_delivered_twice() -> None:
     assert (ack["cmd_id"], ack["result"]) == ("c1", "ok")
     assert ack["data"]["fw_version"] == dev.cfg.fw_version and ack["data"]["boot_id"] == 1
     assert "seq" in ack and ack["device_id"] == DEV
+    assert ack["data"]["mem_free"] is None  # CPython: no gc.mem_free
+    assert ack["data"]["storage_free_kb"] > 0 and ack["data"]["connect_failures"] == 0
     assert dev.commands.duplicates == 1
     assert deliver(dev, link, cmd("c1", "ping")) == []  # later too
 

@@ -40,6 +40,10 @@ class StepClock:
 
 with open(ECG_PATH, "rb") as f:
     samples = array("h", f.read())
+import firmware.device  # the platform's resources differ by nature: fixed for the compare
+_resources = (firmware.device.mem_free, firmware.device.storage_free_kb)
+firmware.device.mem_free = lambda: 4096
+firmware.device.storage_free_kb = lambda path: 512
 clock = StepClock()
 link = MemoryLink()
 source = ArraySource(samples, sample_rate_hz=250, clock=clock)
@@ -70,6 +74,7 @@ print("will", link.will[0], link.will[1].decode())
 for topic, payload, retain in link.published:
     print(topic, 1 if retain else 0, payload.decode())
 print("beats", dev.beats, "reports", dev.reports, "failures", dev.connect_failures)
+firmware.device.mem_free, firmware.device.storage_free_kb = _resources  # in this process too
 """
 
 
@@ -106,6 +111,8 @@ def test_device_loop_publishes_identical_bytes_on_micropython(micropython, tmp_p
             if m["type"] == "ack"]
     assert [a[:2] for a in acks] == [("a1", "ok"), ("a2", "ok"), ("a3", "rejected"),
                                      ("a4", "rejected"), ("a5", "ok")]
+    ping = next(m for m in messages if m["type"] == "ack" and m["cmd_id"] == "a1")["data"]
+    assert (ping["mem_free"], ping["storage_free_kb"], ping["dropped"]) == (4096, 512, 0)
     strip = next(m for m in messages if m["type"] == "ack" and m["cmd_id"] == "a5")["data"]
     assert strip["seconds"] == 2 and len(strip["samples_b64"]) == 4 * -(-2 * 500 // 3)
     assert "whole number of samples" in acks[2][2] and "unknown command" in acks[3][2]
@@ -221,3 +228,11 @@ def test_umqtt_board_path_writes_identical_bytes_on_micropython(micropython) -> 
     assert len(subscribes) == 1 and subscribes[0].endswith(b"medge/v1/dev/dev-mpy-2/cmd\x01")
     assert all(p[0] & 0x06 == 0x02 for p in publishes)  # QoS 1
     assert packets[-1] == b"\xe0\x00"  # DISCONNECT
+
+
+def test_the_resources_ping_reports_are_read_in_micropython(micropython) -> None:
+    out = micropython("from firmware.hw import compat\n"
+                      "print(type(compat.mem_free()).__name__, compat.mem_free() > 0)\n"
+                      "kb = compat.storage_free_kb('/')\n"
+                      "print(kb is None or kb >= 0)")
+    assert out.split() == ["int", "True", "True"]

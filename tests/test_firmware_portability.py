@@ -14,7 +14,7 @@ import pytest
 
 FIRMWARE = Path(__file__).resolve().parents[1] / "firmware"
 PORTABLE = {
-    "array", "binascii", "errno", "hashlib", "json", "math", "micropython", "os", "select",
+    "array", "binascii", "errno", "gc", "hashlib", "json", "math", "micropython", "os", "select",
     "socket", "struct", "sys", "time", "uerrno", "uos", "uselect", "usocket", "utime",
 }
 ADAPTERS = {

@@ -12,6 +12,9 @@ else, so every algorithm module stays identical on both platforms.
 - ``epoch_ms()``: wall-clock milliseconds since 1970-01-01 UTC, for message
   timestamps only (MicroPython ports count from 2000 on some boards; the
   offset is corrected here).
+- ``mem_free()`` / ``storage_free_kb(path)``: the device's resources for the
+  ``ping`` command (None where the platform cannot say: CPython has no
+  ``gc.mem_free``; a port without ``statvfs``).
 """
 
 import sys
@@ -83,3 +86,27 @@ class SystemClock:
 
     def ticks_ms(self):
         return ticks_ms()
+
+
+def mem_free():
+    """Free heap bytes (MicroPython's ``gc.mem_free``), or None on CPython."""
+    import gc
+
+    fn = getattr(gc, "mem_free", None)
+    return fn() if fn is not None else None
+
+
+def storage_free_kb(path):
+    """Free KiB on the file system holding ``path`` (``os.statvfs``), or None."""
+    try:
+        import os
+    except ImportError:  # pragma: no cover
+        import uos as os  # type: ignore[import-not-found,no-redef]
+    fn = getattr(os, "statvfs", None)
+    if fn is None:
+        return None
+    try:
+        st = fn(path)
+    except OSError:
+        return None
+    return (st[0] * st[4]) // 1024  # f_bsize * f_bavail
