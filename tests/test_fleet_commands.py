@@ -278,3 +278,21 @@ def test_desired_settings_are_synced_to_online_devices_once(ward, capsys) -> Non
     with Store(ward["db"], readonly=True) as store:
         rows = [e for e in audit.entries(store, action="config.set") if e.actor == "dana"]
         assert [e.subject for e in rows] == ["bed-6", "bed-9"]
+
+
+def test_every_command_in_the_fleet_guide_parses() -> None:
+    """docs/fleet.md's command lines are real: the medge parser takes each one."""
+    import re
+    import shlex
+
+    from host.cli import build_parser
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "fleet.md").read_text()
+    lines = [line.split("#", 1)[0].strip()
+             for block in re.findall(r"```sh\n(.*?)```", text, re.S)
+             for line in block.splitlines() if line.startswith("medge ")]
+    assert len(lines) >= 12
+    parser = build_parser()
+    for line in lines:
+        args = parser.parse_args(shlex.split(line)[1:])
+        assert callable(args.func), line
