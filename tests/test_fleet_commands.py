@@ -75,7 +75,7 @@ def ward(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     with Store(db) as store:
         pw = {name: accounts.add(store, name, role, actor="test")[1]
               for name, role in (("bed-5", "device"), ("bed-6", "device"),
-                                 ("bed-7", "device"), ("bed-9", "device"), ("ops", "host"),
+                                 ("bed-7", "device"), ("bed-9", "device"), ("ops", "operator"),
                                  ("ingest", "host"))}
     key = ota.load_key(ota.init_key(ota.default_dir(db)).parent)
     update_key = bytes.fromhex(ota.public_key_hex(key))
@@ -142,6 +142,11 @@ def test_rejections_and_bad_input_are_one_line_with_the_exit_status(ward, capsys
     assert run.stderr.strip() == "medge fleet cmd: no device bed-404 (medge fleet list --accounts)"
     run = cli(capsys, "fleet", "cmd", "bed-5", "ping", "--set", "oops", *ward["login"])
     assert run.returncode == 2 and "--set 'oops': expected KEY=VALUE" in run.stderr
+    login = list(ward["login"])
+    login[login.index("ops")] = "ingest"  # a host account: reads data, sends no commands
+    run = cli(capsys, "fleet", "cmd", "bed-5", "ping", *login)
+    assert run.returncode == 2 and "a host account; commands need an operator account" \
+        in run.stderr
     run = cli(capsys, "fleet", "cmd", "bed-5", "Bad Name", *ward["login"])
     assert run.returncode == 2 and run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
 

@@ -13,21 +13,21 @@ from firmware.net import protocol
 from host.services import accounts, audit, commands, fleetconfig, ota
 from host.services.store import Store, now_ms
 
-T0 = now_ms()  # received now: an online device, not a stale one
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "beatnet"
 
 
-def birth(device_id: str, seq: int, period_ms: int, patient: str) -> dict:
-    return protocol.birth(device_id, seq, T0 + seq, {
+def birth(device_id: str, seq: int, period_ms: int, patient: str, t0: int) -> dict:
+    return protocol.birth(device_id, seq, t0 + seq, {
         "fw_version": "0.1.0", "model_version": "beatnet-1", "patient_id": patient,
         "sample_rate_hz": 250, "report_period_ms": period_ms, "boot_id": 1})
 
 
 def test_commands_settings_and_campaigns_on_both_stores(db) -> None:  # noqa: F811
+    T0 = now_ms()  # received now: an online device, not a stale one
     with Store(db) as store:
         for dev in ("bed-1", "bed-2"):
             accounts.add(store, dev, "device", actor="t")
-        store.add("status", "bed-1", birth("bed-1", 0, 1000, "p-1"), T0)
+        store.add("status", "bed-1", birth("bed-1", 0, 1000, "p-1", T0), T0)
         # a command and its ack: answered once ingest has the ack
         msg = commands.command_message("bed-1", "ping", {}, ts_ms=T0, expires_ms=T0 + 60_000)
         commands.record(store, msg, "alice")
@@ -45,7 +45,7 @@ def test_commands_settings_and_campaigns_on_both_stores(db) -> None:  # noqa: F8
         [d] = fleetconfig.drift(store, "bed-1")
         assert d.desired == {"patient_id": "p-9", "report_period_ms": 2000}
         assert d.pending == d.desired and d.state == "online"
-        store.add("status", "bed-1", birth("bed-1", 2, 2000, "p-9"), T0 + 5)
+        store.add("status", "bed-1", birth("bed-1", 2, 2000, "p-9", T0), T0 + 5)
         assert fleetconfig.drift(store, "bed-1")[0].pending == {}
         fleetconfig.set_desired(store, "bed-1", {}, ["patient_id"], "bob")
         assert fleetconfig.desired(store, "bed-1") == {"report_period_ms": 2000}

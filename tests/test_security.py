@@ -128,7 +128,8 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Broker, 
     with Store(db) as store:
         creds = {name: accounts.add(store, name, role, actor="test")[1]
                  for name, role in (("dev-a", "device"), ("dev-b", "device"),
-                                    ("ingest", "host"), ("ingest-2", "host"))}
+                                    ("ingest", "host"), ("ingest-2", "host"),
+                                    ("ops", "operator"))}
     broker = Broker("mosquitto", data_dir=tmp / "broker", accounts=registry_accounts(db))
     broker.start()
     try:
@@ -178,15 +179,24 @@ def test_a_device_is_confined_to_its_own_topics(secured) -> None:
         assert a.publish(f"{T}/dev-a/vitals", b"a-shared") == 0
         assert (f"{T}/dev-a/vitals", b"a-shared") in worker.drain(0.3)
         worker.close()
-        # The host reads every device and commands B; B gets it, A does not.
-        assert host.publish(f"{T}/dev-b/cmd", b"ping-b") == 0
+        # The host reads every device but cannot command one; an operator commands B
+        # (B gets it, A does not) and reads B's answers, but no patient data.
+        assert host.publish(f"{T}/dev-b/cmd", b"host-cmd") == NOT_AUTHORIZED
+        ops = Peer(broker, "ops", "ops", c["ops"])
+        ops.subscribe(f"{T}/+/vitals")
+        ops.subscribe(f"{T}/dev-b/ack")
+        assert ops.publish(f"{T}/dev-b/cmd", b"ping-b") == 0
+        assert ops.publish(f"{T}/dev-b/vitals", b"ops-forged") == NOT_AUTHORIZED
+        assert b.publish(f"{T}/dev-b/ack", b"b-ack") == 0
+        assert ops.drain(0.3) == [(f"{T}/dev-b/ack", b"b-ack")]  # no vitals reach it
+        ops.close()
         # A host cannot forge a device's data.
         assert host.publish(f"{T}/dev-b/vitals", b"host-forged") == NOT_AUTHORIZED
         seen = host.drain()
         assert (f"{T}/dev-a/vitals", b"a-own") in seen
         assert (f"{T}/dev-b/vitals", b"b-own") in seen
         assert not [p for t, p in seen if b"forged" in p or t.endswith("dev-b/status")]
-        assert b.drain(0.1) == [(f"{T}/dev-b/cmd", b"ping-b")]
+        assert b.drain(0.1) == [(f"{T}/dev-b/cmd", b"ping-b")]  # not host-cmd
         a_got = a.drain(0.1)
         assert not [t for t, _ in a_got if "/dev-b/" in t], a_got
         # No forged retained status was kept for B: a fresh host subscriber sees none.

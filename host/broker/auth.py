@@ -44,11 +44,15 @@ ACL file (mosquitto checks ``user`` blocks; nothing is granted to anyone else):
     ``topic write medge/v1/dev/D/#`` (its own data, status, acks: nowhere else),
     ``topic read medge/v1/dev/D/cmd`` and ``topic read medge/v1/dev/D/alert`` (its
     host-to-device topics: it can read no other device's).
-``host`` account
+``host`` account (ingest, the advice service)
     ``topic read medge/v1/#`` (every device topic; shared subscriptions
     ``$share/G/medge/v1/#`` are checked against the same filter),
-    ``topic write medge/v1/dev/+/cmd`` and ``.../alert`` (commands and alerts to any
-    device; a host cannot forge a device's data or status).
+    ``topic write medge/v1/dev/+/alert`` (alerts to any device; a host can neither
+    command a device nor forge a device's data or status).
+``operator`` account (``medge fleet cmd``, ``ota push``, ``sync``)
+    ``topic write medge/v1/dev/+/cmd`` and ``topic read medge/v1/dev/+/ack``: it
+    commands devices and reads their answers, and reads no patient data (least
+    privilege: a leaked ingest password cannot reboot a ward).
 
 Limits: a device may publish on its own ``cmd``/``alert`` topics (inside its own
 prefix; nothing reaches another device); ``check_retain_source`` (mosquitto's
@@ -119,8 +123,11 @@ def acl_text(accounts: Iterable[Any]) -> str:
             out += [f"topic read {_dev(device_id, kind)}" for kind in HOST_TO_DEVICE]
         elif acc.role == "host":
             out.append(f"topic read {protocol.TOPIC_ROOT}/#")
-            out += [f"topic write {_dev('+', kind)}" for kind in HOST_TO_DEVICE]
-        else:  # operator/admin accounts are for the host tools, not the broker
+            out.append(f"topic write {_dev('+', 'alert')}")
+        elif acc.role == "operator":
+            out.append(f"topic write {_dev('+', protocol.MSG_CMD)}")
+            out.append(f"topic read {_dev('+', protocol.MSG_ACK)}")
+        else:  # admin accounts are for the host tools, not the broker
             out.append("# (no broker access for this role)")
         out.append("")
     return "\n".join(out) + "\n"

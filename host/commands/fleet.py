@@ -92,7 +92,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                  "medge fleet add ingest-1 --role host --password-file var/ingest-1.pw",
                  "medge fleet add bed-2 --cert --json"])
     q.add_argument("id", type=_account_id, metavar="ID")
-    q.add_argument("--role", choices=("device", "host"), default="device")
+    q.add_argument("--role", choices=("device", "host", "operator"), default="device",
+                   help="device (one per device), host (ingest, advice service: reads "
+                   "every device, sends alerts) or operator (sends commands and model "
+                   "updates, reads their answers)")
     add_password_file(q)
     q.add_argument("--cert", action="store_true",
                    help="issue a client certificate (key 0600) from the local CA")
@@ -576,6 +579,14 @@ def _command_client(args: argparse.Namespace, devices: list[str]) -> Iterator[An
         for device_id in devices:
             if not _known_device(store, device_id):
                 raise CliError(f"no device {device_id} (medge fleet list --accounts)")
+        if args.username is not None:
+            from host.services.accounts import account
+
+            acc = account(store, args.username)
+            if acc is not None and acc.role != "operator":
+                raise CliError(f"--username {args.username}: a {acc.role} account; commands "
+                               "need an operator account (medge fleet add NAME --role "
+                               "operator)")
     password = broker_password(args)
     try:
         client = CommandClient(args.host, args.port, username=args.username,

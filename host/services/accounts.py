@@ -2,9 +2,11 @@
 
 One account per device (role ``device``: username = device id, so the device's MQTT
 client id, its topics and its account are the same name) and one per host process
-that talks MQTT (role ``host``: ingest workers, the monitor, a command sender; each
-its own username, because the broker binds a client id to its account:
-:mod:`host.broker.auth`).  Rows live in the store's ``accounts`` table (schema 4):
+that talks MQTT (role ``host``: ingest workers, the advice service; each its own
+username, because the broker binds a client id to its account:
+:mod:`host.broker.auth`), and one per person or tool that commands devices (role
+``operator``: ``medge fleet cmd``, ``ota push``, ``sync``: it may send commands and
+read their answers, nothing else).  Rows live in the store's ``accounts`` table (schema 4):
 ``username, device_id, role, password_hash, incarnation, created_ms, disabled_ms``.
 
 Credentials.  :func:`add` makes a random password (``secrets.token_urlsafe(24)``:
@@ -61,6 +63,7 @@ _HASH_BYTES = 64  # SHA-512
 class Role(str, Enum):
     DEVICE = "device"
     HOST = "host"
+    OPERATOR = "operator"
 
 
 class AccountError(ValueError):
