@@ -177,7 +177,7 @@ class Device:
         self.commands.register("ecg_strip", self._cmd_ecg_strip)
         #: Optional :class:`firmware.ml.update.ModelUpdater` (signed model updates).
         self.updater = updater
-        self._announce = False  # a command switched the model: publish a new birth
+        self._announce = False  # a command changed what the birth says: publish a new one
         if updater is not None:
             self.commands.register("model_begin", updater.begin)
             self.commands.register("model_chunk", updater.chunk)
@@ -421,7 +421,7 @@ class Device:
         if self._announce:
             self._announce = False
             if self.link.connected():
-                self._birth()  # the retained status names the model now in use
+                self._birth()  # the retained status: the settings and model now in use
 
     def _switching(self, step):
         """``step`` (a model switch), then a new birth after its ack."""
@@ -484,8 +484,7 @@ class Device:
         for key in args:
             kept[key] = args[key]
         self.state.save(_OVERRIDES_KEY, kept)
-        if self.link.connected():
-            self._birth()  # the retained status says what the device runs now
+        self._announce = True  # a new birth after the ack says what the device runs now
         return kept
 
     def _cmd_ecg_strip(self, args, cmd):
