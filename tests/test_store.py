@@ -468,3 +468,25 @@ def test_the_device_row_counts_its_stored_messages_through_every_write_path(
         report = prune(store, {**ages, "vitals": 365}, T0)
         assert report["vitals"]["rows"] >= 5
         assert counted() == (5, 5)
+
+
+def test_opening_the_store_again_keeps_this_processs_sqlite_locks(tmp_path: Path) -> None:
+    """The monitor re-opens the store while ingest's connection lives in the same
+    process (``medge demo``).  Closing any descriptor of the file drops every POSIX
+    lock the process's SQLite connections hold, so the store must never open the file
+    itself: else another process's connection, closing, believes it is the last one
+    and deletes the WAL under the live connection (its next write: disk I/O error)."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "s.db"
+    with Store(db) as writer:
+        assert writer.add("vitals", "dev-1", vitals(1), T0)
+        with Store(db, readonly=True) as again:  # what every monitor refresh does
+            assert again.devices()
+        script = ("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+                  "c.execute('PRAGMA journal_mode=WAL'); c.close()")
+        subprocess.run([sys.executable, "-c", script, str(db)], check=True, timeout=60)
+        assert db.with_name("s.db-wal").exists()  # the other process saw this one
+        assert writer.add("vitals", "dev-1", vitals(2), T0 + 1000)
+        assert len(writer.db.execute("SELECT seq FROM messages").fetchall()) == 2

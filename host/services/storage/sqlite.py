@@ -9,24 +9,19 @@ from pathlib import Path
 
 from host.services.storage.errors import StoreError, StoreProblem
 
-_SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite 3 file
-
 
 def check_path(path: Path) -> None:
-    """Refuse a folder or a non-SQLite file (:class:`~host.services.store.StoreError`)."""
+    """Refuse a folder (:class:`~host.services.store.StoreError`).  A file that is not
+    a SQLite database is refused by SQLite itself at the first statement
+    (:func:`open_error`).  The file is never opened here: on POSIX, closing *any*
+    descriptor of a database file drops every lock this process's SQLite connections
+    hold on it (fcntl locks are per process; "How To Corrupt An SQLite Database
+    File", section 2.2), and another process's connection that then closes believes
+    it is the last one, checkpoints and deletes the WAL under the live connections
+    (seen as "disk I/O error" in ``medge demo`` after ``medge patient add``)."""
     if path.is_dir():
         raise StoreError(path, StoreProblem.FOLDER,
                          f"is a folder, not a store file (e.g. {path / 'medge.db'})")
-    if path.is_file():
-        try:
-            with open(path, "rb") as f:
-                head = f.read(len(_SQLITE_MAGIC))
-        except OSError as exc:
-            raise StoreError(path, StoreProblem.UNREADABLE,
-                             f"cannot read the store: {exc.strerror or exc}") from None
-        if head and head != _SQLITE_MAGIC:
-            raise StoreError(path, StoreProblem.NOT_SQLITE,
-                             "not a SQLite database (not a medge store: wrong file?)")
 
 
 def make_parent(path: Path) -> None:
@@ -69,7 +64,8 @@ def open_error(path: Path, exc: sqlite3.Error, readonly: bool) -> StoreError:
     text = str(exc)
     folder = path.parent
     if "not a database" in text:
-        return StoreError(path, StoreProblem.NOT_SQLITE, "not a SQLite database")
+        return StoreError(path, StoreProblem.NOT_SQLITE,
+                          "not a SQLite database (not a medge store: wrong file?)")
     if "readonly database" in text:
         return StoreError(path, StoreProblem.READ_ONLY,
                           "the store is read-only here (cannot write to the file)")
