@@ -114,6 +114,37 @@ def group_table(per_record: dict[str, np.ndarray], data_dir: str) -> list[str]:
     return L
 
 
+#: Session 6 (issue 13): what the morphology-cluster candidates were and how they did.
+S6_TRIED = [
+    "- candidate, morphology clusters (session 6; 19 features: `beatnet-1`'s 13 plus 6 from"
+    " unsupervised on-device patient adaptation, after de Chazal and Reilly 2006, IEEE TBME"
+    " 53(12), and Llamedo and Martinez 2012, IEEE TBME 59(8)): 6 running integer templates "
+    "of channel 0 over -100..+250 ms; each beat joins the nearest template (L1) or starts a"
+    " new cluster in place of the least used; per cluster a count decaying by 1/128 per "
+    "beat and the beats' typical prematurity.  The 6 features: the beat's cluster share of "
+    "recent beats, that cluster's typical prematurity, the distance to the dominant "
+    "cluster's template, the dominant cluster's typical prematurity (the majority-PAC "
+    "case), pre-RR against a reference that follows the longest stable cycles (pairs of RR "
+    "within 1/8 of each other; up 1/4, down 1/128 of the way), and the distance to the "
+    "nearest template; about 1,500 more integer operations per beat (6 templates x 42 bins;"
+    " in the MicroPython VM, with one template in use, 0.4-1 ms more per beat on a loaded "
+    "machine).  Variant A (join within 3/4 of the template's L1 norm) was stopped after 4 "
+    "of the 11 folds: S 72.7 / 24.2, V 90.0 / 69.2 there against `beatnet-1`'s 77.4 / 29.0,"
+    " 91.5 / 77.1 on the same folds; it split a patient's usual shape over several clusters"
+    " (record 215: median share of its N beats 34 of 64).  Variant B (join within the "
+    "template's norm; a cluster whose template comes within half the dominant template's "
+    "norm merges into it; 215's N share 59): all 11 folds, figures in the comparison below."
+    "  NOT shipped: pooled S Se / +P 74.2 / 21.8 and V 85.5 / 73.2 against beatnet-1's 77.1"
+    " / 24.6 and 83.6 / 77.5 (V Se +1.9, every other figure down).  The same features help "
+    "the logistic-regression baseline (pooled S 79.6 / 26.7, V 81.4 / 74.9 with the 19 "
+    "features against 74.1 / 26.4, 70.4 / 71.1 with the 13, same folds), so they carry "
+    "information that transfers between patients, but the network turns them into rules "
+    "that do not (fold 209,215: 215's ventricular beats, a rare premature shape, called S)."
+    "  Code: `var/s6_morphology_clusters.patch` (B) and "
+    "`var/s6_morphology_clusters_A.patch` on the machine they were made on (not committed: "
+    "not shipped).",
+]
+
 GROUP_CAVEATS = [
     "What the data can and cannot show: DS1 has 22 patients (one record each), "
     "9 women and 13 men, 5-9 per age group, so every group is a handful of "
@@ -351,6 +382,7 @@ def write_report(cv: dict, meta: dict, info: dict, lat: dict, exact: dict, out: 
           "was made and does not test it blind.  The candidate's code: "
           "`var/s5_sinus_reference_features.patch` on the machine it was made on (not "
           "committed: it was not shipped); the decision is in the comparison below.",
+          *S6_TRIED,
           f"- This report's model: `{meta['version']}`, {meta['rr_features']} context "
           "features.", ""]
     L += ["## Leave-records-out cross-validation (22 DS1 records)", "",
@@ -385,7 +417,7 @@ def write_report(cv: dict, meta: dict, info: dict, lat: dict, exact: dict, out: 
         L += ["### By sex and age group (leave-records-out, int8, classifier alone)", "",
               *groups, "", *GROUP_CAVEATS, ""]
     if compare:
-        L += ["## The last model decision: both candidates, same folds and recipe", "",
+        L += ["## The model decisions: every candidate, same folds and recipe", "",
               *compare, ""]
     if hard:
         L += ["## Simulator hard cases (never used to train or to pick a model)", "",
