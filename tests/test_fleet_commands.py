@@ -301,3 +301,43 @@ def test_every_command_in_the_fleet_guide_parses() -> None:
     for line in lines:
         args = parser.parse_args(shlex.split(line)[1:])
         assert callable(args.func), line
+
+
+def test_a_running_demo_can_be_commanded_from_another_terminal(tmp_path) -> None:
+    """`medge demo` prints the operator's command line; it works while the demo runs,
+    and the password is in the 0600 file only, never in the demo's output."""
+    import subprocess
+    import sys
+
+    medge_bin = str(Path(sys.executable).with_name("medge"))
+    db = tmp_path / "d.db"
+    demo = subprocess.Popen([medge_bin, "demo", "--devices", "2", "--duration", "20",
+                             "--db", str(db)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(demo.stdout), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 60
+        hint = None
+        while hint is None and time.monotonic() < deadline:
+            hint = next((x for x in list(lines) if "from another terminal: " in x), None)
+            time.sleep(0.1)
+        assert hint is not None, lines
+        argv = hint.split("from another terminal: ", 1)[1].split()
+        assert argv[:4] == ["medge", "fleet", "cmd", "sim-0001"]
+        for _ in range(50):  # the device connects on its first step
+            run = medge(*argv[1:], "--json", cwd=tmp_path)
+            if run.returncode == 0:
+                break
+            time.sleep(0.2)
+        assert run.returncode == 0, run.stderr
+        assert json.loads(run.stdout)["data"]["fw_version"] == "0.1.0"
+        assert demo.wait(120) == 0
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    reader.join(10)
+    pw_file = tmp_path / "d.db.d" / "operator.pw"
+    assert pw_file.stat().st_mode & 0o777 == 0o600
+    assert pw_file.read_text().strip() not in "".join(lines)

@@ -21,11 +21,15 @@ on one line.
 Accounts: the demo provisions its own (:func:`host.services.accounts.provision`,
 audited as the OS user): a device account per simulated device and the host account
 :data:`INGEST_ACCOUNT` for ingest, each with a fresh password held in memory only,
-so ``make demo`` needs no extra step; mosquitto then runs with authentication
-(anonymous clients refused, per-account ACLs, client ids bound to accounts).  The
-embedded broker (no mosquitto installed) checks the same passwords and ACLs but
-cannot keep a refused client away from a session (``host/broker/launch.py``), so its
-start-up line says it is for a trusted loopback only.
+so ``make demo`` needs no extra step, and the operator account
+:data:`OPERATOR_ACCOUNT`, whose fresh password goes into ``<db>.d/operator.pw``
+(mode 0600; the start-up prints the ``medge fleet cmd`` line that uses it, never the
+password), for commanding the demo's devices from another terminal.  mosquitto then
+runs with authentication (anonymous clients refused, per-account ACLs, client ids
+bound to accounts).  The embedded broker (no mosquitto installed) checks the same
+passwords and ACLs but cannot keep a refused client away from a session
+(``host/broker/launch.py``), so its start-up line says it is for a trusted loopback
+only.
 
 Patients: each device's virtual patient is registered in the store with a
 profile drawn from the fleet's scenario and the device assigned to it from the
@@ -47,6 +51,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 import threading
 import time
@@ -69,6 +74,18 @@ DRAIN_TIMEOUT_S = 15.0
 INGEST_CONNECT_TIMEOUT_S = 10.0
 #: The demo's ingest account (also ingest's client id: the broker binds them).
 INGEST_ACCOUNT = "medge-ingest"
+#: The operator account a demo makes for commanding its devices from another terminal.
+OPERATOR_ACCOUNT = "demo-operator"
+
+
+def _write_secret(path: Path, secret: str) -> None:
+    """``secret`` into ``path`` (replaced), readable by this user only (0600)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(secret + "\n")
+    os.replace(tmp, path)
 
 
 def demo_dirs(db_path: str | Path) -> tuple[Path, Path]:
@@ -176,12 +193,18 @@ class Demo:
             self._ingest_password = accounts.provision(
                 store, [INGEST_ACCOUNT], accounts.Role.HOST,
                 actor=default_actor())[INGEST_ACCOUNT]
+            operator_password = accounts.provision(
+                store, [OPERATOR_ACCOUNT], accounts.Role.OPERATOR,
+                actor=default_actor())[OPERATOR_ACCOUNT]
         broker_dir, devices_dir = demo_dirs(self.db_path)
         for folder in (broker_dir, devices_dir):
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise ValueError(f"cannot create {folder}: {exc.strerror or exc}") from None
+        #: The operator's password, in a file only this user can read (never printed).
+        self.operator_password_file = broker_dir.parent / "operator.pw"
+        _write_secret(self.operator_password_file, operator_password)
         self.broker = Broker(broker_kind, data_dir=broker_dir,  # picks its port, not started
                              accounts=registry_accounts(self.db_path))
         # The fleet is built (scenario, faults, device state files) before the broker
@@ -209,6 +232,10 @@ class Demo:
                 auth += "; embedded broker: a trusted loopback only"
             print(f"demo: {broker.kind.value} broker on {broker.host}:{broker.port} "
                   f"({auth}); store {self.db_path}", file=text, flush=True)
+            first = self.fleet.devices[0].cfg.device_id if self.fleet.devices else "ID"
+            print(f"demo: from another terminal: medge fleet cmd {first} ping --port "
+                  f"{broker.port} --username {OPERATOR_ACCOUNT} --password-file "
+                  f"{self.operator_password_file} --db {self.db_path}", file=text, flush=True)
         ingest: Ingest | None = None
         stop = threading.Event()
         try:
