@@ -3,10 +3,13 @@
 :class:`firmware.rhythm.monitor.RhythmMonitor` on a 30-minute simulated patient
 in atrial fibrillation with 8 % PVCs (the simulator's beat schedule,
 :mod:`sim.rhythm`, fixed seed), each beat with its true class, ticked once a
-second as the device loop does: microseconds per beat (best of 3), in this
-CPython and inside the MicroPython VM (tests/mpyvm.py, timed in the VM with
-``time.ticks_us``).  Per beat the monitor evaluates the 64-interval AF
-window (sorted for Dash's trim), so this is the AF detector's cost too.
+second as the device loop does, and with a beat vector whose P region is
+unrelated to the last ones (AF's), so the atrial-activity gate
+(firmware/rhythm/atrial.py) runs on every beat as on the device: microseconds per
+beat (best of 3), in this CPython and inside the MicroPython VM (tests/mpyvm.py,
+timed in the VM with ``time.ticks_us``).  Per beat the monitor evaluates the
+64-interval AF window (sorted for Dash's trim), so this is the AF detector's cost
+too.
 
     .venv/bin/python -m models.bench_rhythm [--json]
 """
@@ -33,7 +36,19 @@ _CODES = {"N": 0, "S": 1, "V": 2, "F": 3, "Q": 4}
 # Runs on both interpreters: DATA (bytes of <iB records), CLOCK() in us.
 SCRIPT = """
 import struct
+from array import array
 from firmware.rhythm.monitor import RhythmMonitor
+from firmware.params import BEAT_CHANNELS, BEAT_WINDOW_POINTS
+# 16 beat vectors whose P regions (channel 0, the first 22 points) are unrelated, as
+# in AF: the atrial-activity gate runs on every beat, as on the device.
+POOL = []
+seed = 1
+for _ in range(16):
+    v = array("b", bytes(BEAT_WINDOW_POINTS * BEAT_CHANNELS))
+    for k in range(22):
+        seed = (seed * 1103515245 + 12345) & 0x7FFFFFFF
+        v[BEAT_CHANNELS * k] = (seed >> 16) %% 21 - 10
+    POOL.append(v)
 def run(data, fs, seconds):
     n = len(data) // 5
     mon = RhythmMonitor(fs)
@@ -45,7 +60,7 @@ def run(data, fs, seconds):
             r, c = struct.unpack_from("<iB", data, 5 * i)
             if r >= now:
                 break
-            mon.beat(r, c)
+            mon.beat(r, c, POOL[i & 15])
             i += 1
         mon.tick(now, 0, -1)
         events += len(mon.take_events())
