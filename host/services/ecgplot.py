@@ -75,7 +75,8 @@ def draw_strip(mv: np.ndarray, fs_hz: int, t0_s: float, beats, episodes, signal,
     rows = max(1, int(np.ceil(dur / ROW_S - 1e-9)))
     fig, axes = plt.subplots(rows, 1, figsize=(16, 2.6 * rows), squeeze=False)
     lo = min(-1.0, float(np.floor(np.min(mv) * 2) / 2)) if len(mv) else -1.0
-    hi = max(1.5, float(np.ceil(np.max(mv) * 2) / 2)) if len(mv) else 1.5
+    # headroom above the tallest R wave for the class labels
+    hi = max(1.5, float(np.ceil((np.max(mv) + 0.45) * 2) / 2)) if len(mv) else 1.5
     t = t0_s + np.arange(len(mv)) / fs_hz
     for k in range(rows):
         ax = axes[k][0]
@@ -106,7 +107,7 @@ def draw_strip(mv: np.ndarray, fs_hz: int, t0_s: float, beats, episodes, signal,
         ax.plot(t[sel], mv[sel], color="black", lw=0.8, zorder=3)
         for s, label in beats:
             x = s / fs_hz
-            if a <= x <= b:
+            if a <= x <= b and label in CLASS_COLOURS:  # "?": a beat with no class
                 ax.text(x, hi - 0.35, label, ha="center", fontsize=9, weight="bold",
                         color=CLASS_COLOURS.get(label, "black"), zorder=4)
         ax.set_xlim(a, a + ROW_S)
