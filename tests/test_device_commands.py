@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_device_umqtt import StepClock
 
 from firmware.device import Device, DeviceConfig
 from firmware.hw.sources import ArraySource
@@ -19,17 +20,6 @@ from host.services.messages import Accepted, check
 FS = 250
 DEV = "bed-7"
 CMD_TOPIC = f"medge/v1/dev/{DEV}/cmd"
-
-
-class StepClock:
-    def __init__(self) -> None:
-        self.ms = 0
-
-    def epoch_ms(self) -> int:
-        return 1_764_000_000_000 + self.ms
-
-    def ticks_ms(self) -> int:
-        return self.ms
 
 
 def cmd(cmd_id: str, name: str, args: dict | None = None, **extra) -> bytes:

@@ -37,6 +37,18 @@ def add_password_file(p: argparse.ArgumentParser) -> None:
                    help="write the password to this new file (0600) instead of printing it")
 
 
+def add_operator_options(p: argparse.ArgumentParser, what: str,
+                         func: Any) -> None:
+    """The options of a command that talks to devices as an operator: the broker, the
+    operator account, the audit actor, --json, the store; and its handler."""
+    add_broker_addr(p)
+    add_broker_account(p)
+    add_actor(p)
+    add_json(p, what)
+    add_db(p)
+    p.set_defaults(func=func, prog=p.prog)
+
+
 def _account_id(text: str) -> str:
     from host.services.accounts import AccountError, check_username
 
@@ -150,12 +162,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="the device rejects the command after this long (60)")
     q.add_argument("--wait", type=positive_number, default=10.0, metavar="SECONDS",
                    help="how long to wait for the answer (10)")
-    add_broker_addr(q)
-    add_broker_account(q)
-    add_actor(q)
-    add_json(q, "the command and its answer")
-    add_db(q)
-    q.set_defaults(func=run_cmd, prog=q.prog)
+    add_operator_options(q, "the command and its answer", run_cmd)
 
     q = add_command(
         fleet_sub, "config", help="a device's desired settings (and what it runs)",
@@ -192,12 +199,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="--watch: stop after this long")
     q.add_argument("--wait", type=positive_number, default=10.0, metavar="SECONDS",
                    help="how long to wait for each answer (10)")
-    add_broker_addr(q)
-    add_broker_account(q)
-    add_actor(q)
-    add_json(q, "each pass's results, one JSON line per pass")
-    add_db(q)
-    q.set_defaults(func=run_sync, prog=q.prog)
+    add_operator_options(q, "each pass's results, one JSON line per pass", run_sync)
 
     q = add_command(
         fleet_sub, "strip", help="the last seconds of a device's ECG, drawn",
@@ -213,12 +215,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="the picture: .png, .svg or .pdf")
     q.add_argument("--wait", type=positive_number, default=10.0, metavar="SECONDS",
                    help="how long to wait for the answer (10)")
-    add_broker_addr(q)
-    add_broker_account(q)
-    add_actor(q)
-    add_json(q, "what the strip shows")
-    add_db(q)
-    q.set_defaults(func=run_strip, prog=q.prog)
+    add_operator_options(q, "what the strip shows", run_strip)
 
     q = add_command(
         fleet_sub, "commands", help="commands sent and their answers",
@@ -269,12 +266,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="the key's folder (default: <db>.d/ota)")
     r.add_argument("--wait", type=positive_number, default=20.0, metavar="SECONDS",
                    help="how long to wait for each answer (20)")
-    add_broker_addr(r)
-    add_broker_account(r)
-    add_actor(r)
-    add_json(r, "the campaign and each device's outcome")
-    add_db(r)
-    r.set_defaults(func=run_ota_push, prog=r.prog)
+    add_operator_options(r, "the campaign and each device's outcome", run_ota_push)
     r = add_command(ota_sub, "list", help="update campaigns and their devices",
                     description="Update campaigns, newest first, with each device's state "
                     "(pending, installed,\nfailed with the reason, skipped).",
