@@ -145,8 +145,8 @@ S6_TRIED = [
     "only: S 73.2 / 25.6, V 87.1 / 77.5: S +P +1.0 and V Se +3.5 at equal V +P, but S Se "
     "-3.9, more than the decision allows; not shipped, the direction to follow (regularise "
     "or constrain the network's use of the cluster features, or a linear head on them).  "
-    "Code: `var/s6_morphology_clusters.patch` (B) and `var/s6_morphology_clusters_A.patch` "
-    "on the machine they were made on (not committed: not shipped).",
+    "Code: `models/candidates/s6_morphology_clusters.patch` (B), `..._A.patch` and "
+    "`..._C_train.patch` (not shipped; models/candidates/README.md says how to repeat).",
 ]
 
 GROUP_CAVEATS = [
@@ -384,8 +384,8 @@ def write_report(cv: dict, meta: dict, info: dict, lat: dict, exact: dict, out: 
           "S Se was 22 % (beatnet-1: 32 %), which is why the candidate replaces the means "
           "instead of adding to them, so that hard case was seen before the candidate "
           "was made and does not test it blind.  The candidate's code: "
-          "`var/s5_sinus_reference_features.patch` on the machine it was made on (not "
-          "committed: it was not shipped); the decision is in the comparison below.",
+          "`models/candidates/s5_sinus_reference_features.patch` (not shipped); the decision "
+          "is in the comparison below.",
           *S6_TRIED,
           f"- This report's model: `{meta['version']}`, {meta['rr_features']} context "
           "features.", ""]
