@@ -37,10 +37,13 @@ def add_password_file(p: argparse.ArgumentParser) -> None:
                    help="write the password to this new file (0600) instead of printing it")
 
 
-def add_operator_options(p: argparse.ArgumentParser, what: str,
-                         func: Any) -> None:
-    """The options of a command that talks to devices as an operator: the broker, the
-    operator account, the audit actor, --json, the store; and its handler."""
+def add_operator_options(p: argparse.ArgumentParser, what: str, func: Any, *,
+                         wait_s: float = 10.0) -> None:
+    """The options of a command that talks to devices as an operator: how long to wait
+    for each answer, the broker, the operator account, the audit actor, --json, the
+    store; and its handler."""
+    p.add_argument("--wait", type=positive_number, default=wait_s, metavar="SECONDS",
+                   help=f"how long to wait for each answer ({wait_s:g})")
     add_broker_addr(p)
     add_broker_account(p)
     add_actor(p)
@@ -160,8 +163,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="an argument of the command (repeatable; digits are sent as an int)")
     q.add_argument("--expires", type=positive_number, default=None, metavar="SECONDS",
                    help="the device rejects the command after this long (60)")
-    q.add_argument("--wait", type=positive_number, default=10.0, metavar="SECONDS",
-                   help="how long to wait for the answer (10)")
     add_operator_options(q, "the command and its answer", run_cmd)
 
     q = add_command(
@@ -197,8 +198,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="--watch: seconds between passes (10)")
     q.add_argument("--duration", type=positive_number, metavar="SECONDS",
                    help="--watch: stop after this long")
-    q.add_argument("--wait", type=positive_number, default=10.0, metavar="SECONDS",
-                   help="how long to wait for each answer (10)")
     add_operator_options(q, "each pass's results, one JSON line per pass", run_sync)
 
     q = add_command(
@@ -213,8 +212,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="how many seconds, 1..10 (10)")
     q.add_argument("--out", type=Path, required=True, metavar="FILE",
                    help="the picture: .png, .svg or .pdf")
-    q.add_argument("--wait", type=positive_number, default=10.0, metavar="SECONDS",
-                   help="how long to wait for the answer (10)")
     add_operator_options(q, "what the strip shows", run_strip)
 
     q = add_command(
@@ -264,9 +261,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="the model, without extension (models/beatnet)")
     r.add_argument("--key-dir", type=Path, metavar="DIR",
                    help="the key's folder (default: <db>.d/ota)")
-    r.add_argument("--wait", type=positive_number, default=20.0, metavar="SECONDS",
-                   help="how long to wait for each answer (20)")
-    add_operator_options(r, "the campaign and each device's outcome", run_ota_push)
+    add_operator_options(r, "the campaign and each device's outcome", run_ota_push,
+                         wait_s=20.0)
     r = add_command(ota_sub, "list", help="update campaigns and their devices",
                     description="Update campaigns, newest first, with each device's state "
                     "(pending, installed,\nfailed with the reason, skipped).",
@@ -720,9 +716,11 @@ def run_ota_list(args: argparse.Namespace) -> int:
 
 def run_strip(args: argparse.Namespace) -> int:
     from host.services import commands
+    from host.services.ecgplot import picture_error
 
-    if args.out.suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise CliError(f"--out must end in .png, .svg or .pdf, got {str(args.out)!r}")
+    bad = picture_error(args.out)
+    if bad:
+        raise CliError(bad)
     actor = _actor(args)
     with _write_store(args.db) as store, _command_client(args, [args.id]) as client:
         try:

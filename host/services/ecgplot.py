@@ -43,6 +43,16 @@ class PlotError(Exception):
     """Bad input for the strip (one line)."""
 
 
+PICTURE_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+def picture_error(path: Path) -> str | None:
+    """Why ``path`` cannot be a strip picture (``--out``), or None."""
+    if path.suffix.lower() not in PICTURE_SUFFIXES:
+        return f"--out must end in .png, .svg or .pdf, got {str(path)!r}"
+    return None
+
+
 def filtered_mv(counts, fs_hz: int, mains_hz: int) -> np.ndarray:
     """The device's filter chain over raw counts, in millivolts."""
     from array import array
@@ -170,9 +180,9 @@ def run_plot(record: str, channel: int, start_s: float, seconds: float, out_path
 
     out = out or sys.stdout
     target = Path(out_path)
-    if target.suffix.lower() not in (".png", ".svg", ".pdf"):
-        print(f"medge ecg plot: --out must end in .png, .svg or .pdf, got {out_path!r}",
-              file=sys.stderr)
+    bad = picture_error(target)
+    if bad:
+        print(f"medge ecg plot: {bad}", file=sys.stderr)
         return 2
     if not target.parent.is_dir():
         print(f"medge ecg plot: folder {str(target.parent)!r} does not exist", file=sys.stderr)
